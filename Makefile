@@ -1,0 +1,52 @@
+# The two commands: `make demo` (SQLite, embedded broker, no services) and `make test`
+# (PostgreSQL + Redis on 127.0.0.1, real Celery worker, headless Chromium).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/clinic_eval
+TEST_BROKER_URL ?= redis://127.0.0.1:6379/0
+
+.PHONY: demo test lint format migrations-check browser
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else 1)' \
+		|| { echo "clinic-eval needs Python 3.11 or 3.12 (set PYTHON=/path/to/python3.11)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed-app: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@ $(VENV)/.installed-app
+
+demo: $(VENV)/.installed-app
+	DEBUG=1 $(BIN)/python manage.py run_demo
+
+# Debian's chromium drives the browser tests; Playwright never downloads a browser.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "Installing Debian's chromium for the browser tests"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null \
+		|| { echo "Could not install chromium: run 'apt-get install chromium' as root"; exit 1; }; }
+
+test: $(VENV)/.installed-dev browser
+	DATABASE_URL="$${DATABASE_URL:-$(TEST_DATABASE_URL)}" \
+	CELERY_BROKER_URL="$${CELERY_BROKER_URL:-$(TEST_BROKER_URL)}" \
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.installed-dev
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+migrations-check: $(VENV)/.installed-dev
+	DEBUG=1 $(BIN)/python manage.py makemigrations --check --dry-run

@@ -1,0 +1,248 @@
+"""Coordinator API. Every view checks the role with ``IsCoordinator`` and the object with the
+same selector the pages use, so a physician gets 403 and a foreign study 404."""
+
+from __future__ import annotations
+
+from django.core.files.uploadedfile import UploadedFile
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from clinic_eval import selectors, services
+from clinic_eval.models import Arm, Case, DataImport, Study
+from clinic_eval.permissions import IsCoordinator
+
+
+class CoordinatorApi(APIView):
+    permission_classes = [IsCoordinator]
+
+
+def _domain_error(exc: services.DomainError) -> Response:
+    return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+
+
+# --- Studies --------------------------------------------------------------------------------
+
+
+class StudyOutput(serializers.ModelSerializer):
+    case_count = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Study
+        fields = [
+            "id",
+            "title",
+            "question",
+            "status",
+            "seed",
+            "strata",
+            "decision_layers",
+            "rubric",
+            "design",
+            "case_count",
+            "created_at",
+        ]
+
+    def get_case_count(self, study: Study) -> int:
+        annotated = getattr(study, "case_count", None)
+        return annotated if annotated is not None else study.cases.count()
+
+
+class StudyInput(serializers.Serializer):
+    title = serializers.CharField(max_length=200)
+    question = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class StudyListApi(CoordinatorApi):
+    @extend_schema(responses=StudyOutput(many=True))
+    def get(self, request: Request) -> Response:
+        paginator = PageNumberPagination()
+        studies = selectors.study_list_for_coordinator(user=request.user)
+        page = paginator.paginate_queryset(studies, request, view=self)
+        return paginator.get_paginated_response(StudyOutput(page, many=True).data)
+
+    @extend_schema(request=StudyInput, responses={201: StudyOutput})
+    def post(self, request: Request) -> Response:
+        payload = StudyInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        study = services.study_create(created_by=request.user, **payload.validated_data)
+        return Response(StudyOutput(study).data, status=status.HTTP_201_CREATED)
+
+
+class StudyDetailApi(CoordinatorApi):
+    @extend_schema(responses=StudyOutput)
+    def get(self, request: Request, study_id: int) -> Response:
+        study = selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
+        return Response(StudyOutput(study).data)
+
+
+# --- Cases ----------------------------------------------------------------------------------
+
+
+class CaseOutput(serializers.ModelSerializer):
+    class Meta:
+        model = Case
+        fields = [
+            "id",
+            "external_id",
+            "stratum",
+            "narrative",
+            "fields",
+            "ground_truth",
+            "original_text",
+            "original_decision",
+            "original_author_ref",
+            "created_at",
+        ]
+
+
+class CaseListApi(CoordinatorApi):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("stratum", str, description="Only cases of this stratum"),
+            OpenApiParameter("q", str, description="Search case ids and narratives"),
+        ],
+        responses=CaseOutput(many=True),
+    )
+    def get(self, request: Request, study_id: int) -> Response:
+        study = selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
+        cases = selectors.case_list(
+            study=study,
+            stratum=request.query_params.get("stratum", ""),
+            search=request.query_params.get("q", "").strip()[:100],
+        )
+        paginator = PageNumberPagination()
+        page = paginator.paginate_queryset(cases, request, view=self)
+        return paginator.get_paginated_response(CaseOutput(page, many=True).data)
+
+
+class CaseDetailApi(CoordinatorApi):
+    @extend_schema(responses=CaseOutput)
+    def get(self, request: Request, study_id: int, case_id: int) -> Response:
+        case = selectors.case_get_for_coordinator(
+            user=request.user, study_id=study_id, case_id=case_id
+        )
+        return Response(CaseOutput(case).data)
+
+
+# --- Arms -----------------------------------------------------------------------------------
+
+
+class ArmOutput(serializers.ModelSerializer):
+    response_count = serializers.IntegerField(read_only=True, default=0)
+
+    class Meta:
+        model = Arm
+        fields = ["id", "label", "kind", "description", "response_count", "created_at"]
+
+
+class ArmInput(serializers.Serializer):
+    label = serializers.CharField(max_length=64)
+    kind = serializers.ChoiceField(choices=Arm.Kind.choices)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class ArmListApi(CoordinatorApi):
+    @extend_schema(responses=ArmOutput(many=True))
+    def get(self, request: Request, study_id: int) -> Response:
+        study = selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
+        return Response(ArmOutput(selectors.arm_list(study=study), many=True).data)
+
+    @extend_schema(request=ArmInput, responses={201: ArmOutput})
+    def post(self, request: Request, study_id: int) -> Response:
+        study = selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
+        payload = ArmInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        try:
+            arm = services.arm_create(study=study, **payload.validated_data)
+        except services.DomainError as exc:
+            return _domain_error(exc)
+        return Response(ArmOutput(arm).data, status=status.HTTP_201_CREATED)
+
+
+# --- Imports --------------------------------------------------------------------------------
+
+
+class LineErrorOutput(serializers.Serializer):
+    line = serializers.IntegerField(allow_null=True)
+    message = serializers.CharField()
+
+
+class DataImportOutput(serializers.ModelSerializer):
+    errors = LineErrorOutput(many=True)
+
+    class Meta:
+        model = DataImport
+        fields = [
+            "id",
+            "kind",
+            "format",
+            "filename",
+            "sha256",
+            "size_bytes",
+            "status",
+            "row_count",
+            "error_count",
+            "errors",
+            "created_at",
+            "finished_at",
+        ]
+
+
+class DataImportInput(serializers.Serializer):
+    file = serializers.FileField()
+    kind = serializers.ChoiceField(choices=DataImport.Kind.choices, default=DataImport.Kind.CASES)
+    format = serializers.ChoiceField(choices=DataImport.Format.choices, required=False)
+
+    def validate_file(self, upload: UploadedFile) -> UploadedFile:
+        try:
+            services.data_import_check_size(filename=upload.name, size=upload.size or 0)
+        except services.DomainError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+        return upload
+
+
+class DataImportListApi(CoordinatorApi):
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(responses=DataImportOutput(many=True))
+    def get(self, request: Request, study_id: int) -> Response:
+        study = selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
+        imports = selectors.data_import_list(study=study)
+        paginator = PageNumberPagination()
+        page = paginator.paginate_queryset(imports, request, view=self)
+        return paginator.get_paginated_response(DataImportOutput(page, many=True).data)
+
+    @extend_schema(request=DataImportInput, responses={202: DataImportOutput})
+    def post(self, request: Request, study_id: int) -> Response:
+        """Queue a file for import; poll the returned import until it succeeds or fails."""
+        study = selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
+        payload = DataImportInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        upload = payload.validated_data["file"]
+        try:
+            data_import = services.data_import_submit(
+                study=study,
+                kind=payload.validated_data["kind"],
+                filename=upload.name,
+                content=upload.read(),
+                created_by=request.user,
+                file_format=payload.validated_data.get("format"),
+            )
+        except services.DomainError as exc:
+            return _domain_error(exc)
+        data_import.refresh_from_db()
+        return Response(DataImportOutput(data_import).data, status=status.HTTP_202_ACCEPTED)
+
+
+class DataImportDetailApi(CoordinatorApi):
+    @extend_schema(responses=DataImportOutput)
+    def get(self, request: Request, study_id: int, import_id: int) -> Response:
+        data_import = selectors.data_import_get_for_coordinator(
+            user=request.user, study_id=study_id, import_id=import_id
+        )
+        return Response(DataImportOutput(data_import).data)

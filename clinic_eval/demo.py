@@ -1,0 +1,90 @@
+"""The demo study: synthetic cases, simulated arms and demo accounts with published passwords.
+
+Only for DEBUG installations; ``seed_demo`` and ``run_demo`` refuse to run otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db import transaction
+
+from clinic_eval import services, synthetic
+from clinic_eval.models import Arm, DataImport, Study, User
+
+DEMO_TITLE = "Demo: ART treatment decisions, four aligned models vs physicians (synthetic)"
+DEMO_QUESTION = (
+    "Do physicians, rating blinded, prefer the plans of the most accurate model? "
+    "All cases and responses in this study are synthetic; the four model arms are simulated "
+    "text written by the generator, not model outputs."
+)
+DEMO_COORDINATOR = ("coordinator", "demo-coordinator-pass")
+# Usernames match synthetic original-decision authors, so some cases are their own.
+DEMO_PHYSICIANS = (("dr-01", "demo-physician-pass"), ("dr-02", "demo-physician-pass"))
+SIMULATED_ARM_STYLES = {
+    "SFT-sim": "Structured assessment, key findings, plan and rationale; clear reasoning.",
+    "DPO-sim": "Warm, patient-friendly and verbose; hedges and adds counselling points.",
+    "GRPO-sim": "Terse and label-first; most accurate labels, thin reasoning, higher doses.",
+    "ICL-sim": "Follows a few-shot template; least accurate, occasional wrong values.",
+}
+
+
+@dataclass(frozen=True)
+class DemoAccounts:
+    study: Study
+    created: bool
+    accounts: tuple[tuple[str, str, str], ...]  # (role, username, password)
+
+
+def _demo_user(username: str, password: str, role: str) -> User:
+    user = User.objects.filter(username=username).first()
+    if user is None:
+        return services.user_create(username=username, password=password, role=role)
+    return user
+
+
+@transaction.atomic
+def demo_seed(*, n_cases: int = 240, seed: int = 1) -> DemoAccounts:
+    coordinator = _demo_user(*DEMO_COORDINATOR, role=User.Role.COORDINATOR)
+    for username, password in DEMO_PHYSICIANS:
+        _demo_user(username, password, role=User.Role.PHYSICIAN)
+    accounts = (
+        ("coordinator", *DEMO_COORDINATOR),
+        *(("physician", username, password) for username, password in DEMO_PHYSICIANS),
+    )
+    existing = Study.objects.filter(title=DEMO_TITLE).first()
+    if existing is not None:
+        return DemoAccounts(study=existing, created=False, accounts=accounts)
+
+    study = services.study_create(title=DEMO_TITLE, question=DEMO_QUESTION, created_by=coordinator)
+    for label in synthetic.SIMULATED_ARMS:
+        services.arm_create(
+            study=study,
+            label=label,
+            kind=Arm.Kind.IMPORTED,
+            description=f"Simulated, not a model. {SIMULATED_ARM_STYLES.get(label, '')}".strip(),
+        )
+    services.arm_create(
+        study=study,
+        label="Physician",
+        kind=Arm.Kind.PHYSICIAN_ORIGINAL,
+        description="The treating physician's original decision (synthetic).",
+    )
+    cases = synthetic.generate_cases(n=n_cases, seed=seed)
+    responses = synthetic.generate_simulated_responses(cases, seed=seed)
+    for kind, rows, filename in (
+        (DataImport.Kind.CASES, cases, f"synthetic-cases-seed{seed}.jsonl"),
+        (DataImport.Kind.RESPONSES, responses, f"simulated-responses-seed{seed}.jsonl"),
+    ):
+        data_import = services.data_import_create(
+            study=study,
+            kind=kind,
+            filename=filename,
+            content=synthetic.dumps_jsonl(rows).encode("utf-8"),
+            created_by=coordinator,
+        )
+        data_import = services.data_import_run(import_id=data_import.pk)
+        if data_import.status != DataImport.Status.SUCCEEDED:
+            raise services.DomainError(f"the demo {kind} did not import: {data_import.errors[:3]}")
+    services.study_transition(study=study, to_status=Study.Status.READY)
+    return DemoAccounts(study=study, created=True, accounts=accounts)

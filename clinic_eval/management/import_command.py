@@ -1,0 +1,63 @@
+"""The shared body of ``import_cases`` and ``import_responses``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from clinic_eval import services
+from clinic_eval.models import DataImport, Study
+
+
+class ImportCommand(BaseCommand):
+    kind: str = DataImport.Kind.CASES
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--study", type=int, required=True, help="The study's id")
+        parser.add_argument("file", type=Path, help="A .jsonl or .csv file")
+        parser.add_argument(
+            "--format",
+            choices=DataImport.Format.values,
+            help="Override the format guessed from the file name",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        path: Path = options["file"]
+        try:
+            study = Study.objects.get(pk=options["study"])
+        except Study.DoesNotExist:
+            raise CommandError(f"there is no study with id {options['study']}") from None
+        try:
+            services.data_import_check_size(filename=path.name, size=path.stat().st_size)
+            data_import = services.data_import_create(
+                study=study,
+                kind=self.kind,
+                filename=path.name,
+                content=path.read_bytes(),
+                created_by=None,
+                file_format=options["format"],
+            )
+        except OSError as exc:
+            raise CommandError(f"cannot read {path}: {exc.strerror}") from None
+        except services.DomainError as exc:
+            raise CommandError(str(exc)) from None
+        data_import = services.data_import_run(import_id=data_import.pk)
+        if data_import.status != DataImport.Status.SUCCEEDED:
+            for error in data_import.errors:
+                where = f"line {error['line']}: " if error["line"] else ""
+                self.stderr.write(f"{path.name}: {where}{error['message']}")
+            hidden = data_import.error_count - len(data_import.errors)
+            if hidden:
+                self.stderr.write(f"... and {hidden} more")
+            raise CommandError(
+                f"{data_import.error_count} problem(s) in {path.name}; nothing was imported "
+                f"(import #{data_import.pk})"
+            )
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Imported {data_import.row_count} {self.kind} from {path.name} into study "
+                f"{study.pk} “{study.title}” (import #{data_import.pk})"
+            )
+        )

@@ -1,0 +1,368 @@
+"""Every write to the study domain goes through a function here."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from clinic_eval import importing
+from clinic_eval.models import STUDY_TRANSITIONS, Arm, Case, DataImport, Response, Study, User
+
+MAX_IMPORT_ATTEMPTS = 3
+MAX_STORED_ERRORS = 2_000
+
+
+class DomainError(Exception):
+    """A request the domain refuses, with a message meant for the person who made it."""
+
+
+# --- Users ----------------------------------------------------------------------------------
+
+
+def user_create(
+    *,
+    username: str,
+    password: str,
+    role: str,
+    email: str = "",
+    is_superuser: bool = False,
+) -> User:
+    if role not in User.Role.values:
+        raise DomainError(f"role must be one of {', '.join(User.Role.values)}; got {role!r}")
+    if User.objects.filter(username__iexact=username).exists():
+        raise DomainError(f"a user named {username!r} already exists")
+    user = User(
+        username=username,
+        email=email,
+        role=role,
+        is_superuser=is_superuser,
+        is_staff=is_superuser,
+    )
+    user.set_password(password)
+    user.full_clean()
+    user.save()
+    return user
+
+
+# --- Studies --------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def study_create(*, title: str, question: str = "", created_by: User) -> Study:
+    study = Study(title=title.strip(), question=question.strip(), created_by=created_by)
+    study.full_clean()
+    study.save()
+    study.coordinators.add(created_by)
+    return study
+
+
+@transaction.atomic
+def study_transition(*, study: Study, to_status: str) -> Study:
+    locked = Study.objects.select_for_update().get(pk=study.pk)
+    if to_status not in STUDY_TRANSITIONS[locked.status]:
+        allowed = ", ".join(STUDY_TRANSITIONS[locked.status]) or "none: the study is closed"
+        raise DomainError(
+            f"a {locked.status} study cannot become {to_status} (possible next steps: {allowed})"
+        )
+    if to_status in {Study.Status.READY, Study.Status.OPEN} and not locked.cases.exists():
+        raise DomainError("import cases before marking the study ready")
+    locked.status = to_status
+    locked.status_changed_at = timezone.now()
+    locked.save(update_fields=["status", "status_changed_at"])
+    return locked
+
+
+# --- Arms -----------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def arm_create(*, study: Study, label: str, kind: str, description: str = "") -> Arm:
+    label = label.strip()
+    if kind not in Arm.Kind.values:
+        raise DomainError(f"arm kind must be one of {', '.join(Arm.Kind.values)}; got {kind!r}")
+    if study.arms.filter(label__iexact=label).exists():
+        raise DomainError(f"this study already has an arm labelled {label!r}")
+    if kind == Arm.Kind.PHYSICIAN_ORIGINAL and study.arms.filter(kind=kind).exists():
+        raise DomainError("this study already has a physician's-original-decision arm")
+    arm = Arm(study=study, label=label, kind=kind, description=description.strip())
+    arm.full_clean()
+    arm.save()
+    if kind == Arm.Kind.PHYSICIAN_ORIGINAL:
+        physician_original_responses_sync(study=study)
+    return arm
+
+
+def physician_original_responses_sync(*, study: Study) -> int:
+    """Give the physician-original arm one response per case that has an original decision."""
+    arm = study.arms.filter(kind=Arm.Kind.PHYSICIAN_ORIGINAL).first()
+    if arm is None:
+        return 0
+    missing = study.cases.exclude(original_text="").exclude(responses__arm=arm)
+    created = Response.objects.bulk_create(
+        [
+            Response(
+                case=case,
+                arm=arm,
+                sample_index=0,
+                raw_text=case.original_text,
+                display_text=case.original_text,
+                parsed_decision=case.original_decision,
+                provenance={"source": "physician_original"},
+            )
+            for case in missing.only("id", "original_text", "original_decision")
+        ],
+        batch_size=1_000,
+        ignore_conflicts=True,
+    )
+    return len(created)
+
+
+# --- Imports --------------------------------------------------------------------------------
+
+
+def data_import_check_size(*, filename: str, size: int) -> None:
+    """Refuse an oversized file before anyone reads it into memory."""
+    limit = settings.IMPORT_MAX_BYTES
+    if size > limit:
+        raise DomainError(
+            f"{filename} is {size:,} bytes; the limit is {limit:,} bytes "
+            "(IMPORT_MAX_BYTES). Split the file and import the parts."
+        )
+
+
+def data_import_create(
+    *,
+    study: Study,
+    kind: str,
+    filename: str,
+    content: bytes,
+    created_by: User | None,
+    file_format: str | None = None,
+) -> DataImport:
+    """Record an uploaded file; refuse at once what cannot be read at all."""
+    if kind not in DataImport.Kind.values:
+        raise DomainError(f"kind must be one of {', '.join(DataImport.Kind.values)}")
+    data_import_check_size(filename=filename, size=len(content))
+    if not content.strip():
+        raise DomainError(f"{filename} is empty")
+    file_format = file_format or importing.detect_format(filename)
+    if file_format not in DataImport.Format.values:
+        raise DomainError(
+            f"cannot tell the format of {filename!r}: name it .jsonl or .csv, or choose a format"
+        )
+    return DataImport.objects.create(
+        study=study,
+        kind=kind,
+        format=file_format,
+        filename=filename[:255],
+        sha256=hashlib.sha256(content).hexdigest(),
+        size_bytes=len(content),
+        content=content,
+        created_by=created_by,
+    )
+
+
+def data_import_submit(
+    *,
+    study: Study,
+    kind: str,
+    filename: str,
+    content: bytes,
+    created_by: User,
+    file_format: str | None = None,
+) -> DataImport:
+    """Record a file and have a worker apply it once the surrounding transaction commits."""
+    from clinic_eval.tasks import data_import_run_task
+
+    with transaction.atomic():
+        data_import = data_import_create(
+            study=study,
+            kind=kind,
+            filename=filename,
+            content=content,
+            created_by=created_by,
+            file_format=file_format,
+        )
+        transaction.on_commit(lambda: data_import_run_task.delay(data_import.pk))
+    return data_import
+
+
+def data_import_run(*, import_id: int) -> DataImport:
+    """Validate and apply an import all-or-nothing. Safe to call twice or concurrently."""
+    claimed = DataImport.objects.filter(
+        pk=import_id, status__in=[DataImport.Status.PENDING, DataImport.Status.RUNNING]
+    ).update(
+        status=DataImport.Status.RUNNING,
+        started_at=timezone.now(),
+        attempts=F("attempts") + 1,
+    )
+    if not claimed:
+        return DataImport.objects.get(pk=import_id)
+
+    with transaction.atomic():
+        data_import = DataImport.objects.select_for_update().get(pk=import_id)
+        if data_import.is_finished:  # a concurrent delivery finished it while we waited
+            return data_import
+        # One import at a time per study, so "already exists" checks stay true until we write.
+        study = Study.objects.select_for_update().get(pk=data_import.study_id)
+        if data_import.attempts > MAX_IMPORT_ATTEMPTS:
+            errors = [
+                importing.LineError(
+                    None,
+                    f"the worker stopped {data_import.attempts - 1} times while importing this "
+                    "file; nothing was imported",
+                )
+            ]
+            return _data_import_finish(data_import, errors=errors, row_count=0)
+        earlier = (
+            DataImport.objects.filter(
+                study=study,
+                kind=data_import.kind,
+                sha256=data_import.sha256,
+                status=DataImport.Status.SUCCEEDED,
+            )
+            .exclude(pk=data_import.pk)
+            .first()
+        )
+        if earlier is not None:
+            when = timezone.localtime(earlier.finished_at).strftime("%Y-%m-%d %H:%M")
+            errors = [
+                importing.LineError(
+                    None,
+                    f"this file was already imported into this study on {when} "
+                    f"(import #{earlier.pk}); nothing was imported again",
+                )
+            ]
+            return _data_import_finish(data_import, errors=errors, row_count=0)
+        try:
+            with transaction.atomic():
+                if data_import.kind == DataImport.Kind.CASES:
+                    errors, row_count = _cases_apply(study, data_import)
+                else:
+                    errors, row_count = _responses_apply(study, data_import)
+                if errors:
+                    transaction.set_rollback(True)
+        except IntegrityError as exc:
+            errors, row_count = [importing.LineError(None, f"database refused the rows: {exc}")], 0
+        return _data_import_finish(data_import, errors=errors, row_count=row_count)
+
+
+def _data_import_finish(
+    data_import: DataImport, *, errors: list[importing.LineError], row_count: int
+) -> DataImport:
+    data_import.status = DataImport.Status.FAILED if errors else DataImport.Status.SUCCEEDED
+    data_import.errors = [error.as_dict() for error in errors[:MAX_STORED_ERRORS]]
+    data_import.error_count = len(errors)
+    data_import.row_count = 0 if errors else row_count
+    data_import.content = None
+    data_import.finished_at = timezone.now()
+    data_import.save(
+        update_fields=[
+            "status",
+            "errors",
+            "error_count",
+            "row_count",
+            "content",
+            "finished_at",
+        ]
+    )
+    return data_import
+
+
+def _records(data_import: DataImport) -> Iterable:
+    return importing.read_records(
+        bytes(data_import.content), data_import.format, kind=data_import.kind
+    )
+
+
+def _cases_apply(study: Study, data_import: DataImport) -> tuple[list[importing.LineError], int]:
+    validated = importing.validate_cases(
+        iter(_records(data_import)),
+        strata=study.strata,
+        layers=study.decision_layers,
+        existing_ids=set(study.cases.values_list("external_id", flat=True)),
+        max_rows=settings.IMPORT_MAX_ROWS,
+    )
+    if validated.errors:
+        return validated.errors, 0
+    if not validated.rows:
+        return [importing.LineError(None, "the file holds no cases")], 0
+    authors = {
+        user.username: user
+        for user in User.objects.filter(
+            username__in={row.original_author_ref for row in validated.rows}
+        )
+    }
+    Case.objects.bulk_create(
+        [
+            Case(
+                study=study,
+                external_id=row.external_id,
+                stratum=row.stratum,
+                narrative=row.narrative,
+                fields=row.fields,
+                ground_truth=row.ground_truth,
+                original_text=row.original_text,
+                original_decision=row.original_decision,
+                original_author_ref=row.original_author_ref,
+                original_author=authors.get(row.original_author_ref),
+                data_import=data_import,
+            )
+            for row in validated.rows
+        ],
+        batch_size=1_000,
+    )
+    physician_original_responses_sync(study=study)
+    return [], len(validated.rows)
+
+
+def _responses_apply(
+    study: Study, data_import: DataImport
+) -> tuple[list[importing.LineError], int]:
+    arms = {arm.label: arm for arm in study.arms.filter(kind=Arm.Kind.IMPORTED)}
+    cases = dict(study.cases.values_list("external_id", "id"))
+    existing = set(
+        Response.objects.filter(arm__in=arms.values()).values_list(
+            "case__external_id", "arm__label", "sample_index"
+        )
+    )
+    validated = importing.validate_responses(
+        iter(_records(data_import)),
+        layers=study.decision_layers,
+        case_ids=set(cases),
+        arm_labels=set(arms),
+        existing_keys=existing,
+        max_rows=settings.IMPORT_MAX_ROWS,
+    )
+    if validated.errors:
+        return validated.errors, 0
+    if not validated.rows:
+        return [importing.LineError(None, "the file holds no responses")], 0
+    provenance = {
+        "source": "import",
+        "import_id": data_import.pk,
+        "filename": data_import.filename,
+        "sha256": data_import.sha256,
+    }
+    Response.objects.bulk_create(
+        [
+            Response(
+                case_id=cases[row.case_id],
+                arm=arms[row.arm],
+                sample_index=row.sample,
+                raw_text=row.text,
+                display_text=row.text,
+                parsed_decision=row.decision,
+                provenance=provenance,
+                data_import=data_import,
+            )
+            for row in validated.rows
+        ],
+        batch_size=1_000,
+    )
+    return [], len(validated.rows)

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+from rest_framework.authtoken.views import obtain_auth_token
+
+from clinic_eval import api, views
+
+coordinator_patterns = [
+    path("", views.study_list, name="study_list"),
+    path("studies/<int:study_id>/", views.study_detail, name="study_detail"),
+    path("studies/<int:study_id>/status/", views.study_transition, name="study_transition"),
+    path("studies/<int:study_id>/arms/", views.arm_create, name="arm_create"),
+    path("studies/<int:study_id>/cases/", views.case_list, name="case_list"),
+    path("studies/<int:study_id>/cases/<int:case_id>/", views.case_detail, name="case_detail"),
+    path("studies/<int:study_id>/imports/new/", views.import_create, name="import_create"),
+    path(
+        "studies/<int:study_id>/imports/<int:import_id>/",
+        views.import_detail,
+        name="import_detail",
+    ),
+]
+
+rater_patterns = [
+    path("", views.rater_home, name="home"),
+]
+
+api_patterns = [
+    path("auth/token/", obtain_auth_token, name="token"),
+    path("studies/", api.StudyListApi.as_view(), name="study_list"),
+    path("studies/<int:study_id>/", api.StudyDetailApi.as_view(), name="study_detail"),
+    path("studies/<int:study_id>/cases/", api.CaseListApi.as_view(), name="case_list"),
+    path(
+        "studies/<int:study_id>/cases/<int:case_id>/",
+        api.CaseDetailApi.as_view(),
+        name="case_detail",
+    ),
+    path("studies/<int:study_id>/arms/", api.ArmListApi.as_view(), name="arm_list"),
+    path("studies/<int:study_id>/imports/", api.DataImportListApi.as_view(), name="import_list"),
+    path(
+        "studies/<int:study_id>/imports/<int:import_id>/",
+        api.DataImportDetailApi.as_view(),
+        name="import_detail",
+    ),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api:schema"), name="docs"),
+]
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("healthz", views.healthz, name="healthz"),
+    path(
+        "accounts/login/",
+        auth_views.LoginView.as_view(redirect_authenticated_user=True),
+        name="login",
+    ),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("coordinator/", include((coordinator_patterns, "coordinator"))),
+    path("rate/", include((rater_patterns, "rater"))),
+    path("api/", include((api_patterns, "api"))),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+import pytest
+
+if TYPE_CHECKING:  # the pure tests also run without Django (pytest -p no:django)
+    from django.test import Client
+
+    from clinic_eval.models import Study, User
+
+PASSWORD = "a-long-test-password-1"
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname, parts.port or default_port), timeout=3):
+            return True
+    except OSError:
+        return False
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Refuse to run the suite half-way: it needs real PostgreSQL and Redis (see README)."""
+    if not session.config.pluginmanager.hasplugin("django"):
+        return
+    database_url = os.environ.get("DATABASE_URL", "")
+    broker_url = os.environ.get("CELERY_BROKER_URL", "")
+    problems = []
+    if not database_url.startswith(("postgres://", "postgresql://")):
+        problems.append("DATABASE_URL must point at PostgreSQL (make test sets it)")
+    elif not _reachable(database_url, 5432):
+        problems.append(f"PostgreSQL is not reachable at {database_url}")
+    if not broker_url.startswith("redis://"):
+        problems.append("CELERY_BROKER_URL must point at Redis (make test sets it)")
+    elif not _reachable(broker_url, 6379):
+        problems.append(f"Redis is not reachable at {broker_url}")
+    if problems:
+        pytest.exit("Test services missing: " + "; ".join(problems), returncode=3)
+
+
+@pytest.fixture(autouse=True)
+def _celery_runs_tasks_in_process() -> Iterator[None]:
+    """Unit tests run tasks inline; tests/test_worker.py runs a real worker instead."""
+    from clinic_eval.celery import app
+
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = False
+
+
+@pytest.fixture
+def coordinator(db: None) -> User:
+    from tests.factories import UserFactory
+
+    return UserFactory(username="coord", role="coordinator", password=PASSWORD)
+
+
+@pytest.fixture
+def other_coordinator(db: None) -> User:
+    from tests.factories import UserFactory
+
+    return UserFactory(username="coord-elsewhere", role="coordinator", password=PASSWORD)
+
+
+@pytest.fixture
+def physician(db: None) -> User:
+    from tests.factories import UserFactory
+
+    return UserFactory(username="dr-01", role="physician", password=PASSWORD)
+
+
+@pytest.fixture
+def other_physician(db: None) -> User:
+    from tests.factories import UserFactory
+
+    return UserFactory(username="dr-02", role="physician", password=PASSWORD)
+
+
+@pytest.fixture
+def study(coordinator: User) -> Study:
+    from tests.factories import StudyFactory
+
+    return StudyFactory(created_by=coordinator, coordinators=[coordinator])
+
+
+@pytest.fixture
+def foreign_study(other_coordinator: User) -> Study:
+    from tests.factories import StudyFactory
+
+    return StudyFactory(created_by=other_coordinator, coordinators=[other_coordinator])
+
+
+def logged_in(user: User) -> Client:
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def coordinator_client(coordinator: User) -> Client:
+    return logged_in(coordinator)
+
+
+@pytest.fixture
+def physician_client(physician: User) -> Client:
+    return logged_in(physician)
