@@ -45,6 +45,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _fast_password_hashing(request: pytest.FixtureRequest) -> None:
+    # PBKDF2's deliberate slowness would dominate the suite; hashing itself is Django's to test.
+    if request.config.pluginmanager.hasplugin("django"):
+        settings = request.getfixturevalue("settings")
+        settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def _celery_runs_tasks_in_process() -> Iterator[None]:
     """Unit tests run tasks inline; tests/test_worker.py runs a real worker instead."""
     from clinic_eval.celery import app

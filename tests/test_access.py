@@ -1,0 +1,173 @@
+"""Every route x every role, generated from the URLconf.
+
+A route added without an entry in ``RULES`` fails ``test_every_route_has_an_access_rule``, so
+nobody can ship a page without deciding who may open it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+from clinic_eval.models import Arm, Case, DataImport, Study, User
+from tests.conftest import logged_in
+from tests.factories import CaseFactory
+
+pytestmark = pytest.mark.django_db
+
+PUBLIC = "public"  # anyone, signed in or not
+SIGNED_IN = "signed-in"  # any signed-in user (the API schema and its docs)
+COORDINATOR = "coordinator"  # coordinators, and only for their own studies
+PHYSICIAN = "physician"  # raters
+DJANGO_ADMIN = "django-admin"  # superusers, checked by Django's admin itself
+
+RULES: dict[str, str] = {
+    "home": PUBLIC,
+    "healthz": PUBLIC,
+    "login": PUBLIC,
+    "logout": PUBLIC,
+    "api:token": PUBLIC,
+    "api:schema": SIGNED_IN,
+    "api:docs": SIGNED_IN,
+    "rater:home": PHYSICIAN,
+    "coordinator:study_list": COORDINATOR,
+    "coordinator:study_detail": COORDINATOR,
+    "coordinator:study_transition": COORDINATOR,
+    "coordinator:arm_create": COORDINATOR,
+    "coordinator:case_list": COORDINATOR,
+    "coordinator:case_detail": COORDINATOR,
+    "coordinator:import_create": COORDINATOR,
+    "coordinator:import_detail": COORDINATOR,
+    "api:study_list": COORDINATOR,
+    "api:study_detail": COORDINATOR,
+    "api:case_list": COORDINATOR,
+    "api:case_detail": COORDINATOR,
+    "api:arm_list": COORDINATOR,
+    "api:import_list": COORDINATOR,
+    "api:import_detail": COORDINATOR,
+}
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    kwargs: tuple[str, ...]
+
+
+def all_routes() -> list[Route]:
+    routes: list[Route] = []
+
+    def walk(patterns: list, namespace: str) -> None:
+        for entry in patterns:
+            if isinstance(entry, URLResolver):
+                if entry.namespace == "admin":
+                    routes.append(Route("admin:*", ()))
+                    continue
+                inner = f"{namespace}{entry.namespace}:" if entry.namespace else namespace
+                walk(entry.url_patterns, inner)
+            elif isinstance(entry, URLPattern):
+                assert entry.name, f"unnamed route {entry.pattern}"
+                routes.append(Route(f"{namespace}{entry.name}", tuple(entry.pattern.converters)))
+
+    walk(get_resolver().url_patterns, "")
+    return routes
+
+
+def test_every_route_has_an_access_rule() -> None:
+    unruled = [route.name for route in all_routes() if route.name not in {*RULES, "admin:*"}]
+    assert unruled == [], f"add these routes to RULES in {__file__}"
+
+
+@pytest.fixture
+def objects(study: Study) -> dict[str, int]:
+    case = CaseFactory(study=study)
+    data_import = DataImport.objects.create(
+        study=study,
+        kind="cases",
+        format="jsonl",
+        filename="a.jsonl",
+        sha256="0" * 64,
+        size_bytes=1,
+        status=DataImport.Status.FAILED,
+    )
+    return {"study_id": study.pk, "case_id": case.pk, "import_id": data_import.pk}
+
+
+def fetch(client: Client, name: str, kwargs: dict[str, int]) -> int:
+    """GET the route; POST (empty) where the route only accepts POST."""
+    url = reverse(name, kwargs=kwargs)
+    response = client.get(url)
+    if response.status_code == 405:
+        response = client.post(url, {})
+    return response.status_code
+
+
+def row_counts() -> tuple[int, ...]:
+    return tuple(model.objects.count() for model in (Study, Case, Arm, DataImport, User))
+
+
+COORDINATOR_ROUTES = [name for name, rule in RULES.items() if rule == COORDINATOR]
+
+
+@pytest.mark.parametrize("name", COORDINATOR_ROUTES)
+def test_coordinator_routes_by_role(
+    name: str,
+    objects: dict[str, int],
+    coordinator: User,
+    other_coordinator: User,
+    physician: User,
+) -> None:
+    route = next(r for r in all_routes() if r.name == name)
+    kwargs = {key: objects[key] for key in route.kwargs}
+    is_api = name.startswith("api:")
+    before = row_counts()
+
+    anonymous = fetch(Client(), name, kwargs)
+    assert anonymous in ((401, 403) if is_api else (302,)), f"anonymous got {anonymous}"
+    assert fetch(logged_in(physician), name, kwargs) == 403
+    assert row_counts() == before, "a refused request changed data"
+
+    outsider = fetch(logged_in(other_coordinator), name, kwargs)
+    assert outsider == (404 if "study_id" in kwargs else 200), (
+        "a coordinator of another study must not see this study's objects"
+    )
+    assert fetch(logged_in(coordinator), name, kwargs) in (200, 302)
+
+
+def test_anonymous_coordinator_page_redirects_to_login_with_next(objects: dict) -> None:
+    url = reverse("coordinator:study_detail", kwargs={"study_id": objects["study_id"]})
+    response = Client().get(url)
+    assert response.status_code == 302
+    assert response["Location"] == f"{reverse('login')}?next={url}"
+
+
+def test_rater_home_is_for_physicians(coordinator: User, physician: User) -> None:
+    url = reverse("rater:home")
+    assert Client().get(url).status_code == 302
+    assert logged_in(coordinator).get(url).status_code == 403
+    assert logged_in(physician).get(url).status_code == 200
+
+
+@pytest.mark.parametrize("name", ["api:schema", "api:docs"])
+def test_api_docs_need_a_signed_in_user(name: str, physician: User) -> None:
+    url = reverse(name)
+    assert Client().get(url).status_code in (401, 403)
+    assert logged_in(physician).get(url).status_code == 200
+
+
+def test_the_admin_refuses_coordinators_and_physicians(coordinator: User, physician: User) -> None:
+    for user in (coordinator, physician):
+        response = logged_in(user).get(reverse("admin:clinic_eval_case_changelist"))
+        assert response.status_code == 302
+        assert response["Location"].startswith(reverse("admin:login"))
+
+
+def test_a_disabled_coordinator_loses_access(coordinator: User, objects: dict) -> None:
+    client = logged_in(coordinator)
+    url = reverse("coordinator:study_detail", kwargs={"study_id": objects["study_id"]})
+    assert client.get(url).status_code == 200
+    User.objects.filter(pk=coordinator.pk).update(is_active=False)
+    assert client.get(url).status_code == 302
