@@ -3,15 +3,15 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import pytest
+from django.test import Client
+from pytest_django.fixtures import Settings
 
-if TYPE_CHECKING:  # the pure tests also run without Django (pytest -p no:django)
-    from django.test import Client
-
-    from clinic_eval.models import Study, User
+from clinic_eval.celery import app as celery_app
+from clinic_eval.models import Study, User
+from tests.factories import StudyFactory, UserFactory
 
 PASSWORD = "a-long-test-password-1"
 
@@ -27,8 +27,6 @@ def _reachable(url: str, default_port: int) -> bool:
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Refuse to run the suite half-way: it needs real PostgreSQL and Redis (see README)."""
-    if not session.config.pluginmanager.hasplugin("django"):
-        return
     database_url = os.environ.get("DATABASE_URL", "")
     broker_url = os.environ.get("CELERY_BROKER_URL", "")
     problems = []
@@ -45,68 +43,50 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _fast_password_hashing(request: pytest.FixtureRequest) -> None:
+def _fast_password_hashing(settings: Settings) -> None:
     # PBKDF2's deliberate slowness would dominate the suite; hashing itself is Django's to test.
-    if request.config.pluginmanager.hasplugin("django"):
-        settings = request.getfixturevalue("settings")
-        settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture(autouse=True)
 def _celery_runs_tasks_in_process() -> Iterator[None]:
     """Unit tests run tasks inline; tests/test_worker.py runs a real worker instead."""
-    from clinic_eval.celery import app
-
-    app.conf.task_always_eager = True
+    celery_app.conf.task_always_eager = True
     yield
-    app.conf.task_always_eager = False
+    celery_app.conf.task_always_eager = False
 
 
 @pytest.fixture
 def coordinator(db: None) -> User:
-    from tests.factories import UserFactory
-
     return UserFactory(username="coord", role="coordinator", password=PASSWORD)
 
 
 @pytest.fixture
 def other_coordinator(db: None) -> User:
-    from tests.factories import UserFactory
-
     return UserFactory(username="coord-elsewhere", role="coordinator", password=PASSWORD)
 
 
 @pytest.fixture
 def physician(db: None) -> User:
-    from tests.factories import UserFactory
-
     return UserFactory(username="dr-01", role="physician", password=PASSWORD)
 
 
 @pytest.fixture
 def other_physician(db: None) -> User:
-    from tests.factories import UserFactory
-
     return UserFactory(username="dr-02", role="physician", password=PASSWORD)
 
 
 @pytest.fixture
 def study(coordinator: User) -> Study:
-    from tests.factories import StudyFactory
-
     return StudyFactory(created_by=coordinator, coordinators=[coordinator])
 
 
 @pytest.fixture
 def foreign_study(other_coordinator: User) -> Study:
-    from tests.factories import StudyFactory
-
     return StudyFactory(created_by=other_coordinator, coordinators=[other_coordinator])
 
 
 def logged_in(user: User) -> Client:
-    from django.test import Client
-
     client = Client()
     client.force_login(user)
     return client
