@@ -103,7 +103,9 @@ def test_env_helpers(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def test_session_idle_timeout_drives_the_cookie_age(tmp_path: Path) -> None:
     code = "from django.conf import settings; print(settings.SESSION_COOKIE_AGE)"
     result = manage(
-        ["shell", "--no-imports", "-c", code], {"DEBUG": "1", "SESSION_IDLE_TIMEOUT_MINUTES": "7"}, tmp_path
+        ["shell", "--no-imports", "-c", code],
+        {"DEBUG": "1", "SESSION_IDLE_TIMEOUT_MINUTES": "7"},
+        tmp_path,
     )
     assert result.stdout.strip() == "420", result.stderr
 
