@@ -13,6 +13,7 @@ from django.urls import reverse
 from pytest_django.fixtures import Settings
 
 from clinic_eval.models import Arm, DataImport, Study, User
+from clinic_eval.templatetags import clinic_eval_tags
 from tests.conftest import PASSWORD
 from tests.factories import ArmFactory, CaseFactory, ResponseFactory
 
@@ -321,3 +322,27 @@ def test_physician_home_offers_no_coordinator_links(physician_client: Client) ->
     assert "My ratings" in page
     assert reverse("coordinator:study_list") not in page
     assert Arm.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "label"),
+    [
+        ("amh_ng_ml", "amh (ng/mL)"),
+        ("semen_concentration_m_per_ml", "semen concentration (M/mL)"),
+        ("total_progressive_motile_count_m", "total progressive motile count (M)"),
+        ("semen_normal_forms_pct", "semen normal forms (%)"),
+        ("tubal_findings", "tubal findings"),
+        ("_m", " m"),
+    ],
+)
+def test_field_names_read_as_labels_with_units(name: str, label: str) -> None:
+    assert clinic_eval_tags.humanize_field(name) == label
+
+
+def test_field_values_read_as_words() -> None:
+    assert [clinic_eval_tags.field_value(v) for v in (True, False, None, 2.5)] == [
+        "yes",
+        "no",
+        "—",
+        "2.5",
+    ]

@@ -26,6 +26,27 @@ def decision_rows(layers: dict, *decisions: dict) -> list[tuple[str, list[str]]]
     return rows
 
 
+UNIT_SUFFIXES = (
+    ("_m_per_ml", "M/mL"),
+    ("_ng_ml", "ng/mL"),
+    ("_iu_l", "IU/L"),
+    ("_pct", "%"),
+    ("_ml", "mL"),
+    ("_m", "M"),
+)
+
+
 @register.filter
 def humanize_field(name: str) -> str:
+    """``amh_ng_ml`` -> ``amh (ng/mL)``: field names read as labels with their unit."""
+    for suffix, unit in UNIT_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return f"{name.removesuffix(suffix).replace('_', ' ')} ({unit})"
     return name.replace("_", " ")
+
+
+@register.filter
+def field_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return "—" if value is None else str(value)

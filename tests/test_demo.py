@@ -1,0 +1,156 @@
+"""`make demo`'s command end to end: SQLite, the embedded broker and worker, in a real browser."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from clinic_eval.demo import DEMO_COORDINATOR, DEMO_PHYSICIANS, DEMO_TITLE
+from tests.browser import ConsoleLog, chromium, new_page, sign_in
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class Demo:
+    url: str
+    log: Path
+
+
+@pytest.fixture(scope="module")
+def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    """The demo exactly as `make demo` runs it, with no DATABASE_URL or broker configured."""
+    var_dir = tmp_path_factory.mktemp("demo-var")
+    port = free_port()
+    keep = {"PATH", "HOME", "LANG"}
+    env = {k: v for k, v in os.environ.items() if k in keep}
+    env.update({"DEBUG": "1", "VAR_DIR": str(var_dir), "PYTHONUNBUFFERED": "1"})
+    log = (var_dir / "demo.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "run_demo", "--port", str(port), "--cases", "60"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base_url}/healthz", timeout=2) as response:
+                if json.load(response) == {"status": "ok"}:
+                    break
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            log.close()
+            pytest.fail("the demo did not start:\n" + (var_dir / "demo.log").read_text()[-4000:])
+        time.sleep(0.5)
+    try:
+        yield Demo(url=base_url, log=var_dir / "demo.log")
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+        log.close()
+        assert (var_dir / "clinic_eval.sqlite3").exists(), "the demo used the embedded SQLite"
+
+
+@pytest.fixture
+def demo(demo_server: Demo) -> str:
+    return demo_server.url
+
+
+def test_the_demo_prints_its_accounts_and_url(demo_server: Demo) -> None:
+    printed = demo_server.log.read_text()
+    assert f"clinic-eval demo: open {demo_server.url}/" in printed
+    for username, password in (DEMO_COORDINATOR, *DEMO_PHYSICIANS):
+        assert f"{username:<14} password: {password}" in printed
+    with urllib.request.urlopen(f"{demo_server.url}/accounts/login/") as response:
+        assert response.status == 200
+        assert "Sign in" in response.read().decode()
+
+
+def test_a_coordinator_sees_the_demo_study_and_imports_through_the_worker(
+    demo: str, tmp_path: Path
+) -> None:
+    console = ConsoleLog()
+    good = tmp_path / "more-cases.jsonl"
+    good.write_text(
+        "\n".join(
+            json.dumps({"case_id": f"NEW-{i}", "stratum": "General", "narrative": "Text."})
+            for i in range(3)
+        )
+        + "\n"
+    )
+    bad = tmp_path / "bad-cases.csv"
+    bad.write_bytes(
+        b"case_id,stratum,narrative,truth.art_strategy\n"
+        b"B-1,General,,IVF\n"
+        b"B-2,General,Text,IVF\n"
+        b"B-2,General,Text,IVF\n"
+        b"B-3,General,Text,IVF++\n"
+        b"B-4,General,caf\xe9,IVF\n"
+    )
+    with chromium() as browser:
+        page = new_page(browser, console)
+        sign_in(page, demo, *DEMO_COORDINATOR)
+        page.get_by_role("link", name=DEMO_TITLE).click()
+        assert page.locator("h2", has_text="Cases").inner_text().endswith("60")
+        arms = page.locator("table").nth(1).inner_text()
+        for label in ("SFT-sim", "DPO-sim", "GRPO-sim", "ICL-sim", "Physician"):
+            assert label in arms
+
+        page.get_by_role("link", name="Import cases or responses").click()
+        page.set_input_files("#id_file", str(bad))
+        page.get_by_role("button", name="Check and import").click()
+        page.get_by_text("Nothing was imported: 4 problems found").wait_for(timeout=30_000)
+        rows = page.locator("table.errors tbody tr").all_inner_texts()
+        assert [row.split("\t")[0] for row in rows] == ["2", "4", "5", "6"]
+
+        page.goto(page.url.rsplit("/imports/", 1)[0] + "/imports/new/")
+        page.set_input_files("#id_file", str(good))
+        page.get_by_role("button", name="Check and import").click()
+        page.get_by_text("3 cases imported").wait_for(timeout=30_000)
+
+        page.get_by_role("link", name="Browse cases").click()
+        page.fill("#id_q", "NEW-")
+        page.get_by_text("3 cases matching").wait_for(timeout=10_000)
+        assert "q=NEW-" in page.url, "the filter is in the address, so it can be shared"
+    assert console.problems == []
+
+
+def test_a_physician_sees_only_the_rating_area(demo: str) -> None:
+    console = ConsoleLog()
+    with chromium() as browser:
+        page = new_page(browser, console)
+        sign_in(page, demo, *DEMO_PHYSICIANS[0])
+        assert page.get_by_role("heading", name="My ratings").is_visible()
+        body = page.content()
+        for hidden in ("SFT-sim", "GRPO-sim", DEMO_TITLE, "Studies"):
+            assert hidden not in body
+        response = page.goto(f"{demo}/coordinator/")
+        assert response is not None and response.status == 403
+    assert [p for p in console.problems if "403" not in p] == []
