@@ -190,7 +190,7 @@ IMPORT_MAX_ROWS = env_int("IMPORT_MAX_ROWS", 100_000, minimum=1)
 # --- Celery (read by clinic_eval/celery.py under the CELERY_ namespace) ------------------------
 
 _ALLOWED_BROKER_SCHEMES = {"redis", "rediss", "filesystem", "amqp", "pyamqp", "memory"}
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://localhost/")
 _broker_scheme = urlsplit(CELERY_BROKER_URL).scheme
 if _broker_scheme not in _ALLOWED_BROKER_SCHEMES:
     raise ImproperlyConfigured(
@@ -200,12 +200,13 @@ if _broker_scheme not in _ALLOWED_BROKER_SCHEMES:
 if _broker_scheme == "filesystem":
     # The embedded broker for the demo: messages are files, so no server is needed.
     _broker_dir = VAR_DIR / "broker"
-    for _sub in ("queue", "processed"):
+    for _sub in ("queue", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
 else:
@@ -277,8 +278,8 @@ CONTENT_SECURITY_POLICY = {
 # --- Static files ---------------------------------------------------------------------------
 
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
-STATIC_ROOT.mkdir(exist_ok=True)
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "static")))
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

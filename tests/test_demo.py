@@ -76,6 +76,7 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
             os.killpg(process.pid, signal.SIGKILL)
         log.close()
         assert (var_dir / "clinic_eval.sqlite3").exists(), "the demo used the embedded SQLite"
+        assert not (ROOT / "control").exists(), "the embedded broker keeps its files in VAR_DIR"
 
 
 @pytest.fixture

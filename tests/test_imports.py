@@ -268,3 +268,46 @@ def test_the_synthetic_generator_output_imports_cleanly(study: Study) -> None:
     imported = run_import(study, synthetic.dumps_jsonl(responses).encode(), kind="responses")
     assert imported.status == DataImport.Status.SUCCEEDED, imported.errors[:3]
     assert Response.objects.filter(case__study=study).count() == 400 * 4
+
+
+def test_the_documented_examples_import_and_csv_means_the_same_as_jsonl(
+    study: Study, foreign_study: Study
+) -> None:
+    examples = Path(__file__).resolve().parent.parent / "docs" / "examples"
+    from_jsonl = run_import(study, (examples / "cases.jsonl").read_bytes())
+    from_csv = run_import(foreign_study, (examples / "cases.csv").read_bytes(), name="cases.csv")
+    assert (from_jsonl.status, from_csv.status) == ("succeeded", "succeeded")
+
+    def content(s: Study) -> list[tuple]:
+        return list(
+            s.cases.order_by("external_id").values_list(
+                "external_id",
+                "stratum",
+                "narrative",
+                "fields",
+                "ground_truth",
+                "original_text",
+                "original_decision",
+                "original_author_ref",
+            )
+        )
+
+    assert content(study) == content(foreign_study)
+    for label in ("SFT-sim", "GRPO-sim"):
+        ArmFactory(study=study, label=label, kind=Arm.Kind.IMPORTED)
+    responses = run_import(study, (examples / "responses.jsonl").read_bytes(), kind="responses")
+    assert responses.status == "succeeded", responses.errors
+
+
+def test_the_command_prints_twenty_problems_and_says_how_many_more(
+    study: Study, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "responses.jsonl"
+    lines = [json.dumps({"case_id": f"C-{i}", "arm": "SFT", "text": "x"}) for i in range(45)]
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(CommandError, match="45 problem"):
+        call_command("import_responses", "--study", str(study.pk), str(path))
+    printed = capsys.readouterr().err.splitlines()
+    assert len(printed) == 21
+    assert printed[0].startswith("responses.jsonl: line 1: case_id 'C-0' is not a case")
+    assert printed[-1] == "... and 25 more; the study's import page lists the first 45"

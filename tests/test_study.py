@@ -173,3 +173,12 @@ def test_seed_demo_builds_the_study_once(settings: Settings) -> None:
     assert User.objects.get(username="dr-01").authored_cases.exists(), (
         "demo physicians authored some original decisions"
     )
+
+
+def test_create_arm_command(study: Study) -> None:
+    arm_id = int(run("create_arm", "--study", str(study.pk), "--label", "GRPO", "--kind", "model"))
+    assert Arm.objects.get(pk=arm_id).label == "GRPO"
+    with pytest.raises(CommandError, match="already has an arm labelled"):
+        run("create_arm", "--study", str(study.pk), "--label", "grpo", "--kind", "imported")
+    with pytest.raises(CommandError, match="no study with id 0"):
+        run("create_arm", "--study", "0", "--label", "X", "--kind", "model")

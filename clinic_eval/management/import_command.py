@@ -10,6 +10,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from clinic_eval import services
 from clinic_eval.models import DataImport, Study
 
+# A terminal is no place for thousands of lines; the import page keeps the full list.
+PRINTED_ERRORS = 20
+
 
 class ImportCommand(BaseCommand):
     kind: str = DataImport.Kind.CASES
@@ -45,12 +48,15 @@ class ImportCommand(BaseCommand):
             raise CommandError(str(exc)) from None
         data_import = services.data_import_run(import_id=data_import.pk)
         if data_import.status != DataImport.Status.SUCCEEDED:
-            for error in data_import.errors:
+            for error in data_import.errors[:PRINTED_ERRORS]:
                 where = f"line {error['line']}: " if error["line"] else ""
                 self.stderr.write(f"{path.name}: {where}{error['message']}")
-            hidden = data_import.error_count - len(data_import.errors)
-            if hidden:
-                self.stderr.write(f"... and {hidden} more")
+            hidden = data_import.error_count - PRINTED_ERRORS
+            if hidden > 0:
+                self.stderr.write(
+                    f"... and {hidden:,} more; the study's import page lists the first "
+                    f"{len(data_import.errors):,}"
+                )
             raise CommandError(
                 f"{data_import.error_count} problem(s) in {path.name}; nothing was imported "
                 f"(import #{data_import.pk})"

@@ -32,6 +32,7 @@ class Command(BaseCommand):
                 "-m",
                 "celery",
                 "--app=clinic_eval",
+                "--quiet",
                 "worker",
                 "--pool=solo",
                 "--queues=celery,gpu",
