@@ -32,7 +32,8 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 		echo "Installing Debian's chromium for the browser tests"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null \
+		$$SUDO apt-get install -y -qq chromium >/dev/null 2>&1 \
+		|| { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; } \
 		|| { echo "Could not install chromium: run 'apt-get install chromium' as root"; exit 1; }; }
 
 test: $(VENV)/.installed-dev browser
@@ -49,4 +50,4 @@ format: $(VENV)/.installed-dev
 	$(BIN)/ruff format .
 
 migrations-check: $(VENV)/.installed-dev
-	DEBUG=1 $(BIN)/python manage.py makemigrations --check --dry-run
+	DATABASE_URL= DEBUG=1 $(BIN)/python manage.py makemigrations --check --dry-run

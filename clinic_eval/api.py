@@ -83,6 +83,16 @@ class StudyDetailApi(CoordinatorApi):
 # --- Cases ----------------------------------------------------------------------------------
 
 
+class LineErrorOutput(serializers.Serializer):
+    line = serializers.IntegerField(allow_null=True)
+    message = serializers.CharField()
+
+
+class DataImportErrorsOutput(serializers.Serializer):
+    detail = serializers.CharField()
+    errors = LineErrorOutput(many=True)
+
+
 class CaseOutput(serializers.ModelSerializer):
     class Meta:
         model = Case
@@ -98,6 +108,17 @@ class CaseOutput(serializers.ModelSerializer):
             "original_author_ref",
             "created_at",
         ]
+
+
+class CaseInput(serializers.Serializer):
+    """One case as in docs/data-format.md; the import's checks validate it."""
+
+    case_id = serializers.CharField(max_length=64)
+    stratum = serializers.CharField()
+    narrative = serializers.CharField()
+    fields = serializers.DictField(required=False)
+    ground_truth = serializers.DictField(required=False)
+    original_decision = serializers.DictField(required=False)
 
 
 class CaseListApi(CoordinatorApi):
@@ -118,6 +139,29 @@ class CaseListApi(CoordinatorApi):
         paginator = PageNumberPagination()
         page = paginator.paginate_queryset(cases, request, view=self)
         return paginator.get_paginated_response(CaseOutput(page, many=True).data)
+
+    @extend_schema(
+        request=CaseInput(many=True),
+        responses={201: CaseOutput(many=True), 400: DataImportErrorsOutput},
+        description="Create one case (an object) or several (a list), all or nothing. "
+        "Errors name the 1-based position of each bad case as its line.",
+    )
+    def post(self, request: Request, study_id: int) -> Response:
+        study = selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
+        records = request.data if isinstance(request.data, list) else [request.data]
+        try:
+            data_import = services.cases_create(
+                study=study, records=records, created_by=request.user
+            )
+        except services.DomainError as exc:
+            return _domain_error(exc)
+        if data_import.status != data_import.Status.SUCCEEDED:
+            errors = DataImportErrorsOutput(
+                {"detail": "nothing was created", "errors": data_import.errors}
+            )
+            return Response(errors.data, status=status.HTTP_400_BAD_REQUEST)
+        created = data_import.cases.order_by("id")
+        return Response(CaseOutput(created, many=True).data, status=status.HTTP_201_CREATED)
 
 
 class CaseDetailApi(CoordinatorApi):
@@ -165,11 +209,6 @@ class ArmListApi(CoordinatorApi):
 
 
 # --- Imports --------------------------------------------------------------------------------
-
-
-class LineErrorOutput(serializers.Serializer):
-    line = serializers.IntegerField(allow_null=True)
-    message = serializers.CharField()
 
 
 class DataImportOutput(serializers.ModelSerializer):

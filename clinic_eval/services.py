@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable
 
 from django.conf import settings
@@ -190,6 +191,36 @@ def data_import_submit(
         )
         transaction.on_commit(lambda: data_import_run_task.delay(data_import.pk))
     return data_import
+
+
+MAX_CASES_PER_REQUEST = 1_000
+
+
+def cases_create(*, study: Study, records: list, created_by: User) -> DataImport:
+    """Create cases sent in a request with the same checks as a file import, all or nothing.
+
+    Runs at once rather than on a worker, so it is kept to small batches; the request is
+    recorded as an import, which also refuses the same batch sent twice.
+    """
+    if not records:
+        raise DomainError("send at least one case")
+    if len(records) > MAX_CASES_PER_REQUEST:
+        raise DomainError(
+            f"send at most {MAX_CASES_PER_REQUEST:,} cases per request; "
+            "import larger sets as a file"
+        )
+    content = "".join(
+        json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n" for record in records
+    ).encode()
+    data_import = data_import_create(
+        study=study,
+        kind=DataImport.Kind.CASES,
+        filename="api-request.jsonl",
+        content=content,
+        created_by=created_by,
+        file_format=DataImport.Format.JSONL,
+    )
+    return data_import_run(import_id=data_import.pk)
 
 
 def data_import_run(*, import_id: int) -> DataImport:

@@ -105,6 +105,13 @@ def fetch(client: Client, name: str, kwargs: dict[str, int]) -> int:
     return response.status_code
 
 
+def every_method(client: Client, name: str, kwargs: dict[str, int]) -> list[int]:
+    """Status of GET and of a POST with a plausible body, so writes are probed too."""
+    url = reverse(name, kwargs=kwargs)
+    body = {"title": "x", "label": "x", "kind": "model", "to_status": "ready"}
+    return [client.get(url).status_code, client.post(url, body).status_code]
+
+
 def row_counts() -> tuple[int, ...]:
     return tuple(model.objects.count() for model in (Study, Case, Arm, DataImport, User))
 
@@ -128,12 +135,16 @@ def test_coordinator_routes_by_role(
     anonymous = fetch(Client(), name, kwargs)
     assert anonymous in ((401, 403) if is_api else (302,)), f"anonymous got {anonymous}"
     assert fetch(logged_in(physician), name, kwargs) == 403
+    assert set(every_method(logged_in(physician), name, kwargs)) <= {403, 405}
     assert row_counts() == before, "a refused request changed data"
 
     outsider = fetch(logged_in(other_coordinator), name, kwargs)
     assert outsider == (404 if "study_id" in kwargs else 200), (
         "a coordinator of another study must not see this study's objects"
     )
+    if "study_id" in kwargs:
+        assert set(every_method(logged_in(other_coordinator), name, kwargs)) <= {404, 405}
+    assert row_counts() == before, "a refused request changed data"
     assert fetch(logged_in(coordinator), name, kwargs) in (200, 302)
 
 

@@ -164,3 +164,42 @@ def test_the_docs_page_loads_its_assets_from_this_server(api: APIClient, coordin
     page = client.get("/api/docs/").content.decode()
     assert "swagger-ui" in page
     assert "cdn." not in page and "https://" not in page.split("<body")[0]
+
+
+def test_create_cases_through_the_api_all_or_nothing(api: APIClient, study: Study) -> None:
+    one = {
+        "case_id": "A-1",
+        "stratum": "General",
+        "narrative": "Text.",
+        "ground_truth": {"art_strategy": "ICSI"},
+    }
+    created = api.post(f"/api/studies/{study.pk}/cases/", one, format="json")
+    assert created.status_code == 201
+    assert [case["external_id"] for case in created.json()] == ["A-1"]
+
+    batch = [
+        {"case_id": "A-2", "stratum": "General", "narrative": "Text."},
+        {"case_id": "A-1", "stratum": "General", "narrative": "Again."},
+        {
+            "case_id": "A-3",
+            "stratum": "General",
+            "narrative": "Text.",
+            "ground_truth": {"art_strategy": "IVF+"},
+        },
+    ]
+    refused = api.post(f"/api/studies/{study.pk}/cases/", batch, format="json")
+    assert refused.status_code == 400
+    body = refused.json()
+    assert body["detail"] == "nothing was created"
+    assert [(e["line"], e["message"].split(" (")[0]) for e in body["errors"]] == [
+        (2, "case_id 'A-1' already exists in this study"),
+        (3, "ground_truth.art_strategy: unknown label 'IVF+'"),
+    ]
+    assert list(study.cases.values_list("external_id", flat=True)) == ["A-1"]
+
+
+def test_create_cases_refuses_an_empty_or_oversized_request(api: APIClient, study: Study) -> None:
+    assert api.post(f"/api/studies/{study.pk}/cases/", [], format="json").status_code == 400
+    too_many = [{"case_id": f"X-{i}"} for i in range(1001)]
+    response = api.post(f"/api/studies/{study.pk}/cases/", too_many, format="json")
+    assert response.status_code == 400 and "at most 1,000" in response.json()["detail"]
