@@ -13,7 +13,7 @@ import io
 import json
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
@@ -404,16 +404,18 @@ def _case_row(
     )
 
 
-def validate_cases(
+def _validate_records(
     records: Iterator[tuple[int, dict | RecordError]],
     *,
-    strata: list[str],
-    layers: Mapping[str, Mapping],
-    existing_ids: set[str],
+    what: str,
     max_rows: int,
-) -> Validated[CaseRow]:
-    result: Validated[CaseRow] = Validated()
-    first_line_of: dict[str, int] = {}
+    check: Callable[[int, Mapping], RowT],
+    key: Callable[[RowT], Hashable],
+    duplicate: Callable[[RowT, int], str],
+) -> Validated[RowT]:
+    """Check every record; a record that repeats an earlier one's key is an error too."""
+    result: Validated[RowT] = Validated()
+    first_line_of: dict[Hashable, int] = {}
     for count, (line, record) in enumerate(records, start=1):
         if count > max_rows:
             result.errors.append(
@@ -423,20 +425,43 @@ def validate_cases(
         try:
             if isinstance(record, RecordError):
                 raise record
-            row = _case_row(line, record, strata=strata, layers=layers)
-            if row.external_id in first_line_of:
-                raise RecordError(
-                    f"duplicate case_id {row.external_id!r} "
-                    f"(first seen on line {first_line_of[row.external_id]})"
-                )
-            first_line_of[row.external_id] = line
-            if row.external_id in existing_ids:
-                raise RecordError(f"case_id {row.external_id!r} already exists in this study")
+            row = check(line, record)
+            if key(row) in first_line_of:
+                raise RecordError(duplicate(row, first_line_of[key(row)]))
+            first_line_of[key(row)] = line
         except RecordError as exc:
             result.errors.append(LineError(line, str(exc)))
             continue
         result.rows.append(row)
+    if not result.rows and not result.errors:
+        result.errors.append(LineError(None, f"the file holds no {what}"))
     return result
+
+
+def validate_cases(
+    records: Iterator[tuple[int, dict | RecordError]],
+    *,
+    strata: list[str],
+    layers: Mapping[str, Mapping],
+    existing_ids: set[str],
+    max_rows: int,
+) -> Validated[CaseRow]:
+    def check(line: int, record: Mapping) -> CaseRow:
+        row = _case_row(line, record, strata=strata, layers=layers)
+        if row.external_id in existing_ids:
+            raise RecordError(f"case_id {row.external_id!r} already exists in this study")
+        return row
+
+    return _validate_records(
+        records,
+        what="cases",
+        max_rows=max_rows,
+        check=check,
+        key=lambda row: row.external_id,
+        duplicate=lambda row, first: (
+            f"duplicate case_id {row.external_id!r} (first seen on line {first})"
+        ),
+    )
 
 
 # --- Responses ------------------------------------------------------------------------------
@@ -472,39 +497,30 @@ def validate_responses(
     existing_keys: set[tuple[str, str, int]],
     max_rows: int,
 ) -> Validated[ResponseRow]:
-    result: Validated[ResponseRow] = Validated()
-    first_line_of: dict[tuple[str, str, int], int] = {}
-    for count, (line, record) in enumerate(records, start=1):
-        if count > max_rows:
-            result.errors.append(
-                LineError(line, f"the file has more than {max_rows:,} records; split it")
+    def check(line: int, record: Mapping) -> ResponseRow:
+        row = _response_row(line, record, layers=layers)
+        if row.case_id not in case_ids:
+            raise RecordError(f"case_id {row.case_id!r} is not a case of this study")
+        if row.arm not in arm_labels:
+            known = ", ".join(sorted(arm_labels)) or "none yet; create one first"
+            raise RecordError(
+                f"arm {row.arm!r} is not an imported-outputs arm of this study ({known})"
             )
-            break
-        try:
-            if isinstance(record, RecordError):
-                raise record
-            row = _response_row(line, record, layers=layers)
-            if row.case_id not in case_ids:
-                raise RecordError(f"case_id {row.case_id!r} is not a case of this study")
-            if row.arm not in arm_labels:
-                known = ", ".join(sorted(arm_labels)) or "none yet; create one first"
-                raise RecordError(
-                    f"arm {row.arm!r} is not an imported-outputs arm of this study ({known})"
-                )
-            key = (row.case_id, row.arm, row.sample)
-            if key in first_line_of:
-                raise RecordError(
-                    f"duplicate response for case {row.case_id!r}, arm {row.arm!r}, "
-                    f"sample {row.sample} (first seen on line {first_line_of[key]})"
-                )
-            first_line_of[key] = line
-            if key in existing_keys:
-                raise RecordError(
-                    f"case {row.case_id!r} already has a response from arm {row.arm!r}, "
-                    f"sample {row.sample}"
-                )
-        except RecordError as exc:
-            result.errors.append(LineError(line, str(exc)))
-            continue
-        result.rows.append(row)
-    return result
+        if (row.case_id, row.arm, row.sample) in existing_keys:
+            raise RecordError(
+                f"case {row.case_id!r} already has a response from arm {row.arm!r}, "
+                f"sample {row.sample}"
+            )
+        return row
+
+    return _validate_records(
+        records,
+        what="responses",
+        max_rows=max_rows,
+        check=check,
+        key=lambda row: (row.case_id, row.arm, row.sample),
+        duplicate=lambda row, first: (
+            f"duplicate response for case {row.case_id!r}, arm {row.arm!r}, "
+            f"sample {row.sample} (first seen on line {first})"
+        ),
+    )

@@ -321,8 +321,6 @@ def _cases_apply(study: Study, data_import: DataImport) -> tuple[list[importing.
     )
     if validated.errors:
         return validated.errors, 0
-    if not validated.rows:
-        return [importing.LineError(None, "the file holds no cases")], 0
     authors = {
         user.username: user
         for user in User.objects.filter(
@@ -372,8 +370,6 @@ def _responses_apply(
     )
     if validated.errors:
         return validated.errors, 0
-    if not validated.rows:
-        return [importing.LineError(None, "the file holds no responses")], 0
     provenance = {
         "source": "import",
         "import_id": data_import.pk,

@@ -5,7 +5,7 @@ from typing import Any
 import factory
 from factory.django import DjangoModelFactory
 
-from clinic_eval.models import Arm, Case, Response, Study, User
+from clinic_eval.models import Arm, Case, DataImport, Response, Study, User
 
 
 class UserFactory(DjangoModelFactory):
@@ -68,3 +68,16 @@ class ResponseFactory(DjangoModelFactory):
     arm = factory.SubFactory(ArmFactory)
     raw_text = "Plan: IVF."
     display_text = factory.SelfAttribute("raw_text")
+
+
+class DataImportFactory(DjangoModelFactory):
+    class Meta:
+        model = DataImport
+
+    study = factory.SubFactory(StudyFactory)
+    kind = DataImport.Kind.CASES
+    format = DataImport.Format.JSONL
+    filename = "cases.jsonl"
+    sha256 = factory.Sequence(lambda n: f"{n:064x}")
+    size_bytes = 2
+    content = b"{}"

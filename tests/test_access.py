@@ -14,7 +14,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from clinic_eval.models import Arm, Case, DataImport, Study, User
 from tests.conftest import logged_in
-from tests.factories import CaseFactory
+from tests.factories import CaseFactory, DataImportFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -84,15 +84,7 @@ def test_every_route_has_an_access_rule() -> None:
 @pytest.fixture
 def objects(study: Study) -> dict[str, int]:
     case = CaseFactory(study=study)
-    data_import = DataImport.objects.create(
-        study=study,
-        kind="cases",
-        format="jsonl",
-        filename="a.jsonl",
-        sha256="0" * 64,
-        size_bytes=1,
-        status=DataImport.Status.FAILED,
-    )
+    data_import = DataImportFactory(study=study, status=DataImport.Status.FAILED)
     return {"study_id": study.pk, "case_id": case.pk, "import_id": data_import.pk}
 
 

@@ -15,7 +15,7 @@ from pytest_django.fixtures import Settings
 from clinic_eval.models import Arm, DataImport, Study, User
 from clinic_eval.templatetags import clinic_eval_tags
 from tests.conftest import PASSWORD
-from tests.factories import ArmFactory, CaseFactory, ResponseFactory
+from tests.factories import ArmFactory, CaseFactory, DataImportFactory, ResponseFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -281,15 +281,7 @@ def test_upload_refuses_an_unknown_format(coordinator_client: Client, study: Stu
 def test_import_status_polls_until_the_import_ends(
     coordinator_client: Client, study: Study
 ) -> None:
-    data_import = DataImport.objects.create(
-        study=study,
-        kind="cases",
-        format="jsonl",
-        filename="a.jsonl",
-        sha256="0" * 64,
-        size_bytes=10,
-        content=b"{}",
-    )
+    data_import = DataImportFactory(study=study)
     url = reverse("coordinator:import_detail", args=[study.pk, data_import.pk])
     pending = coordinator_client.get(url, **HTMX)
     assert pending.status_code == 200
@@ -305,14 +297,7 @@ def test_import_status_polls_until_the_import_ends(
 def test_an_import_page_of_another_study_is_not_found(
     coordinator_client: Client, study: Study, foreign_study: Study
 ) -> None:
-    data_import = DataImport.objects.create(
-        study=foreign_study,
-        kind="cases",
-        format="jsonl",
-        filename="a.jsonl",
-        sha256="0" * 64,
-        size_bytes=1,
-    )
+    data_import = DataImportFactory(study=foreign_study)
     url = reverse("coordinator:import_detail", args=[study.pk, data_import.pk])
     assert coordinator_client.get(url).status_code == 404
 
