@@ -72,3 +72,19 @@ def test_coordinator_pages_fit_a_1366_by_768_screen(
         focused = page.evaluate("document.activeElement.textContent")
         assert focused == "Skip to content", "keyboard users can skip the navigation"
     assert console.problems == []
+
+
+def test_the_api_docs_render_under_the_content_security_policy(
+    live_server: LiveServer, coordinator: User
+) -> None:
+    console = ConsoleLog()
+    with chromium() as browser:
+        page = new_page(browser, console)
+        sign_in(page, live_server.url, coordinator.username, PASSWORD)
+        response = page.goto(f"{live_server.url}/api/docs/")
+        assert response is not None
+        policy = response.headers["content-security-policy"]
+        assert "script-src 'self'" in policy and "script-src 'self' 'unsafe" not in policy
+        page.locator(".opblock").first.wait_for()
+        assert page.locator(".opblock").count() >= 10
+    assert console.problems == []
