@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
+from django.db import connection, transaction
 from pytest_django.fixtures import Settings as SettingsWrapper
 
 from clinic_eval import services
@@ -311,3 +313,34 @@ def test_the_command_prints_twenty_problems_and_says_how_many_more(
     assert len(printed) == 21
     assert printed[0].startswith("responses.jsonl: line 1: case_id 'C-0' is not a case")
     assert printed[-1] == "... and 25 more; the study's import page lists the first 45"
+
+
+def test_an_import_submitted_in_a_rolled_back_transaction_never_runs(
+    study: Study, coordinator: User, django_capture_on_commit_callbacks: Callable
+) -> None:
+    with (
+        django_capture_on_commit_callbacks(execute=True) as callbacks,
+        contextlib.suppress(RuntimeError),
+        transaction.atomic(),
+    ):
+        services.data_import_submit(
+            study=study,
+            kind="cases",
+            filename="a.jsonl",
+            content=case_line("C-1").encode(),
+            created_by=coordinator,
+        )
+        raise RuntimeError("the surrounding request failed")
+    assert callbacks == []
+    assert not DataImport.objects.exists() and not study.cases.exists()
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        services.data_import_submit(
+            study=study,
+            kind="cases",
+            filename="a.jsonl",
+            content=case_line("C-1").encode(),
+            created_by=coordinator,
+        )
+    assert len(callbacks) == 1, "the task is queued by the commit, not before it"
+    assert study.cases.count() == 1

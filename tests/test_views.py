@@ -331,3 +331,13 @@ def test_field_values_read_as_words() -> None:
         "—",
         "2.5",
     ]
+
+
+def test_an_idle_session_is_over(coordinator_client: Client) -> None:
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+
+    assert coordinator_client.get(reverse("coordinator:study_list")).status_code == 200
+    Session.objects.update(expire_date=timezone.now() - timezone.timedelta(seconds=1))
+    response = coordinator_client.get(reverse("coordinator:study_list"))
+    assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
