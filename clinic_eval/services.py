@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterator
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -305,7 +305,7 @@ def _data_import_finish(
     return data_import
 
 
-def _records(data_import: DataImport) -> Iterable:
+def _records(data_import: DataImport) -> Iterator[tuple[int, dict | importing.RecordError]]:
     return importing.read_records(
         bytes(data_import.content), data_import.format, kind=data_import.kind
     )
@@ -313,7 +313,7 @@ def _records(data_import: DataImport) -> Iterable:
 
 def _cases_apply(study: Study, data_import: DataImport) -> tuple[list[importing.LineError], int]:
     validated = importing.validate_cases(
-        iter(_records(data_import)),
+        _records(data_import),
         strata=study.strata,
         layers=study.decision_layers,
         existing_ids=set(study.cases.values_list("external_id", flat=True)),
@@ -361,7 +361,7 @@ def _responses_apply(
         )
     )
     validated = importing.validate_responses(
-        iter(_records(data_import)),
+        _records(data_import),
         layers=study.decision_layers,
         case_ids=set(cases),
         arm_labels=set(arms),

@@ -7,15 +7,23 @@ from collections.abc import Callable
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
 from django.http import HttpResponse
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from pytest_django.fixtures import Settings
 
 from clinic_eval.models import Arm, DataImport, Study, User
 from clinic_eval.templatetags import clinic_eval_tags
 from tests.conftest import PASSWORD
-from tests.factories import ArmFactory, CaseFactory, DataImportFactory, ResponseFactory
+from tests.factories import (
+    ArmFactory,
+    CaseFactory,
+    DataImportFactory,
+    ResponseFactory,
+    StudyFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -341,3 +349,38 @@ def test_an_idle_session_is_over(coordinator_client: Client) -> None:
     Session.objects.update(expire_date=timezone.now() - timezone.timedelta(seconds=1))
     response = coordinator_client.get(reverse("coordinator:study_list"))
     assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
+
+
+COORDINATOR_READS = [
+    ("coordinator:study_list", False, False),
+    ("coordinator:study_detail", True, False),
+    ("coordinator:case_list", True, False),
+    ("coordinator:case_detail", True, True),
+    ("coordinator:import_create", True, False),
+    ("api:study_list", False, False),
+    ("api:case_list", True, False),
+    ("api:arm_list", True, False),
+    ("api:import_list", True, False),
+]
+
+
+def queries_for(client: Client, study: Study, rows: int) -> dict[str, int]:
+    cases = CaseFactory.create_batch(rows, study=study)
+    for _ in range(rows):
+        ResponseFactory(case=cases[0], arm=ArmFactory(study=study))
+        DataImportFactory(study=study)
+    counts = {}
+    for name, needs_study, needs_case in COORDINATOR_READS:
+        args = [study.pk] * needs_study + [cases[0].pk] * needs_case
+        with CaptureQueriesContext(connection) as queries:
+            assert client.get(reverse(name, args=args)).status_code == 200
+        counts[name] = len(queries)
+    return counts
+
+
+def test_coordinator_reads_cost_the_same_queries_for_few_rows_and_many(
+    coordinator: User, coordinator_client: Client
+) -> None:
+    few = queries_for(coordinator_client, StudyFactory(coordinators=[coordinator]), rows=2)
+    many = queries_for(coordinator_client, StudyFactory(coordinators=[coordinator]), rows=30)
+    assert many == few, "a page or endpoint runs a query per row"
