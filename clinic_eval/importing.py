@@ -467,12 +467,19 @@ def validate_cases(
 # --- Responses ------------------------------------------------------------------------------
 
 
-def _response_row(line: int, record: Mapping, *, layers: Mapping[str, Mapping]) -> ResponseRow:
+def _response_row(
+    line: int, record: Mapping, *, layers: Mapping[str, Mapping], arm_label: str = ""
+) -> ResponseRow:
     _unknown_keys(record, RESPONSE_KEYS)
     if _contains_nul(record):
         raise RecordError("contains a NUL character")
     case_id = _required_text(record, "case_id", max_chars=64)
-    arm = _required_text(record, "arm", max_chars=64)
+    if arm_label and record.get("arm") in (None, ""):
+        arm = arm_label
+    else:
+        arm = _required_text(record, "arm", max_chars=64)
+        if arm_label and arm != arm_label:
+            raise RecordError(f"arm is {arm!r}, but the whole file was imported as {arm_label!r}")
     sample_raw = record.get("sample", 0)
     if isinstance(sample_raw, str) and re.fullmatch(r"[0-9]{1,6}", sample_raw.strip()):
         sample_raw = int(sample_raw)
@@ -496,9 +503,12 @@ def validate_responses(
     arm_labels: set[str],
     existing_keys: set[tuple[str, str, int]],
     max_rows: int,
+    arm_label: str = "",
 ) -> Validated[ResponseRow]:
+    """``arm_label``: every line belongs to this arm, so lines may leave ``arm`` out."""
+
     def check(line: int, record: Mapping) -> ResponseRow:
-        row = _response_row(line, record, layers=layers)
+        row = _response_row(line, record, layers=layers, arm_label=arm_label)
         if row.case_id not in case_ids:
             raise RecordError(f"case_id {row.case_id!r} is not a case of this study")
         if row.arm not in arm_labels:

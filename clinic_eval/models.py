@@ -109,6 +109,8 @@ class DataImport(models.Model):
     kind = models.CharField(max_length=16, choices=Kind.choices)
     format = models.CharField(max_length=8, choices=Format.choices)
     filename = models.CharField(max_length=255)
+    # Responses only: every line belongs to this arm (lines may then leave "arm" out).
+    arm_label = models.CharField(max_length=64, blank=True)
     sha256 = models.CharField(max_length=64)
     size_bytes = models.PositiveBigIntegerField()
     # Held only until the import ends, then cleared: the cases live in their own rows.
@@ -204,12 +206,28 @@ class Arm(models.Model):
 
 
 class Response(models.Model):
+    class Review(models.TextChoices):
+        CLEAR = "clear", "Clear"
+        HELD = "held", "Held back: the leak check flagged it"
+        APPROVED = "approved", "Approved by a coordinator"
+        EXCLUDED = "excluded", "Excluded by a coordinator"
+
+    # Raters may see a response only in one of these states.
+    SERVABLE = (Review.CLEAR, Review.APPROVED)
+
     case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="responses")
     arm = models.ForeignKey(Arm, on_delete=models.CASCADE, related_name="responses")
     sample_index = models.PositiveSmallIntegerField(default=0)
     raw_text = models.TextField()
     display_text = models.TextField()
     parsed_decision = models.JSONField(default=dict, blank=True)
+    parse_problems = models.JSONField(default=list, blank=True)
+    leak_flags = models.JSONField(default=list, blank=True)
+    review = models.CharField(max_length=16, choices=Review.choices, default=Review.CLEAR)
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
     provenance = models.JSONField(default=dict, blank=True)
     data_import = models.ForeignKey(
         DataImport, on_delete=models.SET_NULL, null=True, blank=True, related_name="responses"
@@ -223,6 +241,7 @@ class Response(models.Model):
                 fields=["case", "arm", "sample_index"], name="one_response_per_case_arm_sample"
             )
         ]
+        indexes = [models.Index(fields=["arm", "review"])]
 
     def __str__(self) -> str:
         return f"{self.case} / {self.arm} / {self.sample_index}"

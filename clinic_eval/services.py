@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from clinic_eval import importing
+from clinic_eval import importing, postprocess
 from clinic_eval.models import STUDY_TRANSITIONS, Arm, Case, DataImport, Response, Study, User
 
 MAX_IMPORT_ATTEMPTS = 3
@@ -104,23 +106,82 @@ def physician_original_responses_sync(*, study: Study) -> int:
     if arm is None:
         return 0
     missing = study.cases.exclude(original_text="").exclude(responses__arm=arm)
-    created = Response.objects.bulk_create(
-        [
+    new = [
+        NewResponse(
+            case_id=case.pk,
+            raw_text=case.original_text,
+            decision=case.original_decision or None,
+            provenance={"source": "physician_original"},
+        )
+        for case in missing.only("id", "original_text", "original_decision")
+    ]
+    responses_store(study=study, arm=arm, responses=new)
+    return len(new)
+
+
+# --- Responses ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewResponse:
+    case_id: int
+    raw_text: str
+    sample_index: int = 0
+    # None: read the decision from the text's closing block.
+    decision: dict[str, Any] | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+    data_import_id: int | None = None
+
+
+def responses_store(
+    *, study: Study, arm: Arm, responses: Sequence[NewResponse], leak_terms: Sequence[str] = ()
+) -> None:
+    """Store responses once each, normalised for blinding; leaky ones are held for review.
+
+    Every arm's text goes through the same normalisation, so formatting cannot tell arms apart.
+    A response already stored for its (case, arm, sample) is left as it is.
+    """
+    labels = list(study.arms.values_list("label", flat=True))
+    rows = []
+    for new in responses:
+        # PostgreSQL text cannot hold NUL, and a sampling model can emit one.
+        raw_text = new.raw_text.replace("\x00", "\ufffd")
+        display = postprocess.display_text(raw_text)
+        flags = postprocess.leak_flags(display, arm_labels=labels, extra_terms=leak_terms)
+        if new.decision is None:
+            parsed = postprocess.parse_decision(display, study.decision_layers)
+            decision, problems = parsed.decision, parsed.problems
+        else:
+            decision, problems = new.decision, []
+        rows.append(
             Response(
-                case=case,
+                case_id=new.case_id,
                 arm=arm,
-                sample_index=0,
-                raw_text=case.original_text,
-                display_text=case.original_text,
-                parsed_decision=case.original_decision,
-                provenance={"source": "physician_original"},
+                sample_index=new.sample_index,
+                raw_text=raw_text,
+                display_text=display,
+                parsed_decision=decision,
+                parse_problems=problems,
+                leak_flags=[flag.as_dict() for flag in flags],
+                review=Response.Review.HELD if flags else Response.Review.CLEAR,
+                provenance=new.provenance,
+                data_import_id=new.data_import_id,
             )
-            for case in missing.only("id", "original_text", "original_decision")
-        ],
-        batch_size=1_000,
-        ignore_conflicts=True,
-    )
-    return len(created)
+        )
+    Response.objects.bulk_create(rows, batch_size=1_000, ignore_conflicts=True)
+
+
+@transaction.atomic
+def response_review(*, response: Response, decision: str, reviewed_by: User) -> Response:
+    """A coordinator's call on a held response: serve it as it is, or keep it from raters."""
+    if decision not in {Response.Review.APPROVED, Response.Review.EXCLUDED}:
+        raise DomainError("choose approve or exclude")
+    locked = Response.objects.select_for_update().get(pk=response.pk)
+    locked.review = decision
+    locked.reviewed_by = reviewed_by
+    locked.reviewed_at = timezone.now()
+    locked.save(update_fields=["review", "reviewed_by", "reviewed_at"])
+    return locked
 
 
 # --- Imports --------------------------------------------------------------------------------
@@ -144,10 +205,18 @@ def data_import_create(
     content: bytes,
     created_by: User | None,
     file_format: str | None = None,
+    arm_label: str = "",
 ) -> DataImport:
     """Record an uploaded file; refuse at once what cannot be read at all."""
     if kind not in DataImport.Kind.values:
         raise DomainError(f"kind must be one of {', '.join(DataImport.Kind.values)}")
+    if arm_label and kind != DataImport.Kind.RESPONSES:
+        raise DomainError("an arm applies to a responses file only")
+    if arm_label and not study.arms.filter(label=arm_label, kind=Arm.Kind.IMPORTED).exists():
+        raise DomainError(
+            f"study {study.pk} has no imported-outputs arm labelled {arm_label!r}; "
+            "create it first (manage.py create_arm --kind imported)"
+        )
     data_import_check_size(filename=filename, size=len(content))
     if not content.strip():
         raise DomainError(f"{filename} is empty")
@@ -165,6 +234,7 @@ def data_import_create(
         size_bytes=len(content),
         content=content,
         created_by=created_by,
+        arm_label=arm_label,
     )
 
 
@@ -367,6 +437,7 @@ def _responses_apply(
         arm_labels=set(arms),
         existing_keys=existing,
         max_rows=settings.IMPORT_MAX_ROWS,
+        arm_label=data_import.arm_label,
     )
     if validated.errors:
         return validated.errors, 0
@@ -376,20 +447,21 @@ def _responses_apply(
         "filename": data_import.filename,
         "sha256": data_import.sha256,
     }
-    Response.objects.bulk_create(
-        [
-            Response(
-                case_id=cases[row.case_id],
-                arm=arms[row.arm],
-                sample_index=row.sample,
-                raw_text=row.text,
-                display_text=row.text,
-                parsed_decision=row.decision,
-                provenance=provenance,
-                data_import=data_import,
-            )
-            for row in validated.rows
-        ],
-        batch_size=1_000,
-    )
+    for label, arm in arms.items():
+        responses_store(
+            study=study,
+            arm=arm,
+            responses=[
+                NewResponse(
+                    case_id=cases[row.case_id],
+                    sample_index=row.sample,
+                    raw_text=row.text,
+                    decision=row.decision or None,
+                    provenance=provenance,
+                    data_import_id=data_import.pk,
+                )
+                for row in validated.rows
+                if row.arm == label
+            ],
+        )
     return [], len(validated.rows)

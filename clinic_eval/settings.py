@@ -62,6 +62,19 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
     return number
 
 
+def env_float(name: str, default: float, *, minimum: float | None = None) -> float:
+    value = env_str(name)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number; got {value!r}") from None
+    if number != number or (minimum is not None and number < minimum):
+        raise ImproperlyConfigured(f"{name} must be a number of at least {minimum}; got {value}")
+    return number
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     value = env_str(name)
     if value is None:
@@ -224,7 +237,47 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_TASK_ROUTES = {"alignment_jobs.*": {"queue": "gpu"}}
+CELERY_GPU_QUEUE = env_str("CELERY_GPU_QUEUE", "gpu")
+CELERY_TASK_ROUTES = {
+    # The sweep only reads and writes the database: any worker may run it.
+    "alignment_jobs.shards_sweep_stale": {"queue": CELERY_TASK_DEFAULT_QUEUE},
+    "alignment_jobs.*": {"queue": CELERY_GPU_QUEUE},
+}
+
+# --- Generation -----------------------------------------------------------------------------
+
+# Checkpoints and adapters are loaded only from under these directories (on the workers' disk).
+MODEL_ROOTS = env_list("MODEL_ROOTS", [str(VAR_DIR / "models")])
+# auto: vLLM where it is installed, else transformers.
+GENERATION_ENGINE = env_str("GENERATION_ENGINE", "auto")
+if GENERATION_ENGINE not in {"auto", "vllm", "transformers"}:
+    raise ImproperlyConfigured(
+        f"GENERATION_ENGINE must be auto, vllm or transformers; got {GENERATION_ENGINE!r}"
+    )
+GENERATION_SHARD_SIZE = env_int("GENERATION_SHARD_SIZE", 64, minimum=1)
+GENERATION_MAX_ATTEMPTS = env_int("GENERATION_MAX_ATTEMPTS", 3, minimum=1)
+GENERATION_RETRY_SECONDS = env_int("GENERATION_RETRY_SECONDS", 30, minimum=0)
+GENERATION_HEARTBEAT_SECONDS = env_float("GENERATION_HEARTBEAT_SECONDS", 15.0, minimum=0.1)
+GENERATION_STALE_SECONDS = env_float("GENERATION_STALE_SECONDS", 120.0, minimum=0.5)
+GENERATION_SWEEP_SECONDS = env_float("GENERATION_SWEEP_SECONDS", 60.0, minimum=0.5)
+GENERATION_ENGINE_CACHE_SIZE = env_int("GENERATION_ENGINE_CACHE_SIZE", 1, minimum=1)
+# 0: the model's own context length.
+GENERATION_MAX_MODEL_LEN = env_int("GENERATION_MAX_MODEL_LEN", 0, minimum=0)
+TRANSFORMERS_BATCH_SIZE = env_int("TRANSFORMERS_BATCH_SIZE", 16, minimum=1)
+VLLM_ENFORCE_EAGER = env_bool("VLLM_ENFORCE_EAGER", False)
+VLLM_GPU_MEMORY_UTILIZATION = env_float("VLLM_GPU_MEMORY_UTILIZATION", 0.9, minimum=0.05)
+# KV-cache size in bytes; 0: the memory share above on a GPU, 512 MiB on a CPU.
+VLLM_KV_CACHE_BYTES = env_int("VLLM_KV_CACHE_BYTES", 0, minimum=0)
+if GENERATION_STALE_SECONDS <= 2 * GENERATION_HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured(
+        "GENERATION_STALE_SECONDS must exceed two heartbeats (GENERATION_HEARTBEAT_SECONDS)"
+    )
+CELERY_BEAT_SCHEDULE = {
+    "requeue-stale-shards": {
+        "task": "alignment_jobs.shards_sweep_stale",
+        "schedule": GENERATION_SWEEP_SECONDS,
+    }
+}
 
 # --- Auth and sessions ----------------------------------------------------------------------
 

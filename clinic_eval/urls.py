@@ -8,6 +8,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.authtoken.views import obtain_auth_token
 
+from alignment_jobs import urls as job_urls
 from clinic_eval import api, views
 
 coordinator_patterns = [
@@ -67,7 +68,8 @@ urlpatterns = [
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("coordinator/", include((coordinator_patterns, "coordinator"))),
+    path("coordinator/", include((job_urls.urlpatterns, "jobs"))),
     path("rate/", include((rater_patterns, "rater"))),
-    path("api/", include((api_patterns, "api"))),
+    path("api/", include((api_patterns + job_urls.api_urlpatterns, "api"))),
     path("admin/", admin.site.urls),
 ]

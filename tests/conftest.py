@@ -9,6 +9,7 @@ import pytest
 from django.test import Client
 from pytest_django.fixtures import Settings
 
+from alignment_jobs.tiny_models import TinyModelSet
 from clinic_eval.celery import app as celery_app
 from clinic_eval.models import Study, User
 from tests.factories import StudyFactory, UserFactory
@@ -100,3 +101,17 @@ def coordinator_client(coordinator: User) -> Client:
 @pytest.fixture
 def physician_client(physician: User) -> Client:
     return logged_in(physician)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModelSet:
+    """A random-init Llama with three LoRA adapters, built locally once per test run."""
+    from alignment_jobs.tiny_models import build_tiny_models
+
+    return build_tiny_models(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture
+def model_roots(settings: Settings, tiny_models: TinyModelSet) -> TinyModelSet:
+    settings.MODEL_ROOTS = [str(tiny_models.base.parent)]
+    return tiny_models

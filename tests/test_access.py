@@ -12,9 +12,10 @@ import pytest
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from clinic_eval.models import Arm, Case, DataImport, Study, User
+from alignment_jobs.models import GenerationJob, GenerationSpec
+from clinic_eval.models import Arm, Case, DataImport, Response, Study, User
 from tests.conftest import logged_in
-from tests.factories import CaseFactory, DataImportFactory
+from tests.factories import ArmFactory, CaseFactory, DataImportFactory, ResponseFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -48,6 +49,18 @@ RULES: dict[str, str] = {
     "api:arm_list": COORDINATOR,
     "api:import_list": COORDINATOR,
     "api:import_detail": COORDINATOR,
+    "jobs:job_list": COORDINATOR,
+    "jobs:job_detail": COORDINATOR,
+    "jobs:job_cancel": COORDINATOR,
+    "jobs:job_retry_failed": COORDINATOR,
+    "jobs:spec_edit": COORDINATOR,
+    "jobs:held_responses": COORDINATOR,
+    "jobs:response_review": COORDINATOR,
+    "api:job_list": COORDINATOR,
+    "api:job_detail": COORDINATOR,
+    "api:job_cancel": COORDINATOR,
+    "api:job_retry_failed": COORDINATOR,
+    "api:spec": COORDINATOR,
 }
 
 
@@ -85,7 +98,18 @@ def test_every_route_has_an_access_rule() -> None:
 def objects(study: Study) -> dict[str, int]:
     case = CaseFactory(study=study)
     data_import = DataImportFactory(study=study, status=DataImport.Status.FAILED)
-    return {"study_id": study.pk, "case_id": case.pk, "import_id": data_import.pk}
+    arm = ArmFactory(study=study, label="SFT", kind=Arm.Kind.MODEL)
+    GenerationSpec.objects.create(arm=arm, base_model_path="/models/sft")
+    job = GenerationJob.objects.create(study=study, shard_size=8)
+    response = ResponseFactory(case=case, arm=arm, review=Response.Review.HELD)
+    return {
+        "study_id": study.pk,
+        "case_id": case.pk,
+        "import_id": data_import.pk,
+        "arm_id": arm.pk,
+        "job_id": job.pk,
+        "response_id": response.pk,
+    }
 
 
 def fetch(client: Client, name: str, kwargs: dict[str, int]) -> int:
@@ -105,7 +129,12 @@ def every_method(client: Client, name: str, kwargs: dict[str, int]) -> list[int]
 
 
 def row_counts() -> tuple[int, ...]:
-    return tuple(model.objects.count() for model in (Study, Case, Arm, DataImport, User))
+    models = (Study, Case, Arm, DataImport, User, GenerationSpec, GenerationJob)
+    return (
+        *(model.objects.count() for model in models),
+        Response.objects.exclude(review=Response.Review.HELD).count(),
+        GenerationJob.objects.exclude(status=GenerationJob.Status.QUEUED).count(),
+    )
 
 
 COORDINATOR_ROUTES = [name for name, rule in RULES.items() if rule == COORDINATOR]
@@ -137,7 +166,10 @@ def test_coordinator_routes_by_role(
     if "study_id" in kwargs:
         assert set(every_method(logged_in(other_coordinator), name, kwargs)) <= {404, 405}
     assert row_counts() == before, "a refused request changed data"
-    assert fetch(logged_in(coordinator), name, kwargs) in (200, 302)
+    # An API action the domain refuses (400: e.g. retrying a job with nothing failed) still
+    # shows that the owner got through the access check.
+    owner = fetch(logged_in(coordinator), name, kwargs)
+    assert owner in ((200, 302, 400) if is_api else (200, 302)), f"the owner got {owner}"
 
 
 def test_anonymous_coordinator_page_redirects_to_login_with_next(objects: dict) -> None:

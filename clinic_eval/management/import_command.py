@@ -25,6 +25,13 @@ class ImportCommand(BaseCommand):
             choices=DataImport.Format.values,
             help="Override the format guessed from the file name",
         )
+        if self.kind == DataImport.Kind.RESPONSES:
+            parser.add_argument(
+                "--arm",
+                default="",
+                metavar="LABEL",
+                help="The imported-outputs arm every line belongs to; lines may omit 'arm'",
+            )
 
     def handle(self, *args: Any, **options: Any) -> None:
         path: Path = options["file"]
@@ -41,6 +48,7 @@ class ImportCommand(BaseCommand):
                 content=path.read_bytes(),
                 created_by=None,
                 file_format=options["format"],
+                arm_label=options.get("arm", ""),
             )
         except OSError as exc:
             raise CommandError(f"cannot read {path}: {exc.strerror}") from None

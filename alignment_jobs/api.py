@@ -1,0 +1,220 @@
+"""Coordinator API for generation: specs and jobs, with the same access checks as the pages."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from alignment_jobs import selectors, services
+from alignment_jobs.models import GenerationJob, GenerationSpec
+from clinic_eval.permissions import IsCoordinator
+from clinic_eval.selectors import study_get_for_coordinator
+from clinic_eval.services import DomainError
+
+
+class CoordinatorApi(APIView):
+    permission_classes = [IsCoordinator]
+
+
+def _refused(exc: DomainError) -> Response:
+    return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+
+
+class SpecOutput(serializers.ModelSerializer):
+    class Meta:
+        model = GenerationSpec
+        fields = [
+            "arm",
+            "base_model_path",
+            "adapter_path",
+            "system_prompt",
+            "user_template",
+            "use_chat_template",
+            "few_shot_k",
+            "few_shot_pool",
+            "temperature",
+            "top_p",
+            "max_tokens",
+            "n_samples",
+            "seed",
+            "dtype",
+            "tensor_parallel_size",
+            "template_version",
+            "base_config_sha256",
+            "adapter_config_sha256",
+            "updated_at",
+        ]
+
+
+class SpecInput(serializers.Serializer):
+    base_model_path = serializers.CharField(max_length=500)
+    adapter_path = serializers.CharField(max_length=500, required=False, allow_blank=True)
+    system_prompt = serializers.CharField(required=False, allow_blank=True)
+    user_template = serializers.CharField(required=False)
+    use_chat_template = serializers.BooleanField(required=False)
+    few_shot_k = serializers.IntegerField(min_value=0, max_value=16, required=False)
+    few_shot_pool = serializers.ListField(
+        child=serializers.CharField(max_length=64), required=False, max_length=10_000
+    )
+    temperature = serializers.FloatField(min_value=0, max_value=5, required=False)
+    top_p = serializers.FloatField(min_value=0.01, max_value=1, required=False)
+    max_tokens = serializers.IntegerField(min_value=1, max_value=32_768, required=False)
+    n_samples = serializers.IntegerField(min_value=1, max_value=16, required=False)
+    seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1, required=False)
+    dtype = serializers.ChoiceField(choices=GenerationSpec.Dtype.choices, required=False)
+    tensor_parallel_size = serializers.IntegerField(min_value=1, max_value=16, required=False)
+
+
+class SpecApi(CoordinatorApi):
+    @extend_schema(responses=SpecOutput)
+    def get(self, request: Request, study_id: int, arm_id: int) -> Response:
+        arm = selectors.arm_get_for_coordinator(user=request.user, study_id=study_id, arm_id=arm_id)
+        spec = selectors.spec_for_arm(arm=arm)
+        if spec is None:
+            return Response({"detail": "no generation settings yet"}, status=404)
+        return Response(SpecOutput(spec).data)
+
+    @extend_schema(request=SpecInput, responses=SpecOutput)
+    def put(self, request: Request, study_id: int, arm_id: int) -> Response:
+        arm = selectors.arm_get_for_coordinator(user=request.user, study_id=study_id, arm_id=arm_id)
+        payload = SpecInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        try:
+            spec = services.spec_save(arm=arm, **payload.validated_data)
+        except DomainError as exc:
+            return _refused(exc)
+        return Response(SpecOutput(spec).data)
+
+
+class JobOutput(serializers.ModelSerializer):
+    done = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    pending = serializers.IntegerField()
+    cancelled = serializers.IntegerField()
+    percent = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    tokens_per_second = serializers.FloatField(allow_null=True)
+    eta_seconds = serializers.FloatField(allow_null=True)
+
+    class Meta:
+        model = GenerationJob
+        fields = [
+            "id",
+            "status",
+            "engine",
+            "shard_size",
+            "item_count",
+            "done",
+            "failed",
+            "pending",
+            "cancelled",
+            "percent",
+            "completion_tokens",
+            "tokens_per_second",
+            "eta_seconds",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+
+
+def _job_data(job: GenerationJob) -> dict:
+    progress = selectors.job_progress(job=job, failures_shown=0)
+    for name in (
+        "done",
+        "failed",
+        "pending",
+        "cancelled",
+        "percent",
+        "completion_tokens",
+        "tokens_per_second",
+        "eta_seconds",
+    ):
+        setattr(job, name, getattr(progress, name))
+    return JobOutput(job).data
+
+
+class JobInput(serializers.Serializer):
+    arms = serializers.ListField(
+        child=serializers.CharField(max_length=64),
+        required=False,
+        help_text="Arm labels; all model arms with generation settings when left out.",
+    )
+    case_ids = serializers.ListField(
+        child=serializers.CharField(max_length=64), required=False, max_length=100_000
+    )
+    stratum = serializers.CharField(required=False, allow_blank=True, default="")
+    engine = serializers.ChoiceField(
+        choices=GenerationJob.Engine.choices, default=GenerationJob.Engine.AUTO
+    )
+
+
+class JobListApi(CoordinatorApi):
+    @extend_schema(responses=JobOutput(many=True))
+    def get(self, request: Request, study_id: int) -> Response:
+        study = study_get_for_coordinator(user=request.user, study_id=study_id)
+        paginator = PageNumberPagination()
+        page = paginator.paginate_queryset(selectors.job_list(study=study), request, view=self)
+        return paginator.get_paginated_response([_job_data(job) for job in page])
+
+    @extend_schema(request=JobInput, responses={201: JobOutput})
+    def post(self, request: Request, study_id: int) -> Response:
+        study = study_get_for_coordinator(user=request.user, study_id=study_id)
+        payload = JobInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        arms = None
+        if "arms" in data:
+            by_label = {arm.label: arm for arm in study.arms.all()}
+            unknown = [label for label in data["arms"] if label not in by_label]
+            if unknown:
+                return Response(
+                    {"detail": f"no such arm(s): {', '.join(unknown)}"},
+                    status=status.HTTP_400_BAD_REQUEST,
+                )
+            arms = [by_label[label] for label in data["arms"]]
+        try:
+            job = services.job_launch(
+                study=study,
+                created_by=request.user,
+                arms=arms,
+                case_ids=data.get("case_ids"),
+                stratum=data["stratum"],
+                engine=data["engine"],
+            )
+        except DomainError as exc:
+            return _refused(exc)
+        return Response(_job_data(job), status=status.HTTP_201_CREATED)
+
+
+class JobDetailApi(CoordinatorApi):
+    @extend_schema(responses=JobOutput)
+    def get(self, request: Request, study_id: int, job_id: int) -> Response:
+        job = selectors.job_get_for_coordinator(user=request.user, study_id=study_id, job_id=job_id)
+        return Response(_job_data(job))
+
+
+class JobCancelApi(CoordinatorApi):
+    @extend_schema(request=None, responses=JobOutput)
+    def post(self, request: Request, study_id: int, job_id: int) -> Response:
+        job = selectors.job_get_for_coordinator(user=request.user, study_id=study_id, job_id=job_id)
+        try:
+            job = services.job_cancel(job=job)
+        except DomainError as exc:
+            return _refused(exc)
+        return Response(_job_data(job))
+
+
+class JobRetryFailedApi(CoordinatorApi):
+    @extend_schema(request=None, responses=JobOutput)
+    def post(self, request: Request, study_id: int, job_id: int) -> Response:
+        job = selectors.job_get_for_coordinator(user=request.user, study_id=study_id, job_id=job_id)
+        try:
+            job = services.job_retry_failed(job=job)
+        except DomainError as exc:
+            return _refused(exc)
+        return Response(_job_data(job))

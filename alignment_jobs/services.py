@@ -1,0 +1,742 @@
+"""Every write of generation: specs, job launch, shard runs, cancel, retry and the stale sweep."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Count, F, Q
+from django.utils import timezone
+
+from alignment_jobs import engines, prompts
+from alignment_jobs.models import GenerationItem, GenerationJob, GenerationShard, GenerationSpec
+from clinic_eval.models import Arm, Case, Response, Study, User
+from clinic_eval.services import DomainError, NewResponse, responses_store
+
+logger = logging.getLogger(__name__)
+
+MAX_ERROR_CHARS = 2_000
+LAUNCHABLE_STATUSES = (Study.Status.DRAFT, Study.Status.GENERATING, Study.Status.READY)
+PROMPT_FIELDS = (
+    "system_prompt",
+    "user_template",
+    "use_chat_template",
+    "few_shot_k",
+    "few_shot_pool",
+)
+GENERATION_FIELDS = (
+    *PROMPT_FIELDS,
+    "base_model_path",
+    "adapter_path",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "n_samples",
+    "seed",
+    "dtype",
+    "tensor_parallel_size",
+)
+
+
+# --- Specs ----------------------------------------------------------------------------------
+
+
+def _path_problem(path: str) -> str | None:
+    """Model paths must lie under one of the configured roots: nothing else is ever loaded."""
+    resolved = Path(path).resolve()
+    roots = [Path(root).resolve() for root in settings.MODEL_ROOTS]
+    if any(resolved == root or root in resolved.parents for root in roots):
+        return None
+    listed = ", ".join(str(root) for root in roots) or "none configured"
+    return f"{path}: outside the model directories this server may load from ({listed})"
+
+
+def spec_check_paths(*, base_model_path: str, adapter_path: str) -> tuple[str, str, int]:
+    """The config hashes and LoRA rank of a spec's checkpoint, or a DomainError saying why not."""
+    for path in filter(None, (base_model_path, adapter_path)):
+        if not Path(path).is_absolute():
+            raise DomainError(f"{path!r}: give an absolute path on the worker's disk")
+        problem = _path_problem(path)
+        if problem:
+            raise DomainError(problem)
+    try:
+        base_hash = engines.check_base_model(base_model_path)
+        adapter_hash, rank = engines.check_adapter(adapter_path) if adapter_path else ("", 0)
+    except engines.EngineError as exc:
+        raise DomainError(str(exc)) from None
+    return base_hash, adapter_hash, rank
+
+
+def _spec_problems(values: dict[str, Any], study: Study) -> list[str]:
+    problems = [
+        f"user template: {p}" for p in prompts.template_problems(values["user_template"])
+    ] + [f"system prompt: {p}" for p in prompts.template_problems(values["system_prompt"])]
+    if "{{" in values["system_prompt"]:
+        problems.append("system prompt: placeholders belong in the user template")
+    if not values["user_template"].strip():
+        problems.append("user template: write the prompt, e.g. " + prompts.DEFAULT_USER_TEMPLATE)
+    if not 0 <= values["temperature"] <= 5:
+        problems.append("temperature must be between 0 and 5")
+    if not 0 < values["top_p"] <= 1:
+        problems.append("top_p must be above 0 and at most 1")
+    if not 1 <= values["max_tokens"] <= 32_768:
+        problems.append("max_tokens must be between 1 and 32768")
+    if not 1 <= values["n_samples"] <= 16:
+        problems.append("n_samples must be between 1 and 16")
+    if not 1 <= values["tensor_parallel_size"] <= 16:
+        problems.append("tensor_parallel_size must be between 1 and 16")
+    if values["dtype"] not in GenerationSpec.Dtype.values:
+        problems.append(f"dtype must be one of {', '.join(GenerationSpec.Dtype.values)}")
+    pool = values["few_shot_pool"]
+    if values["few_shot_k"]:
+        if len(pool) <= values["few_shot_k"]:
+            problems.append(
+                f"few-shot: the pool needs more than k={values['few_shot_k']} cases "
+                "(a case is never its own example)"
+            )
+        known = dict(
+            study.cases.filter(external_id__in=pool).values_list("external_id", "ground_truth")
+        )
+        missing = [case_id for case_id in pool if case_id not in known]
+        if missing:
+            problems.append(f"few-shot pool: no such case(s) {', '.join(missing[:10])}")
+        unanswered = [case_id for case_id, truth in known.items() if not truth]
+        if unanswered:
+            problems.append(
+                f"few-shot pool: case(s) without a ground truth to show as the answer: "
+                f"{', '.join(sorted(unanswered)[:10])}"
+            )
+    return problems
+
+
+def spec_save(*, arm: Arm, **values: Any) -> GenerationSpec:
+    """Create or change an arm's generation spec; paths and templates are checked first."""
+    if arm.kind != Arm.Kind.MODEL:
+        raise DomainError(f"{arm.label} is not a model arm; only model arms are generated")
+    values["few_shot_pool"] = list(dict.fromkeys(values.get("few_shot_pool") or []))
+    spec = GenerationSpec.objects.filter(arm=arm).first() or GenerationSpec(arm=arm)
+    defaults = {name: spec._meta.get_field(name).get_default() for name in GENERATION_FIELDS}
+    merged = {
+        name: values.get(name, getattr(spec, name) if spec.pk else defaults[name])
+        for name in GENERATION_FIELDS
+    }
+    problems = _spec_problems(merged, arm.study)
+    if problems:
+        raise DomainError("; ".join(problems))
+    base_hash, adapter_hash, _ = spec_check_paths(
+        base_model_path=merged["base_model_path"], adapter_path=merged["adapter_path"]
+    )
+    changed = [name for name in GENERATION_FIELDS if getattr(spec, name) != merged[name]]
+    if spec.pk and changed:
+        generated = arm.responses.count()
+        if generated:
+            raise DomainError(
+                f"{generated} response(s) of {arm.label} were generated with the current "
+                "settings; add a new arm to try different ones"
+            )
+    with transaction.atomic():
+        if spec.pk and any(name in PROMPT_FIELDS for name in changed):
+            spec.template_version += 1
+        for name, value in merged.items():
+            setattr(spec, name, value)
+        spec.base_config_sha256 = base_hash
+        spec.adapter_config_sha256 = adapter_hash
+        spec.full_clean()
+        spec.save()
+    return spec
+
+
+# --- Launch ---------------------------------------------------------------------------------
+
+
+def job_launch(
+    *,
+    study: Study,
+    created_by: User | None,
+    arms: Sequence[Arm] | None = None,
+    case_ids: Sequence[str] | None = None,
+    stratum: str = "",
+    engine: str = GenerationJob.Engine.AUTO,
+    shard_size: int | None = None,
+    enqueue: bool = True,
+) -> GenerationJob:
+    """Split the missing (case, arm) outputs into shards and queue them once this commits.
+
+    With ``enqueue=False`` the caller runs the shards itself (``manage.py generate --inline``).
+    """
+    from alignment_jobs.tasks import shard_run_task
+
+    if study.status not in LAUNCHABLE_STATUSES:
+        raise DomainError(
+            f"the study is {study.get_status_display().lower()}; generation would change what "
+            "raters see"
+        )
+    if engine not in GenerationJob.Engine.values:
+        raise DomainError(f"engine must be one of {', '.join(GenerationJob.Engine.values)}")
+    try:
+        engines.available_engine(engine)
+    except engines.EngineError as exc:
+        raise DomainError(str(exc)) from None
+    specs = list(
+        GenerationSpec.objects.filter(arm__study=study, arm__kind=Arm.Kind.MODEL)
+        .select_related("arm")
+        .order_by("base_model_path", "arm__label")
+    )
+    if arms is not None:
+        wanted = {arm.pk for arm in arms}
+        without_spec = [arm.label for arm in arms if arm.pk not in {s.arm_id for s in specs}]
+        if without_spec:
+            raise DomainError(f"no generation settings yet for: {', '.join(without_spec)}")
+        specs = [spec for spec in specs if spec.arm_id in wanted]
+    if not specs:
+        raise DomainError("add generation settings to at least one model arm first")
+    for spec in specs:
+        try:
+            spec_check_paths(base_model_path=spec.base_model_path, adapter_path=spec.adapter_path)
+        except DomainError as exc:
+            raise DomainError(f"{spec.arm.label}: {exc}") from None
+
+    cases = study.cases.all()
+    if stratum:
+        cases = cases.filter(stratum=stratum)
+    if case_ids is not None:
+        wanted_ids = list(dict.fromkeys(case_ids))
+        cases = cases.filter(external_id__in=wanted_ids)
+        found = set(cases.values_list("external_id", flat=True))
+        unknown = [case_id for case_id in wanted_ids if case_id not in found]
+        if unknown:
+            raise DomainError(f"no such case(s) in this study: {', '.join(unknown[:10])}")
+    case_list = list(cases.order_by("external_id").values_list("pk", flat=True))
+    if not case_list:
+        raise DomainError("no cases match; import cases first")
+
+    shard_size = shard_size or settings.GENERATION_SHARD_SIZE
+    with transaction.atomic():
+        Study.objects.select_for_update().get(pk=study.pk)
+        busy = set(
+            GenerationItem.objects.filter(
+                job__study=study,
+                status=GenerationItem.Status.PENDING,
+                job__status__in=[GenerationJob.Status.QUEUED, GenerationJob.Status.RUNNING],
+            ).values_list("case_id", "arm_id")
+        )
+        job = GenerationJob.objects.create(
+            study=study, engine=engine, shard_size=shard_size, created_by=created_by
+        )
+        shards: list[GenerationShard] = []
+        chunks: list[list[int]] = []
+        for spec in specs:
+            complete = set(
+                Response.objects.filter(arm=spec.arm, sample_index__lt=spec.n_samples)
+                .values("case_id")
+                .annotate(n=Count("id"))
+                .filter(n__gte=spec.n_samples)
+                .values_list("case_id", flat=True)
+            )
+            todo = [c for c in case_list if c not in complete and (c, spec.arm_id) not in busy]
+            for start in range(0, len(todo), shard_size):
+                shards.append(GenerationShard(job=job, spec=spec, index=len(shards)))
+                chunks.append(todo[start : start + shard_size])
+        if not shards:
+            raise DomainError(
+                "nothing to generate: every chosen case already has its responses "
+                "(or is being generated by a running job)"
+            )
+        GenerationShard.objects.bulk_create(shards)
+        items = [
+            GenerationItem(job=job, shard=shard, case_id=case_id, arm_id=shard.spec.arm_id)
+            for shard, chunk in zip(shards, chunks, strict=True)
+            for case_id in chunk
+        ]
+        GenerationItem.objects.bulk_create(items, batch_size=2_000)
+        job.item_count = len(items)
+        job.save(update_fields=["item_count"])
+        if study.status == Study.Status.DRAFT:
+            Study.objects.filter(pk=study.pk).update(
+                status=Study.Status.GENERATING, status_changed_at=timezone.now()
+            )
+        shard_ids = [shard.pk for shard in shards]
+        if enqueue:
+            transaction.on_commit(lambda: [shard_run_task.delay(pk) for pk in shard_ids])
+    return job
+
+
+# --- Running a shard ------------------------------------------------------------------------
+
+
+@dataclass
+class ShardOutcome:
+    status: str
+    done: int = 0
+    failed: int = 0
+    retry: bool = False
+    errors: list[str] = field(default_factory=list)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _claim(shard_id: int) -> str | None:
+    now = timezone.now()
+    stale_before = now - timedelta(seconds=settings.GENERATION_STALE_SECONDS)
+    token = uuid.uuid4().hex
+    claimed = (
+        GenerationShard.objects.filter(pk=shard_id)
+        .filter(
+            Q(status=GenerationShard.Status.PENDING)
+            | Q(status=GenerationShard.Status.RUNNING, heartbeat_at__lt=stale_before)
+        )
+        .update(
+            status=GenerationShard.Status.RUNNING,
+            claim_token=token,
+            attempts=F("attempts") + 1,
+            heartbeat_at=now,
+            started_at=now,
+            worker=worker_name(),
+        )
+    )
+    return token if claimed else None
+
+
+@contextmanager
+def _heartbeat(shard_id: int, token: str) -> Iterator[None]:
+    """Touch the shard while the engine works: the sweep tells live workers from dead ones."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(settings.GENERATION_HEARTBEAT_SECONDS):
+                GenerationShard.objects.filter(pk=shard_id, claim_token=token).update(
+                    heartbeat_at=timezone.now()
+                )
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-shard-{shard_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _case_data(case: Case) -> prompts.CaseData:
+    return prompts.CaseData(
+        id=case.pk,
+        external_id=case.external_id,
+        stratum=case.stratum,
+        narrative=case.narrative,
+        fields=case.fields,
+        ground_truth=case.ground_truth,
+    )
+
+
+def _adapter_rank_for_base(job: GenerationJob, spec: GenerationSpec) -> int:
+    """The largest LoRA rank among this job's arms on the same base, so one engine serves all."""
+    rank = 0
+    for other in GenerationSpec.objects.filter(
+        shards__job=job, base_model_path=spec.base_model_path, dtype=spec.dtype
+    ).exclude(adapter_path=""):
+        try:
+            rank = max(rank, engines.check_adapter(other.adapter_path)[1])
+        except engines.EngineError:
+            continue
+    return rank
+
+
+def _failed(item: GenerationItem, error: str, *, final: bool) -> None:
+    item.attempts += 1
+    item.error = error[:MAX_ERROR_CHARS]
+    if final or item.attempts >= settings.GENERATION_MAX_ATTEMPTS:
+        item.status = GenerationItem.Status.FAILED
+        item.finished_at = timezone.now()
+
+
+def shard_run(*, shard_id: int) -> ShardOutcome:
+    """Generate one shard's pending items. Safe to call twice, concurrently, or after a crash."""
+    token = _claim(shard_id)
+    if token is None:
+        status = GenerationShard.objects.filter(pk=shard_id).values_list("status", flat=True)
+        return ShardOutcome(status=next(iter(status), "missing"))
+    shard = GenerationShard.objects.select_related("job", "spec__arm__study").get(pk=shard_id)
+    job, spec = shard.job, shard.spec
+    GenerationJob.objects.filter(pk=job.pk, status=GenerationJob.Status.QUEUED).update(
+        status=GenerationJob.Status.RUNNING, started_at=timezone.now()
+    )
+    items = list(shard.items.filter(status=GenerationItem.Status.PENDING).select_related("case"))
+    if job.cancel_requested_at is not None:
+        return _shard_finish(shard, token, items, cancelled=True)
+    if shard.attempts > settings.GENERATION_MAX_ATTEMPTS:
+        for item in items:
+            _failed(
+                item,
+                f"the worker stopped {shard.attempts - 1} times while generating this shard "
+                "(killed, or out of memory?)",
+                final=True,
+            )
+        return _shard_finish(shard, token, items)
+
+    with _heartbeat(shard.pk, token):
+        generated = _generate(job, spec, items)
+    shard.engine_seconds += generated.engine_seconds
+    return _shard_finish(shard, token, items, new_responses=generated.responses)
+
+
+@dataclass
+class _Generated:
+    responses: list[NewResponse] = field(default_factory=list)
+    engine_seconds: float = 0.0
+
+
+def _existing_samples(spec: GenerationSpec, items: Sequence[GenerationItem]) -> dict[int, int]:
+    return dict(
+        Response.objects.filter(arm=spec.arm, case__in=[item.case_id for item in items])
+        .values("case_id")
+        .annotate(n=Count("id"))
+        .values_list("case_id", "n")
+    )
+
+
+def _generate(
+    job: GenerationJob, spec: GenerationSpec, items: Sequence[GenerationItem]
+) -> _Generated:
+    result = _Generated()
+    existing = _existing_samples(spec, items)
+    todo = []
+    for item in items:
+        if existing.get(item.case_id, 0) >= spec.n_samples:
+            # Another job (or an earlier delivery of this shard) already stored them.
+            item.status = GenerationItem.Status.DONE
+            item.finished_at = timezone.now()
+        else:
+            todo.append(item)
+    if not todo:
+        return result
+    try:
+        engine_name = engines.available_engine(job.engine)
+        engine = engines.engine_for(
+            name=engine_name,
+            base=spec.base_model_path,
+            dtype=spec.dtype,
+            tensor_parallel_size=spec.tensor_parallel_size,
+            adapter_rank=_adapter_rank_for_base(job, spec),
+        )
+    except engines.EngineError as exc:
+        for item in todo:
+            _failed(item, str(exc), final=False)
+        return result
+
+    study = spec.arm.study
+    pool = []
+    if spec.few_shot_k:
+        pool = [
+            _case_data(case)
+            for case in study.cases.filter(external_id__in=spec.few_shot_pool).order_by(
+                "external_id"
+            )
+        ]
+    ready: list[tuple[GenerationItem, engines.EngineRequest, dict[str, Any]]] = []
+    for item in todo:
+        try:
+            request, provenance = _request_for(engine, spec, _case_data(item.case), pool)
+        except prompts.TemplateError as exc:
+            _failed(item, f"prompt: {exc}", final=True)
+            continue
+        except ValueError as exc:  # the prompt does not fit the model's context
+            _failed(item, str(exc), final=True)
+            continue
+        ready.append((item, request, provenance))
+    if not ready:
+        return result
+
+    sampling = engines.Sampling(
+        temperature=spec.temperature,
+        top_p=spec.top_p,
+        max_tokens=spec.max_tokens,
+        n=spec.n_samples,
+    )
+    started = time.perf_counter()
+    try:
+        outputs: list[list[engines.Completion] | Exception] = list(
+            engine.generate(
+                [request for _, request, _ in ready], sampling, adapter_path=spec.adapter_path
+            )
+        )
+    except Exception as batch_error:
+        logger.warning("shard batch failed (%s); retrying its items one by one", batch_error)
+        outputs = []
+        for _, request, _ in ready:
+            try:
+                outputs.append(
+                    engine.generate([request], sampling, adapter_path=spec.adapter_path)[0]
+                )
+            except Exception as item_error:
+                outputs.append(item_error)
+    elapsed = time.perf_counter() - started
+    result.engine_seconds = elapsed
+
+    base_provenance = _spec_provenance(spec, engine, job)
+    for (item, request, provenance), output in zip(ready, outputs, strict=True):
+        if isinstance(output, Exception):
+            _failed(item, f"{type(output).__name__}: {output}", final=False)
+            continue
+        item.completion_tokens = sum(choice.completion_tokens for choice in output)
+        item.status = GenerationItem.Status.DONE
+        item.finished_at = timezone.now()
+        for sample_index, choice in enumerate(output):
+            result.responses.append(
+                NewResponse(
+                    case_id=item.case_id,
+                    sample_index=sample_index,
+                    raw_text=choice.text,
+                    provenance={
+                        **base_provenance,
+                        **provenance,
+                        "seed": request.seed,
+                        "prompt_tokens": len(request.token_ids),
+                        "completion_tokens": choice.completion_tokens,
+                        "finish_reason": choice.finish_reason,
+                        "shard_id": item.shard_id,
+                        "batch_size": len(ready),
+                        "batch_seconds": round(elapsed, 4),
+                        "latency_seconds": round(elapsed / len(ready), 4),
+                    },
+                )
+            )
+    return result
+
+
+def _request_for(
+    engine: engines.Engine,
+    spec: GenerationSpec,
+    case: prompts.CaseData,
+    pool: Sequence[prompts.CaseData],
+) -> tuple[engines.EngineRequest, dict[str, Any]]:
+    examples = prompts.few_shot_examples(case, pool, k=spec.few_shot_k, seed=spec.seed)
+    layers = spec.arm.study.decision_layers
+    rendered = prompts.build_messages(
+        case,
+        system_prompt=spec.system_prompt,
+        user_template=spec.user_template,
+        layers=layers,
+        examples=examples,
+    )
+    text = prompts.render_prompt(
+        rendered.messages,
+        use_chat_template=spec.use_chat_template,
+        apply_chat_template=lambda messages: engine.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        ),
+    )
+    token_ids = engines.encode_prompt(engine.tokenizer, text)
+    room = engine.max_context - spec.max_tokens
+    if len(token_ids) > room:
+        raise ValueError(
+            f"the prompt is {len(token_ids):,} tokens; with max_tokens={spec.max_tokens} the "
+            f"model's context of {engine.max_context:,} leaves room for {max(room, 0):,}"
+        )
+    seed = prompts.request_seed(spec.seed, case.external_id)
+    return engines.EngineRequest(token_ids=token_ids, seed=seed), {
+        "prompt_sha256": prompts.sha256_text(text),
+        "few_shot_case_ids": rendered.few_shot_ids,
+    }
+
+
+def _spec_provenance(
+    spec: GenerationSpec, engine: engines.Engine, job: GenerationJob
+) -> dict[str, Any]:
+    return {
+        "source": "generation",
+        "job_id": job.pk,
+        "spec_id": spec.pk,
+        "engine": engine.name,
+        "engine_version": engine.version,
+        "base_model_path": spec.base_model_path,
+        "base_config_sha256": spec.base_config_sha256,
+        "adapter_path": spec.adapter_path,
+        "adapter_config_sha256": spec.adapter_config_sha256,
+        "template_version": spec.template_version,
+        "use_chat_template": spec.use_chat_template,
+        "dtype": spec.dtype,
+        "tensor_parallel_size": spec.tensor_parallel_size,
+        "sampling": {
+            "temperature": spec.temperature,
+            "top_p": spec.top_p,
+            "max_tokens": spec.max_tokens,
+            "n": spec.n_samples,
+            "spec_seed": spec.seed,
+        },
+        "worker": worker_name(),
+    }
+
+
+def _spec_leak_terms(study: Study) -> list[str]:
+    """Checkpoint and adapter folder names: a response must not echo them either."""
+    terms = set()
+    for base, adapter in GenerationSpec.objects.filter(arm__study=study).values_list(
+        "base_model_path", "adapter_path"
+    ):
+        terms.update(Path(path).name for path in (base, adapter) if path)
+    return sorted(terms)
+
+
+def _shard_finish(
+    shard: GenerationShard,
+    token: str,
+    items: Sequence[GenerationItem],
+    *,
+    new_responses: Sequence[NewResponse] = (),
+    cancelled: bool = False,
+) -> ShardOutcome:
+    study = shard.spec.arm.study
+    with transaction.atomic():
+        current = GenerationShard.objects.select_for_update().get(pk=shard.pk)
+        if new_responses:
+            responses_store(
+                study=study,
+                arm=shard.spec.arm,
+                responses=new_responses,
+                leak_terms=_spec_leak_terms(study),
+            )
+        for item in items:
+            if cancelled:
+                item.status = GenerationItem.Status.CANCELLED
+        # Only items still pending change: a concurrent delivery may have finished some.
+        for status in (
+            GenerationItem.Status.DONE,
+            GenerationItem.Status.FAILED,
+            GenerationItem.Status.CANCELLED,
+            GenerationItem.Status.PENDING,
+        ):
+            for item in (i for i in items if i.status == status):
+                GenerationItem.objects.filter(
+                    pk=item.pk, status=GenerationItem.Status.PENDING
+                ).update(
+                    status=item.status,
+                    attempts=item.attempts,
+                    error=item.error,
+                    completion_tokens=item.completion_tokens,
+                    finished_at=item.finished_at,
+                )
+        still_pending = current.items.filter(status=GenerationItem.Status.PENDING).exists()
+        outcome = ShardOutcome(
+            status=current.status,
+            done=sum(item.status == GenerationItem.Status.DONE for item in items),
+            failed=sum(item.status == GenerationItem.Status.FAILED for item in items),
+            errors=[item.error for item in items if item.error],
+        )
+        if current.claim_token == token:
+            if cancelled:
+                current.status = GenerationShard.Status.CANCELLED
+            elif still_pending:
+                current.status = GenerationShard.Status.PENDING
+                outcome.retry = True
+            else:
+                current.status = GenerationShard.Status.DONE
+            current.finished_at = timezone.now()
+            current.engine_seconds = shard.engine_seconds
+            current.last_error = next((e for e in reversed(outcome.errors)), "")[:MAX_ERROR_CHARS]
+            current.save(update_fields=["status", "finished_at", "engine_seconds", "last_error"])
+            outcome.status = current.status
+        job_refresh(job_id=shard.job_id)
+    return outcome
+
+
+def job_refresh(*, job_id: int) -> GenerationJob:
+    """Close the job once no shard has work left; the status says how it ended."""
+    with transaction.atomic():
+        job = GenerationJob.objects.select_for_update().get(pk=job_id)
+        if job.is_finished:
+            return job
+        open_shards = job.shards.filter(
+            status__in=[GenerationShard.Status.PENDING, GenerationShard.Status.RUNNING]
+        ).exists()
+        if open_shards:
+            return job
+        counts = dict(job.items.values("status").annotate(n=Count("id")).values_list("status", "n"))
+        if job.cancel_requested_at is not None:
+            job.status = GenerationJob.Status.CANCELLED
+        elif counts.get(GenerationItem.Status.FAILED):
+            job.status = GenerationJob.Status.FINISHED_WITH_FAILURES
+        else:
+            job.status = GenerationJob.Status.SUCCEEDED
+        job.finished_at = timezone.now()
+        job.save(update_fields=["status", "finished_at"])
+        return job
+
+
+# --- Coordinator actions --------------------------------------------------------------------
+
+
+def job_cancel(*, job: GenerationJob) -> GenerationJob:
+    """Stop handing out shards; shards already on a GPU finish and keep their outputs."""
+    with transaction.atomic():
+        locked = GenerationJob.objects.select_for_update().get(pk=job.pk)
+        if locked.is_finished:
+            raise DomainError("the job has already finished")
+        locked.cancel_requested_at = timezone.now()
+        locked.save(update_fields=["cancel_requested_at"])
+        pending = locked.shards.filter(status=GenerationShard.Status.PENDING)
+        GenerationItem.objects.filter(
+            shard__in=pending, status=GenerationItem.Status.PENDING
+        ).update(status=GenerationItem.Status.CANCELLED, finished_at=timezone.now())
+        pending.update(status=GenerationShard.Status.CANCELLED, finished_at=timezone.now())
+    return job_refresh(job_id=job.pk)
+
+
+def job_retry_failed(*, job: GenerationJob) -> GenerationJob:
+    """Give every failed item fresh attempts and queue their shards again."""
+    from alignment_jobs.tasks import shard_run_task
+
+    with transaction.atomic():
+        locked = GenerationJob.objects.select_for_update().get(pk=job.pk)
+        if not locked.is_finished:
+            raise DomainError("wait for the job to finish, then retry its failed items")
+        failed = locked.items.filter(status=GenerationItem.Status.FAILED)
+        shard_ids = list(failed.values_list("shard_id", flat=True).distinct())
+        if not shard_ids:
+            raise DomainError("the job has no failed items")
+        failed.update(status=GenerationItem.Status.PENDING, attempts=0, error="", finished_at=None)
+        GenerationShard.objects.filter(pk__in=shard_ids).update(
+            status=GenerationShard.Status.PENDING, attempts=0, claim_token=""
+        )
+        locked.status = GenerationJob.Status.QUEUED
+        locked.finished_at = None
+        locked.cancel_requested_at = None
+        locked.save(update_fields=["status", "finished_at", "cancel_requested_at"])
+        transaction.on_commit(lambda: [shard_run_task.delay(pk) for pk in shard_ids])
+    return locked
+
+
+def shards_sweep_stale() -> list[int]:
+    """Requeue shards whose worker stopped sending heartbeats; returns their ids."""
+    from alignment_jobs.tasks import shard_run_task
+
+    stale_before = timezone.now() - timedelta(seconds=settings.GENERATION_STALE_SECONDS)
+    with transaction.atomic():
+        stale = list(
+            GenerationShard.objects.select_for_update(skip_locked=True)
+            .filter(status=GenerationShard.Status.RUNNING, heartbeat_at__lt=stale_before)
+            .values_list("pk", flat=True)
+        )
+        if stale:
+            GenerationShard.objects.filter(pk__in=stale).update(
+                status=GenerationShard.Status.PENDING, claim_token=""
+            )
+            logger.warning("requeued %d shard(s) whose worker went silent: %s", len(stale), stale)
+            transaction.on_commit(lambda: [shard_run_task.delay(pk) for pk in stale])
+    return stale

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from alignment_jobs import api, views
+
+urlpatterns = [
+    path("studies/<int:study_id>/jobs/", views.job_list, name="job_list"),
+    path("studies/<int:study_id>/jobs/<int:job_id>/", views.job_detail, name="job_detail"),
+    path("studies/<int:study_id>/jobs/<int:job_id>/cancel/", views.job_cancel, name="job_cancel"),
+    path(
+        "studies/<int:study_id>/jobs/<int:job_id>/retry-failed/",
+        views.job_retry_failed,
+        name="job_retry_failed",
+    ),
+    path(
+        "studies/<int:study_id>/arms/<int:arm_id>/generation/",
+        views.spec_edit,
+        name="spec_edit",
+    ),
+    path("studies/<int:study_id>/held/", views.held_responses, name="held_responses"),
+    path(
+        "studies/<int:study_id>/responses/<int:response_id>/review/",
+        views.response_review_view,
+        name="response_review",
+    ),
+]
+
+api_urlpatterns = [
+    path("studies/<int:study_id>/jobs/", api.JobListApi.as_view(), name="job_list"),
+    path(
+        "studies/<int:study_id>/jobs/<int:job_id>/", api.JobDetailApi.as_view(), name="job_detail"
+    ),
+    path(
+        "studies/<int:study_id>/jobs/<int:job_id>/cancel/",
+        api.JobCancelApi.as_view(),
+        name="job_cancel",
+    ),
+    path(
+        "studies/<int:study_id>/jobs/<int:job_id>/retry-failed/",
+        api.JobRetryFailedApi.as_view(),
+        name="job_retry_failed",
+    ),
+    path(
+        "studies/<int:study_id>/arms/<int:arm_id>/generation/",
+        api.SpecApi.as_view(),
+        name="spec",
+    ),
+]
