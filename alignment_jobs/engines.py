@@ -244,6 +244,11 @@ class TransformersEngine:
         self.model.eval()
         config = self.model.config
         self.max_context = int(getattr(config, "max_position_embeddings", 0) or 4096)
+        # Stop where vLLM stops: on any end-of-sequence id of the checkpoint's generation config.
+        configured = self.model.generation_config.eos_token_id
+        if configured is None:
+            configured = self.tokenizer.eos_token_id
+        self.eos_ids = [configured] if isinstance(configured, int) else list(configured)
         self._adapters: dict[str, str] = {}
 
     def _select_adapter(self, adapter_path: str) -> Any:
@@ -306,7 +311,7 @@ class TransformersEngine:
             "do_sample": do_sample,
             "num_return_sequences": sampling.n,
             "pad_token_id": pad_id,
-            "eos_token_id": self.tokenizer.eos_token_id,
+            "eos_token_id": self.eos_ids,
         }
         if do_sample:
             options.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
@@ -315,7 +320,7 @@ class TransformersEngine:
                 input_ids=input_ids, attention_mask=attention_mask, **options
             )
         new_tokens = sequences[:, width:].tolist()
-        eos_ids = {self.tokenizer.eos_token_id, pad_id} - {None}
+        eos_ids = set(self.eos_ids)
         results = []
         for index in range(len(batch)):
             choices = []

@@ -5,84 +5,26 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from django.db import connection
 
 from clinic_eval import services, synthetic
 from clinic_eval.celery import app
 from clinic_eval.models import DataImport, Study, User
 from tests.factories import StudyFactory
+from tests.workers import children_of, start_worker, stop_worker, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def worker_database_url() -> str:
-    db = connection.settings_dict
-    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def wait_for(condition: Callable[[], bool], *, timeout: float, poll: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(poll)
-    return condition()
 
 
 @pytest.fixture
 def worker(tmp_path: Path) -> Iterator[subprocess.Popen]:
     """A prefork worker with one child, on a queue of its own so nothing else interferes."""
     queue = f"test-{uuid.uuid4().hex[:8]}"
-    env = {
-        **os.environ,
-        "DATABASE_URL": worker_database_url(),
-        "CELERY_TASK_DEFAULT_QUEUE": queue,
-        "DATABASE_CONN_MAX_AGE": "0",
-        "VAR_DIR": str(tmp_path),
-    }
-    log = (tmp_path / "worker.log").open("w")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "--app=clinic_eval",
-            "worker",
-            "--pool=prefork",
-            "--concurrency=1",
-            f"--queues={queue}",
-            "--loglevel=INFO",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    process = start_worker(tmp_path / "worker.log", queue=queue, var_dir=tmp_path)
     app.conf.task_always_eager = False
     previous_queue = app.conf.task_default_queue
     app.conf.task_default_queue = queue
@@ -90,13 +32,7 @@ def worker(tmp_path: Path) -> Iterator[subprocess.Popen]:
         yield process
     finally:
         app.conf.task_default_queue = previous_queue
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+        stop_worker(process)
         with app.connection_for_write() as broker:
             broker.default_channel.queue_delete(queue)
 
