@@ -21,6 +21,9 @@ from typing import Any, Protocol
 
 from django.conf import settings
 
+# Checkpoints come from local paths only: never let a library reach for a model hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 VLLM = "vllm"
 TRANSFORMERS = "transformers"
 ENGINE_NAMES = (VLLM, TRANSFORMERS)

@@ -155,8 +155,8 @@ def summarise(name: str, wall: float, outputs: list, latency: float) -> Row:
 def forget_prompts(engine: Any) -> None:
     # vLLM's prefix cache would otherwise serve the timed prompts' KV from the previous call,
     # timing decode alone where transformers pays for every prefill.
-    if hasattr(engine, "llm"):
-        engine.llm.reset_prefix_cache()
+    if hasattr(engine, "llm") and not engine.llm.reset_prefix_cache():
+        raise SystemExit("vLLM refused to reset its prefix cache; timings would be skewed")
 
 
 def load(name: str, args: argparse.Namespace, loads: dict[str, str]) -> Any:

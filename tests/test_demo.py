@@ -155,3 +155,30 @@ def test_a_physician_sees_only_the_rating_area(demo: str) -> None:
         response = page.goto(f"{demo}/coordinator/")
         assert response is not None and response.status == 403
     assert [p for p in console.problems if "403" not in p] == []
+
+
+def test_a_coordinator_runs_a_real_cpu_job_on_the_tiny_models_and_watches_it_finish(
+    demo: str,
+) -> None:
+    console = ConsoleLog()
+    with chromium() as browser:
+        page = new_page(browser, console)
+        sign_in(page, demo, *DEMO_COORDINATOR)
+        page.get_by_role("link", name=DEMO_TITLE).click()
+        page.get_by_role("link", name="Generation jobs").click()
+        arms = page.locator("table").first.inner_text()
+        for label in ("SFT-tiny", "DPO-tiny", "GRPO-tiny", "ICL-tiny"):
+            assert label in arms
+        assert "/tiny/base" in arms, "the coordinator sees the checkpoint each arm loads"
+
+        page.get_by_label("These case ids").check()
+        page.fill("#id_case_ids", "SYN-00001 SYN-00002 SYN-00003")
+        page.get_by_role("button", name="Launch").click()
+        page.get_by_text("Job #1 queued: 12 case × arm items.").wait_for(timeout=15_000)
+        percent = page.get_by_test_id("job-percent")
+        percent.filter(has_text="100%").wait_for(timeout=240_000)
+        page.get_by_test_id("job-status").filter(has_text="Finished").wait_for(timeout=10_000)
+        assert page.locator("#job-bar").get_attribute("value") == "100"
+        assert "12 / 12" in page.locator("#job-progress").inner_text()
+        assert "tokens/s" in page.locator("#job-progress").inner_text()
+    assert console.problems == []

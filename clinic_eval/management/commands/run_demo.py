@@ -26,6 +26,7 @@ class Command(BaseCommand):
             raise CommandError("run_demo is for a local demo and runs only with DEBUG=1")
         call_command("migrate", interactive=False, verbosity=0)
         call_command("seed_demo", cases=options["cases"])
+        call_command("seed_demo_generation")
         worker = subprocess.Popen(
             [
                 sys.executable,
@@ -35,7 +36,9 @@ class Command(BaseCommand):
                 "--quiet",
                 "worker",
                 "--pool=solo",
-                "--queues=celery,gpu",
+                f"--queues=celery,{settings.CELERY_GPU_QUEUE}",
+                "--beat",
+                f"--schedule={settings.VAR_DIR / 'celerybeat-schedule'}",
                 "--loglevel=WARNING",
                 "--without-gossip",
                 "--without-mingle",

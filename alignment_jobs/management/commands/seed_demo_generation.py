@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from alignment_jobs.demo import demo_generation_seed
+from clinic_eval.demo import DEMO_TITLE
+from clinic_eval.models import Study
+
+
+class Command(BaseCommand):
+    help = "Give the demo study model arms on tiny local models (built once). DEBUG only."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if not settings.DEBUG:
+            raise CommandError("seed_demo_generation is for a local demo and runs only with DEBUG=1")
+        study = Study.objects.filter(title=DEMO_TITLE).first()
+        if study is None:
+            raise CommandError("run seed_demo first")
+        result = demo_generation_seed(study=study)
+        if result.skipped:
+            self.stdout.write(f"No model arms for the demo: {result.skipped}")
+        elif result.arms:
+            self.stdout.write(f"Model arms on tiny local models: {', '.join(result.arms)}")
