@@ -63,6 +63,18 @@ def test_the_gpu_worker_reserves_a_gpu_and_reads_models_offline(compose: dict) -
     assert "--pool=solo" in gpu["command"] and "--concurrency=1" in gpu["command"]
 
 
+def test_one_beat_runs_the_stale_shard_sweep_and_every_service_sees_the_models(
+    compose: dict,
+) -> None:
+    services = compose["services"]
+    beats = [name for name, service in services.items() if "--beat" in service.get("command", [])]
+    assert beats == ["worker-cpu"], "exactly one beat, or the sweep would run twice as often"
+    assert "requeue-stale-shards" in settings.CELERY_BEAT_SCHEDULE
+    for name in ("web", "worker-cpu", "worker-gpu"):
+        assert services[name]["environment"]["MODEL_ROOTS"] == "/models"
+        assert any(volume.endswith(":/models:ro") for volume in services[name]["volumes"])
+
+
 def test_no_secret_has_a_default(compose: dict) -> None:
     text = (ROOT / "docker-compose.yml").read_text()
     for variable in ("SECRET_KEY", "POSTGRES_PASSWORD"):

@@ -62,9 +62,9 @@ class Workers:
         self.processes.append(process)
         return process
 
-    def logs(self) -> str:
+    def logs(self, tail: int = 4000) -> str:
         return "\n".join(
-            f"--- {log.name}\n{log.read_text()[-4000:]}" for log in self.tmp_path.glob("*.log")
+            f"--- {log.name}\n{log.read_text()[-tail:]}" for log in self.tmp_path.glob("*.log")
         )
 
 
@@ -185,7 +185,7 @@ def test_a_worker_killed_mid_shard_loses_nothing_and_duplicates_nothing(
     assert_exactly_once(study, samples=2)
     killed_shard.refresh_from_db()
     assert killed_shard.attempts == 2, "the sweep handed the killed shard to the new worker"
-    assert "requeued 1 shard(s) whose worker went silent" in workers.logs()
+    assert "requeued 1 shard(s) whose worker went silent" in workers.logs(tail=10**7)
 
 
 def test_the_same_shard_enqueued_twice_at_once_stores_one_copy(
