@@ -1,4 +1,4 @@
-"""Tiny local models for the demo study, so a coordinator can run a real CPU job from the browser."""
+"""Tiny local models for the demo study, so a coordinator can run a real CPU job in the browser."""
 
 from __future__ import annotations
 

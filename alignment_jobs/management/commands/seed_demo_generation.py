@@ -15,7 +15,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         if not settings.DEBUG:
-            raise CommandError("seed_demo_generation is for a local demo and runs only with DEBUG=1")
+            raise CommandError("seed_demo_generation is for the local demo; it needs DEBUG=1")
         study = Study.objects.filter(title=DEMO_TITLE).first()
         if study is None:
             raise CommandError("run seed_demo first")
