@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.pagination import PageNumberPagination
@@ -29,20 +31,7 @@ class SpecOutput(serializers.ModelSerializer):
         model = GenerationSpec
         fields = [
             "arm",
-            "base_model_path",
-            "adapter_path",
-            "system_prompt",
-            "user_template",
-            "use_chat_template",
-            "few_shot_k",
-            "few_shot_pool",
-            "temperature",
-            "top_p",
-            "max_tokens",
-            "n_samples",
-            "seed",
-            "dtype",
-            "tensor_parallel_size",
+            *services.GENERATION_FIELDS,
             "template_version",
             "base_config_sha256",
             "adapter_config_sha256",
@@ -198,23 +187,22 @@ class JobDetailApi(CoordinatorApi):
         return Response(_job_data(job))
 
 
+def _job_action(request: Request, study_id: int, job_id: int, action: Callable) -> Response:
+    job = selectors.job_get_for_coordinator(user=request.user, study_id=study_id, job_id=job_id)
+    try:
+        job = action(job=job)
+    except DomainError as exc:
+        return _refused(exc)
+    return Response(_job_data(job))
+
+
 class JobCancelApi(CoordinatorApi):
     @extend_schema(request=None, responses=JobOutput)
     def post(self, request: Request, study_id: int, job_id: int) -> Response:
-        job = selectors.job_get_for_coordinator(user=request.user, study_id=study_id, job_id=job_id)
-        try:
-            job = services.job_cancel(job=job)
-        except DomainError as exc:
-            return _refused(exc)
-        return Response(_job_data(job))
+        return _job_action(request, study_id, job_id, services.job_cancel)
 
 
 class JobRetryFailedApi(CoordinatorApi):
     @extend_schema(request=None, responses=JobOutput)
     def post(self, request: Request, study_id: int, job_id: int) -> Response:
-        job = selectors.job_get_for_coordinator(user=request.user, study_id=study_id, job_id=job_id)
-        try:
-            job = services.job_retry_failed(job=job)
-        except DomainError as exc:
-            return _refused(exc)
-        return Response(_job_data(job))
+        return _job_action(request, study_id, job_id, services.job_retry_failed)

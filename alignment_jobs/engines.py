@@ -84,42 +84,42 @@ def _weights_present(directory: Path, stems: Sequence[str]) -> bool:
     )
 
 
-def check_base_model(path: str) -> str:
-    """Refuse a path that is not a local causal-LM checkpoint; return its config's hash."""
+def _config_in(path: str, config_name: str, what: str) -> tuple[Path, dict[str, Any]]:
+    """The directory and its parsed config file, or an EngineError saying what is wrong."""
     directory = Path(path)
     if not directory.is_absolute():
         raise EngineError(f"{path!r}: give an absolute path on the worker's disk")
     if not directory.is_dir():
         raise EngineError(f"{path}: no such directory")
-    config_path = directory / "config.json"
-    if not config_path.is_file():
-        raise EngineError(f"{path}: not a model checkpoint (it has no config.json)")
-    config = _read_json(config_path)
+    if not (directory / config_name).is_file():
+        raise EngineError(f"{path}: not {what} (it has no {config_name})")
+    return directory, _read_json(directory / config_name)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def check_base_model(path: str) -> str:
+    """Refuse a path that is not a local causal-LM checkpoint; return its config's hash."""
+    directory, config = _config_in(path, "config.json", "a model checkpoint")
     if "model_type" not in config:
-        raise EngineError(f"{config_path}: not a model config (no model_type)")
+        raise EngineError(f"{directory / 'config.json'}: not a model config (no model_type)")
     if not _weights_present(directory, ("model", "pytorch_model")):
         raise EngineError(f"{path}: no weights (model*.safetensors or pytorch_model*.bin)")
     if not any((directory / name).is_file() for name in ("tokenizer.json", "tokenizer.model")):
         raise EngineError(f"{path}: no tokenizer (tokenizer.json or tokenizer.model)")
-    return hashlib.sha256(config_path.read_bytes()).hexdigest()
+    return _sha256(directory / "config.json")
 
 
 def check_adapter(path: str) -> tuple[str, int]:
     """Refuse a path that is not a LoRA adapter; return its config's hash and its rank."""
-    directory = Path(path)
-    if not directory.is_absolute():
-        raise EngineError(f"{path!r}: give an absolute path on the worker's disk")
-    if not directory.is_dir():
-        raise EngineError(f"{path}: no such directory")
-    config_path = directory / "adapter_config.json"
-    if not config_path.is_file():
-        raise EngineError(f"{path}: not a LoRA adapter (it has no adapter_config.json)")
-    config = _read_json(config_path)
+    directory, config = _config_in(path, "adapter_config.json", "a LoRA adapter")
     if str(config.get("peft_type", "")).upper() != "LORA":
-        raise EngineError(f"{config_path}: peft_type is {config.get('peft_type')!r}, not LORA")
+        raise EngineError(f"{path}: peft_type is {config.get('peft_type')!r}, not LORA")
     if not _weights_present(directory, ("adapter_model",)):
         raise EngineError(f"{path}: no adapter weights (adapter_model.safetensors)")
-    return hashlib.sha256(config_path.read_bytes()).hexdigest(), int(config.get("r", 8))
+    return _sha256(directory / "adapter_config.json"), int(config.get("r", 8))
 
 
 def available_engine(requested: str) -> str:

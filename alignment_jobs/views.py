@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -69,28 +71,30 @@ def job_detail(request: HttpRequest, study_id: int, job_id: int) -> HttpResponse
     return response
 
 
-@require_POST
-@coordinator_required
-def job_cancel(request: HttpRequest, study_id: int, job_id: int) -> HttpResponse:
+def _job_action(
+    request: HttpRequest, study_id: int, job_id: int, action: Callable, done: str
+) -> HttpResponse:
     job = selectors.job_get_for_coordinator(user=request.user, study_id=study_id, job_id=job_id)
     try:
-        services.job_cancel(job=job)
-        messages.success(request, "Cancelled: no new shards start; running ones finish.")
+        action(job=job)
+        messages.success(request, done)
     except DomainError as exc:
         messages.error(request, str(exc))
     return redirect("jobs:job_detail", study_id=study_id, job_id=job.pk)
+
+
+@require_POST
+@coordinator_required
+def job_cancel(request: HttpRequest, study_id: int, job_id: int) -> HttpResponse:
+    done = "Cancelled: no new shards start; running ones finish."
+    return _job_action(request, study_id, job_id, services.job_cancel, done)
 
 
 @require_POST
 @coordinator_required
 def job_retry_failed(request: HttpRequest, study_id: int, job_id: int) -> HttpResponse:
-    job = selectors.job_get_for_coordinator(user=request.user, study_id=study_id, job_id=job_id)
-    try:
-        services.job_retry_failed(job=job)
-        messages.success(request, "The failed items are queued again.")
-    except DomainError as exc:
-        messages.error(request, str(exc))
-    return redirect("jobs:job_detail", study_id=study_id, job_id=job.pk)
+    done = "The failed items are queued again."
+    return _job_action(request, study_id, job_id, services.job_retry_failed, done)
 
 
 @require_GET
