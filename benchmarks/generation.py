@@ -33,12 +33,11 @@ SIZES: dict[str, dict[str, int]] = {
 }
 # Peak memory bandwidth in GB/s by GPU name (SXM parts), for the batch-1 decode bound.
 BANDWIDTH_GBS = {"H200": 4800.0, "H100": 3350.0}
-# Greedy: with temperature > 0 the per-case seeds give each request a torch.Generator, and
-# vLLM 0.32 on a CPU then crashes ("CPU Generator does not use offset") as soon as a batch's
-# prompts exceed one step's token budget and a prefill is chunked.
+# Greedy: every row does the same decoding work, and outputs can be compared across rows.
 TEMPERATURE = 0.0
 TOP_P = 1.0
 SPEC_SEED = 0  # GenerationSpec's default, so the bare rows use the job's per-case seeds
+CASE_FIELDS = ("stratum", "narrative", "fields", "ground_truth")
 
 
 @dataclass
@@ -83,6 +82,8 @@ def setup_django(var_dir: Path, model_dir: Path) -> None:
         # Set outright: a DATABASE_URL in the developer's shell must not point us at their DB.
         DATABASE_URL=f"sqlite:///{var_dir / 'bench.sqlite3'}",
         MODEL_ROOTS=str(model_dir),
+        # One engine at a time: loading vLLM then frees the transformers model (GPU memory).
+        GENERATION_ENGINE_CACHE_SIZE="1",
         VLLM_ENABLE_V1_MULTIPROCESSING="0",
         HF_HUB_OFFLINE="1",
     )
@@ -116,14 +117,8 @@ def build_prompts(base: Path, cases: Sequence[dict]) -> tuple[list[Any], list[st
     tokenizer = AutoTokenizer.from_pretrained(base)
     requests, texts = [], []
     for index, row in enumerate(cases, start=1):
-        case = prompts.CaseData(
-            id=index,
-            external_id=row["case_id"],
-            stratum=row["stratum"],
-            narrative=row["narrative"],
-            fields=row["fields"],
-            ground_truth=row["ground_truth"],
-        )
+        fields = {key: row[key] for key in CASE_FIELDS}
+        case = prompts.CaseData(id=index, external_id=row["case_id"], **fields)
         rendered = prompts.build_messages(
             case,
             system_prompt=prompts.DEFAULT_SYSTEM_PROMPT,
@@ -159,7 +154,12 @@ def forget_prompts(engine: Any) -> None:
         raise SystemExit("vLLM refused to reset its prefix cache; timings would be skewed")
 
 
-def load(name: str, args: argparse.Namespace, loads: dict[str, str]) -> Any:
+def bare_rows(
+    name: str, args: argparse.Namespace, requests: list, loads: dict[str, str]
+) -> tuple[Any, list[Row]]:
+    """Load the engine (timed on its own), then its rows; the engine is returned for later."""
+    from django.test import override_settings
+
     from alignment_jobs import engines
 
     seconds, engine = timed(
@@ -169,14 +169,6 @@ def load(name: str, args: argparse.Namespace, loads: dict[str, str]) -> Any:
     )
     model = engine.model if name == "transformers" else engine.llm.llm_engine.model_config
     loads[name] = f"{seconds:.2f} s, {engine.version}, {str(model.dtype).removeprefix('torch.')}"
-    return engine
-
-
-def bare_rows(name: str, engine: Any, args: argparse.Namespace, requests: list) -> list[Row]:
-    from django.test import override_settings
-
-    from alignment_jobs import engines
-
     sampling = engines.Sampling(TEMPERATURE, TOP_P, args.max_tokens, 1)
     # Warm-ups only pay for first-call set-up (allocator, kernels), so a few tokens do.
     warm = engines.Sampling(TEMPERATURE, TOP_P, min(args.max_tokens, 8), 1)
@@ -195,11 +187,13 @@ def bare_rows(name: str, engine: Any, args: argparse.Namespace, requests: list) 
         forget_prompts(engine)
         wall, outputs = timed(lambda: engine.generate(requests, sampling))
     rows.append(summarise(f"{name}, batched", wall, outputs, wall))
-    return rows
+    return engine, rows
 
 
-def job_row(name: str, engine: Any, args: argparse.Namespace, cases: list, texts: list) -> Row:
-    """Study, cases, arm and spec in the DB, then job_launch + shard_run as a worker runs them."""
+def job_row(
+    name: str, engine: Any, args: argparse.Namespace, cases: list, texts: list
+) -> tuple[Row, float]:
+    """DB rows, then job_launch + shard_run as a worker runs them; also engine.generate's time."""
     from django.test import override_settings
 
     from alignment_jobs import services as jobs
@@ -212,14 +206,7 @@ def job_row(name: str, engine: Any, args: argparse.Namespace, cases: list, texts
     )
     study = clinic.study_create(title="Generation benchmark", created_by=user)
     Case.objects.bulk_create(
-        Case(
-            study=study,
-            external_id=row["case_id"],
-            stratum=row["stratum"],
-            narrative=row["narrative"],
-            fields=row["fields"],
-            ground_truth=row["ground_truth"],
-        )
+        Case(study=study, external_id=row["case_id"], **{key: row[key] for key in CASE_FIELDS})
         for row in cases
     )
     arm = clinic.arm_create(study=study, label="Model A", kind=Arm.Kind.MODEL)
@@ -244,14 +231,14 @@ def job_row(name: str, engine: Any, args: argparse.Namespace, cases: list, texts
             if outcome.errors:
                 raise SystemExit(f"shard {shard_id} failed: {outcome.errors[:3]}")
         wall = time.perf_counter() - started
-    stored = list(Response.objects.filter(arm=arm).values_list("case__external_id", "provenance"))
+    stored = list(Response.objects.filter(arm=arm).values_list("provenance", flat=True))
     assert len(stored) == n, f"{len(stored)} responses stored, expected {n}"
     # The job must have rendered exactly the prompts the bare rows timed.
-    expected = {row["case_id"]: sha256_text(text) for row, text in zip(cases, texts, strict=True)}
-    assert all(prov["prompt_sha256"] == expected[cid] for cid, prov in stored)
-    tokens = sum(prov["completion_tokens"] for _, prov in stored)
-    stopped = sum(prov["finish_reason"] == "stop" for _, prov in stored)
-    return Row(f"job path ({name})", wall, n, tokens, stopped, wall)
+    assert {prov["prompt_sha256"] for prov in stored} == set(map(sha256_text, texts))
+    tokens = sum(prov["completion_tokens"] for prov in stored)
+    stopped = sum(prov["finish_reason"] == "stop" for prov in stored)
+    engine_s = sum(job.shards.values_list("engine_seconds", flat=True))
+    return Row(f"job path ({name})", wall, n, tokens, stopped, wall), engine_s
 
 
 def context(args: argparse.Namespace, params: int, prompt_tokens: list[int]) -> dict[str, Any]:
@@ -285,17 +272,14 @@ def gpu_bandwidth(args: argparse.Namespace) -> float:
     return gbs
 
 
-def bandwidth_bound(gbs: float, engine: Any, rows: list[Row]) -> dict[str, float]:
+def bandwidth_note(gbs: float, engine: Any, single: Row) -> str:
     # Batch-1 decode reads every weight once per token, so bandwidth caps its tokens/s.
     weight_bytes = sum(p.numel() * p.element_size() for p in engine.model.parameters())
     bound = gbs * 1e9 / weight_bytes
-    single = next(row for row in rows if row.name.endswith("one at a time"))
-    return {
-        "bandwidth_gbs": gbs,
-        "weight_bytes": weight_bytes,
-        "batch1_bound_tokens_per_s": bound,
-        "one_at_a_time_fraction": single.tokens_per_s / bound,
-    }
+    return (
+        f"bandwidth {gbs:.0f} GB/s, transformers weights {weight_bytes / 1e9:.2f} GB -> batch-1 "
+        f"decode bound {bound:.0f} tok/s; one at a time reaches {single.tokens_per_s / bound:.1%}"
+    )
 
 
 def report(ctx: dict, rows: list[Row], notes: list[str]) -> None:
@@ -333,40 +317,37 @@ def main() -> None:
             "whole batch).",
             "stopped = completions ended by an end token; tok/s counts tokens actually generated.",
         ]
-        # transformers first: with the default engine cache of one, loading vLLM evicts it, and
-        # the job path then reuses whichever engine was loaded last.
+        # transformers first: with an engine cache of one, loading vLLM evicts it, and the job
+        # path then reuses whichever engine was loaded last.
         engine = None
         if "transformers" in args.engines:
-            engine = load("transformers", args, loads)
-            rows += bare_rows("transformers", engine, args, requests)
+            engine, rows = bare_rows("transformers", args, requests, loads)
             if gbs:
-                ctx["bandwidth"] = bandwidth_bound(gbs, engine, rows)
+                notes.append(bandwidth_note(gbs, engine, rows[0]))
         if "vllm" in args.engines and not importlib.util.find_spec("vllm"):
             notes.append("skipped vllm: it is not importable in this environment")
         elif "vllm" in args.engines:
             engine = None  # let the cache's eviction actually free the transformers model
-            engine = load("vllm", args, loads)
-            rows += bare_rows("vllm", engine, args, requests)
+            engine, vllm_rows = bare_rows("vllm", args, requests, loads)
+            rows += vllm_rows
         if engine is not None:
             name = "vllm" if "vllm" in loads else "transformers"
-            job = job_row(name, engine, args, cases, texts)
+            job, engine_s = job_row(name, engine, args, cases, texts)
             bare = next(row for row in rows if row.name == f"{name}, batched")
             rows.append(job)
+            outside = (job.wall_s - engine_s) / job.prompts * 1e3
             notes.append(
                 f"job path / bare {name} batched call = {job.wall_s / bare.wall_s:.2f}x; the "
                 "engine was already loaded (engine_for caches it), so the difference is DB "
-                "writes, prompt building and postprocessing, not model load."
+                "writes, prompt building and postprocessing, not model load. Inside the job, "
+                f"engine.generate took {engine_s:.2f} s; the rest is {outside:.1f} ms/prompt."
             )
         ctx.update({f"load {name}": value for name, value in loads.items()})
-        if "bandwidth" in ctx:
-            bound = ctx["bandwidth"]
+        if len({value.rsplit(", ", 1)[1] for value in loads.values()}) > 1:
             notes.append(
-                f"bandwidth {bound['bandwidth_gbs']:.0f} GB/s, weights "
-                f"{bound['weight_bytes'] / 1e9:.2f} GB -> batch-1 decode bound "
-                f"{bound['batch1_bound_tokens_per_s']:.0f} tok/s; transformers one at a time "
-                f"reaches {bound['one_at_a_time_fraction']:.1%} of it"
+                "the engines ran in different dtypes: --dtype bfloat16 compares like for like"
             )
-        report({k: v for k, v in ctx.items() if k != "bandwidth"}, rows, notes)
+        report(ctx, rows, notes)
         if args.json:
             rows_json = [{**asdict(row), "tokens_per_s": row.tokens_per_s} for row in rows]
             result = {"context": ctx, "rows": rows_json, "notes": notes}
