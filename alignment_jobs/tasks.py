@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from celery import shared_task
+from celery import Task, shared_task
 from django.conf import settings
 
 from alignment_jobs import services
@@ -13,7 +13,7 @@ from alignment_jobs import services
     reject_on_worker_lost=True,
     max_retries=None,
 )
-def shard_run_task(self, shard_id: int) -> str:  # noqa: ANN001 (Celery's bound task)
+def shard_run_task(self: Task, shard_id: int) -> str:
     """Generate one shard. Idempotent: a redelivered or duplicated message stores nothing twice.
 
     Items that failed for a reason that may pass (the engine raised) stay pending and the shard
