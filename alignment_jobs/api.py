@@ -112,6 +112,7 @@ class JobOutput(serializers.ModelSerializer):
 
 
 def _job_data(job: GenerationJob) -> dict:
+    """A job from ``selectors.job_list`` costs no further query."""
     progress = selectors.job_progress(job=job, failures_shown=0)
     for name in (
         "done",

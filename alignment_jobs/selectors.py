@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import Count, QuerySet, Sum
+from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models.functions import Coalesce
 from django.http import Http404
 from django.utils import timezone
 
-from alignment_jobs.models import GenerationItem, GenerationJob, GenerationSpec
+from alignment_jobs.models import GenerationItem, GenerationJob, GenerationShard, GenerationSpec
 from clinic_eval.models import Arm, Response, Study, User
 from clinic_eval.selectors import study_get_for_coordinator
 
@@ -24,7 +25,7 @@ def arm_get_for_coordinator(*, user: User, study_id: int, arm_id: int) -> Arm:
 def job_get_for_coordinator(*, user: User, study_id: int, job_id: int) -> GenerationJob:
     study = study_get_for_coordinator(user=user, study_id=study_id)
     try:
-        return study.generation_jobs.select_related("study", "created_by").get(pk=job_id)
+        return job_list(study=study).select_related("study").get(pk=job_id)
     except GenerationJob.DoesNotExist:
         raise Http404 from None
 
@@ -50,8 +51,19 @@ def model_arms(*, study: Study) -> QuerySet[Arm]:
     )
 
 
+def _item_count(status: str) -> Count:
+    return Count("items", filter=Q(items__status=status))
+
+
 def job_list(*, study: Study) -> QuerySet[GenerationJob]:
-    return study.generation_jobs.select_related("created_by")
+    """Jobs with their item counts and tokens, so a list costs one query however long it is."""
+    return study.generation_jobs.select_related("created_by").annotate(
+        done_count=_item_count(GenerationItem.Status.DONE),
+        failed_count=_item_count(GenerationItem.Status.FAILED),
+        cancelled_count=_item_count(GenerationItem.Status.CANCELLED),
+        pending_count=_item_count(GenerationItem.Status.PENDING),
+        token_count=Coalesce(Sum("items__completion_tokens"), 0),
+    ).order_by("-created_at", "-id")
 
 
 def held_responses(*, study: Study) -> QuerySet[Response]:
@@ -81,13 +93,13 @@ class JobProgress:
 
 
 def job_progress(*, job: GenerationJob, failures_shown: int = 50) -> JobProgress:
-    counts = dict(job.items.values("status").annotate(n=Count("id")).values_list("status", "n"))
-    done = counts.get(GenerationItem.Status.DONE, 0)
-    failed = counts.get(GenerationItem.Status.FAILED, 0)
-    cancelled = counts.get(GenerationItem.Status.CANCELLED, 0)
-    pending = counts.get(GenerationItem.Status.PENDING, 0)
+    """Progress of one job; a job from ``job_list`` brings its counts with it."""
+    if not hasattr(job, "done_count"):
+        job = job_list(study=job.study).get(pk=job.pk)
+    done, failed = job.done_count, job.failed_count
+    cancelled, pending = job.cancelled_count, job.pending_count
     total = done + failed + cancelled + pending
-    tokens = job.items.aggregate(n=Sum("completion_tokens"))["n"] or 0
+    tokens = job.token_count
     elapsed = 0.0
     if job.started_at:
         elapsed = ((job.finished_at or timezone.now()) - job.started_at).total_seconds()
@@ -96,11 +108,16 @@ def job_progress(*, job: GenerationJob, failures_shown: int = 50) -> JobProgress
     eta = None
     if items_per_minute and pending and not job.is_finished:
         eta = pending / items_per_minute * 60
-    failures = list(
-        job.items.filter(status=GenerationItem.Status.FAILED)
-        .select_related("case", "arm")
-        .order_by("arm__label", "case__external_id")[:failures_shown]
-    )
+    failures = []
+    if failures_shown and failed:
+        failures = list(
+            job.items.filter(status=GenerationItem.Status.FAILED)
+            .select_related("case", "arm")
+            .order_by("arm__label", "case__external_id")[:failures_shown]
+        )
+    running_shards = 0
+    if failures_shown and not job.is_finished:
+        running_shards = job.shards.filter(status=GenerationShard.Status.RUNNING).count()
     return JobProgress(
         job=job,
         total=total,
@@ -114,6 +131,6 @@ def job_progress(*, job: GenerationJob, failures_shown: int = 50) -> JobProgress
         tokens_per_second=tokens_per_second,
         items_per_minute=items_per_minute,
         eta_seconds=eta,
-        running_shards=job.shards.filter(status="running").count(),
+        running_shards=running_shards,
         failures=failures,
     )

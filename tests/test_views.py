@@ -14,7 +14,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from pytest_django.fixtures import Settings
 
-from clinic_eval.models import Arm, DataImport, Study, User
+from alignment_jobs.models import GenerationItem, GenerationJob, GenerationShard, GenerationSpec
+from clinic_eval.models import Arm, DataImport, Response, Study, User
 from clinic_eval.templatetags import clinic_eval_tags
 from tests.conftest import PASSWORD
 from tests.factories import (
@@ -361,14 +362,22 @@ COORDINATOR_READS = [
     ("api:case_list", True, False),
     ("api:arm_list", True, False),
     ("api:import_list", True, False),
+    ("jobs:job_list", True, False),
+    ("api:job_list", True, False),
+    ("jobs:held_responses", True, False),
 ]
 
 
 def queries_for(client: Client, study: Study, rows: int) -> dict[str, int]:
     cases = CaseFactory.create_batch(rows, study=study)
     for _ in range(rows):
-        ResponseFactory(case=cases[0], arm=ArmFactory(study=study))
+        arm = ArmFactory(study=study)
+        ResponseFactory(case=cases[0], arm=arm, review=Response.Review.HELD)
         DataImportFactory(study=study)
+        job = GenerationJob.objects.create(study=study, shard_size=4)
+        spec = GenerationSpec.objects.create(arm=arm, base_model_path="/models/x")
+        shard = GenerationShard.objects.create(job=job, spec=spec, index=0)
+        GenerationItem.objects.create(job=job, shard=shard, case=cases[0], arm=arm)
     counts = {}
     for name, needs_study, needs_case in COORDINATOR_READS:
         args = [study.pk] * needs_study + [cases[0].pk] * needs_case
