@@ -57,13 +57,17 @@ def _item_count(status: str) -> Count:
 
 def job_list(*, study: Study) -> QuerySet[GenerationJob]:
     """Jobs with their item counts and tokens, so a list costs one query however long it is."""
-    return study.generation_jobs.select_related("created_by").annotate(
-        done_count=_item_count(GenerationItem.Status.DONE),
-        failed_count=_item_count(GenerationItem.Status.FAILED),
-        cancelled_count=_item_count(GenerationItem.Status.CANCELLED),
-        pending_count=_item_count(GenerationItem.Status.PENDING),
-        token_count=Coalesce(Sum("items__completion_tokens"), 0),
-    ).order_by("-created_at", "-id")
+    return (
+        study.generation_jobs.select_related("created_by")
+        .annotate(
+            done_count=_item_count(GenerationItem.Status.DONE),
+            failed_count=_item_count(GenerationItem.Status.FAILED),
+            cancelled_count=_item_count(GenerationItem.Status.CANCELLED),
+            pending_count=_item_count(GenerationItem.Status.PENDING),
+            token_count=Coalesce(Sum("items__completion_tokens"), 0),
+        )
+        .order_by("-created_at", "-id")
+    )
 
 
 def held_responses(*, study: Study) -> QuerySet[Response]:
