@@ -206,3 +206,27 @@ def test_import_responses_for_one_arm_with_the_command(study: Study, tmp_path: P
         call_command("import_responses", "--study", study.pk, "--arm", "External-8B", str(other))
     with pytest.raises(CommandError, match="no imported-outputs arm labelled 'Nope'"):
         call_command("import_responses", "--study", study.pk, "--arm", "Nope", str(other))
+
+
+def test_the_case_page_shows_what_the_leak_check_and_parser_found(
+    coordinator_client: Client, study: Study
+) -> None:
+    from clinic_eval.services import NewResponse, responses_store
+
+    arm = ArmFactory(study=study, label="GRPO", kind=Arm.Kind.IMPORTED)
+    case = CaseFactory(study=study)
+    responses_store(
+        study=study,
+        arm=arm,
+        responses=[
+            NewResponse(
+                case_id=case.pk, raw_text="I am ChatGPT.\n\nART strategy: ICSI", sample_index=0
+            ),
+        ],
+    )
+    page = coordinator_client.get(reverse("coordinator:case_detail", args=[study.pk, case.pk]))
+    body = page.content.decode()
+    assert "Held back: the leak check flagged it" in body
+    assert "vendor_or_model_name" in body
+    assert "Decision not read: Diagnosis: not found" in body
+    assert "Decision: art_strategy = ICSI" in body
