@@ -1,0 +1,456 @@
+"""Paired comparisons of arms on blinded physician ratings.
+
+Every physician rates every arm's response to the same case, so the natural unit is the
+pair (case_id, rater_id): comparing arms within it removes case difficulty and rater
+leniency, which dominate the between-arm variance on Likert scales.
+
+Choices made here (all documented on the functions):
+
+* Wilcoxon signed-rank, two-sided, zero differences handled by ``"wilcox"`` (dropped, as
+  R's ``wilcox.test`` does) unless the caller asks for ``"pratt"`` or ``"zsplit"``.
+  Exact null distribution when there are at most 50 non-zero differences and no ties in
+  their magnitudes, otherwise the normal approximation with tie and continuity
+  correction; p-values are the ones of ``scipy.stats.wilcoxon`` with those options.
+* Effect size: matched-pairs rank-biserial r = (T+ - T-) / (T+ + T-) (Kerby 2014).
+* Confidence intervals for r and for the median paired difference: percentile bootstrap
+  over pairs with a seeded generator, so a report is reproducible bit for bit.
+* Multiplicity: Holm (family-wise) or Benjamini-Hochberg (false discovery rate).
+* Hallucination rates: Wilson score intervals; paired arm comparison by exact McNemar.
+
+Pure functions over numpy arrays and pandas DataFrames; no Django import, so the same
+code runs in the web app, a Celery task and a notebook.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from clinic_eval.statistics.intervals import NAN_INTERVAL, Interval, wilson_interval
+
+ZeroMethod = Literal["wilcox", "pratt", "zsplit"]
+Correction = Literal["holm", "bh"]
+
+PAIR_KEYS = ["case_id", "rater_id"]
+HALLUCINATION_KINDS = ("factual", "reasoning")
+# scipy's own threshold for the exact signed-rank distribution; beyond it the normal
+# approximation is accurate and the exact enumeration gets expensive.
+EXACT_MAX_N = 50
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """Two-sided Wilcoxon signed-rank test of arm_a - arm_b over (case, rater) pairs.
+
+    ``statistic`` is scipy's two-sided statistic min(T+, T-); the direction is carried by
+    ``rank_biserial`` and ``median_difference`` (positive: arm_a rated higher).
+    ``method`` is "exact" or "approx" (normal with tie and continuity correction).
+    """
+
+    n_pairs: int
+    n_nonzero: int
+    statistic: float
+    p_value: float
+    rank_biserial: float
+    rank_biserial_ci: Interval
+    median_difference: float
+    median_difference_ci: Interval
+    method: str
+
+
+@dataclass(frozen=True)
+class FriedmanResult:
+    statistic: float
+    p_value: float
+    n_blocks: int
+
+
+@dataclass(frozen=True)
+class McNemarResult:
+    """b: pairs where only arm_a hallucinated; c: pairs where only arm_b did."""
+
+    b: int
+    c: int
+    p_value: float
+    n_pairs: int
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _check_unique(frame: pd.DataFrame, keys: list[str]) -> None:
+    # A duplicated rating would silently be averaged or dropped by a pivot; refuse instead,
+    # the caller has to decide which rating counts.
+    duplicated = frame.duplicated(subset=keys, keep=False)
+    if duplicated.any():
+        example = frame.loc[duplicated, keys].iloc[0].to_dict()
+        raise ValueError(f"duplicate ratings for {example}")
+
+
+def _paired_scores(ratings: pd.DataFrame, arms: Sequence[str], dimension: str) -> pd.DataFrame:
+    """Wide table indexed by (case_id, rater_id), one column per arm, complete rows only."""
+    subset = ratings.loc[
+        (ratings["dimension"] == dimension) & ratings["arm"].isin(list(arms)),
+        [*PAIR_KEYS, "arm", "score"],
+    ].dropna(subset=["score"])
+    _check_unique(subset, [*PAIR_KEYS, "arm"])
+    wide = subset.pivot(index=PAIR_KEYS, columns="arm", values="score")
+    wide = wide.reindex(columns=list(arms)).astype(float)
+    return wide.dropna(how="any")
+
+
+def _signed_rank_sums(
+    differences: np.ndarray, zero_method: ZeroMethod
+) -> tuple[np.ndarray, np.ndarray]:
+    """T+ and T- along the last axis, zeros handled as scipy does.
+
+    Works on a (B, n) matrix of bootstrap resamples at once: zeros share the lowest
+    average rank, so dropping them ("wilcox") just shifts every non-zero rank down by the
+    number of zeros in that row, which avoids a ragged per-row loop.
+    """
+    d = np.atleast_2d(differences)
+    ranks = stats.rankdata(np.abs(d), axis=-1)
+    if zero_method == "wilcox":
+        ranks = ranks - (d == 0).sum(axis=-1, keepdims=True)
+    t_plus = np.where(d > 0, ranks, 0.0).sum(axis=-1)
+    t_minus = np.where(d < 0, ranks, 0.0).sum(axis=-1)
+    if zero_method == "zsplit":
+        # Zeros' ranks go half to each side; r's numerator is unchanged, its
+        # denominator becomes n(n+1)/2 as in Kerby's formula with all pairs.
+        half_zero = np.where(d == 0, ranks, 0.0).sum(axis=-1) / 2
+        t_plus, t_minus = t_plus + half_zero, t_minus + half_zero
+    return t_plus, t_minus
+
+
+def _rank_biserial(t_plus: np.ndarray, t_minus: np.ndarray) -> np.ndarray:
+    total = t_plus + t_minus
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, (t_plus - t_minus) / total, np.nan)
+
+
+def _percentile_interval(estimate: float, values: np.ndarray, confidence: float) -> Interval:
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return Interval(estimate, float("nan"), float("nan"))
+    alpha = 1 - confidence
+    low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
+    return Interval(estimate, float(low), float(high))
+
+
+def _normal_approx_p(d: np.ndarray, zero_method: ZeroMethod, t_plus: float) -> float:
+    """Two-sided normal-approximation p-value with tie and continuity correction.
+
+    ``t_plus`` comes from _signed_rank_sums (for zsplit it already holds half the zeros).
+
+    Same formulas as scipy: variance n(n+1)(2n+1)/24 less sum(t^3 - t)/48 over tie
+    groups; Pratt removes the zeros' share from mean and variance (Cureton 1967) and
+    keeps them out of the tie term; zsplit ranks zeros like any other value.
+    """
+    if zero_method == "wilcox":
+        d = d[d != 0]
+    n = d.size
+    n_zero = int(np.count_nonzero(d == 0))
+    magnitudes = np.abs(d)
+    mean = n * (n + 1) / 4
+    variance = n * (n + 1) * (2 * n + 1)
+    if zero_method == "pratt":
+        mean -= n_zero * (n_zero + 1) / 4
+        variance -= n_zero * (n_zero + 1) * (2 * n_zero + 1)
+        magnitudes = magnitudes[magnitudes != 0]
+    _, tie_sizes = np.unique(magnitudes, return_counts=True)
+    variance -= np.sum(tie_sizes.astype(float) ** 3 - tie_sizes) / 2
+    se = np.sqrt(variance / 24)
+    if se == 0:
+        return float("nan")
+    z = (t_plus - mean) / se
+    z -= np.sign(z) * 0.5 / se
+    return float(min(1.0, 2 * stats.norm.sf(abs(z))))
+
+
+# --------------------------------------------------------------------------- Wilcoxon
+
+
+def signed_rank_test(
+    differences: np.ndarray,
+    *,
+    zero_method: ZeroMethod = "wilcox",
+    n_boot: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> PairedTest:
+    """Wilcoxon signed-rank test on paired differences (array-level core of wilcoxon_pairs).
+
+    Exact p-value when there are at most 50 non-zero differences, no ties among their
+    magnitudes and (for "pratt"/"zsplit") no zeros, because only then is the exact null
+    distribution valid; otherwise normal approximation with tie and continuity
+    correction, as R's wilcox.test does. The p-value equals scipy.stats.wilcoxon's with
+    method="exact" or method="approx", correction=True (not scipy's "auto", which switches
+    to a permutation test for n <= 13 with ties or zeros).
+
+    CIs for the rank-biserial r and the median difference are percentile bootstrap over
+    pairs (``n_boot`` resamples, ``seed``): Likert differences take few distinct values,
+    so normal-theory intervals for the median would be meaningless, and the bootstrap
+    keeps both intervals on the same resamples; ``n_boot=0`` skips them (NaN intervals)
+    for simulation studies that only need the p-value. With no pairs, or all differences
+    zero, statistic and p-value are NaN (multiple-testing code passes NaN through).
+    """
+    d = np.asarray(differences, dtype=float)
+    d = d[np.isfinite(d)]
+    n_pairs = int(d.size)
+    nonzero = d[d != 0]
+    n_nonzero = int(nonzero.size)
+    nan = float("nan")
+    if n_pairs == 0:
+        return PairedTest(0, 0, nan, nan, nan, NAN_INTERVAL, nan, NAN_INTERVAL, "none")
+
+    median_difference = float(np.median(d))
+    median_ci = r_ci = NAN_INTERVAL
+    if n_boot > 0:
+        rng = np.random.default_rng(seed)
+        resampled = d[rng.integers(0, n_pairs, size=(n_boot, n_pairs))]
+        median_ci = _percentile_interval(
+            median_difference, np.median(resampled, axis=1), confidence
+        )
+    if n_nonzero == 0:
+        # No information about direction: leave the test undefined rather than claim p=1.
+        return PairedTest(
+            n_pairs, 0, nan, nan, nan, NAN_INTERVAL,
+            median_difference, median_ci, "none",
+        )  # fmt: skip
+
+    t_plus, t_minus = _signed_rank_sums(d, zero_method)
+    rank_biserial = float(_rank_biserial(t_plus, t_minus)[0])
+    if n_boot > 0:
+        boot_plus, boot_minus = _signed_rank_sums(resampled, zero_method)
+        r_ci = _percentile_interval(
+            rank_biserial, _rank_biserial(boot_plus, boot_minus), confidence
+        )
+
+    has_ties = np.unique(np.abs(nonzero)).size < n_nonzero
+    zeros_ranked = zero_method != "wilcox" and n_nonzero < n_pairs
+    exact = n_nonzero <= EXACT_MAX_N and not has_ties and not zeros_ranked
+    if exact:
+        method = "exact"
+        # Under "wilcox" zeros are discarded before ranking, so handing scipy the non-zero
+        # differences is the same test (and "exact" here implies there are none otherwise).
+        result = stats.wilcoxon(nonzero, zero_method=zero_method, method="exact")
+        statistic, p_value = float(result.statistic), float(result.pvalue)
+    else:
+        method = "approx"
+        # Closed form of scipy.stats.wilcoxon(method="approx", correction=True); computed
+        # here because scipy's generic machinery costs ~1.5 ms a call, which dominates
+        # simulation studies. Equality with scipy is pinned by the tests.
+        statistic = float(min(t_plus[0], t_minus[0]))
+        p_value = _normal_approx_p(d, zero_method, float(t_plus[0]))
+
+    return PairedTest(
+        n_pairs=n_pairs,
+        n_nonzero=n_nonzero,
+        statistic=statistic,
+        p_value=p_value,
+        rank_biserial=rank_biserial,
+        rank_biserial_ci=r_ci,
+        median_difference=median_difference,
+        median_difference_ci=median_ci,
+        method=method,
+    )
+
+
+def wilcoxon_pairs(
+    ratings: pd.DataFrame,
+    arm_a: str,
+    arm_b: str,
+    dimension: str,
+    *,
+    zero_method: ZeroMethod = "wilcox",
+    n_boot: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> PairedTest:
+    """Compare arm_a with arm_b on one dimension, pairing ratings by (case_id, rater_id).
+
+    Differences are arm_a - arm_b; pairs missing either arm are left out. See
+    signed_rank_test for the test, the exact/approximate switch and the intervals.
+    """
+    wide = _paired_scores(ratings, [arm_a, arm_b], dimension)
+    differences = (wide[arm_a] - wide[arm_b]).to_numpy()
+    return signed_rank_test(
+        differences, zero_method=zero_method, n_boot=n_boot, seed=seed, confidence=confidence
+    )
+
+
+# --------------------------------------------------------------------------- Friedman
+
+
+def friedman(ratings: pd.DataFrame, dimension: str, arms: Sequence[str]) -> FriedmanResult:
+    """Friedman test of equal arm distributions on one dimension.
+
+    Blocks are (case_id, rater_id) pairs that rated every arm; incomplete blocks are
+    dropped because the Friedman ranks are only comparable within a complete block.
+    Statistic is scipy's friedmanchisquare (tie-corrected, chi-square with k-1 df).
+    """
+    if len(arms) < 3:
+        raise ValueError("Friedman needs at least three arms; use wilcoxon_pairs for two")
+    wide = _paired_scores(ratings, arms, dimension)
+    n_blocks = len(wide)
+    values = wide.to_numpy()
+    # scipy divides by the tie correction, which is zero when every block is fully tied.
+    if n_blocks < 2 or all(np.unique(row).size == 1 for row in values):
+        return FriedmanResult(float("nan"), float("nan"), n_blocks)
+    result = stats.friedmanchisquare(*values.T)
+    return FriedmanResult(float(result.statistic), float(result.pvalue), n_blocks)
+
+
+# --------------------------------------------------------------------------- multiplicity
+
+
+def adjust_p_values(
+    p_values: Sequence[float] | np.ndarray, method: Correction = "holm"
+) -> np.ndarray:
+    """Holm or Benjamini-Hochberg adjusted p-values, in the input order.
+
+    Matches statsmodels multipletests(method="holm" / "fdr_bh")[1] on the finite entries.
+    NaN entries (tests that could not be computed) stay NaN and do not count towards the
+    family size, because they are not hypotheses that were tested.
+    """
+    p = np.asarray(p_values, dtype=float)
+    adjusted = np.full(p.shape, np.nan)
+    finite = np.isfinite(p)
+    values = p[finite]
+    m = values.size
+    if m == 0:
+        return adjusted
+    order = np.argsort(values, kind="mergesort")
+    ranked = values[order]
+    if method == "holm":
+        # Step-down: the i-th smallest is multiplied by (m - i); monotone from the bottom.
+        stepped = np.maximum.accumulate((m - np.arange(m)) * ranked)
+    elif method == "bh":
+        # Step-up: p_(i) * m / i, made monotone from the top.
+        stepped = np.minimum.accumulate((ranked * m / np.arange(1, m + 1))[::-1])[::-1]
+    else:
+        raise ValueError(f"unknown correction {method!r}; use 'holm' or 'bh'")
+    result = np.empty(m)
+    result[order] = np.minimum(stepped, 1.0)
+    adjusted[finite] = result
+    return adjusted
+
+
+def pairwise_likert_tests(
+    ratings: pd.DataFrame,
+    arms: Sequence[str],
+    dimensions: Sequence[str],
+    correction: Correction = "holm",
+    *,
+    zero_method: ZeroMethod = "wilcox",
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Wilcoxon test for every arm pair on every dimension, corrected as one family.
+
+    The family is all pairs x dimensions together: a paper reports them side by side, so
+    correcting per dimension would understate the chance of one false claim. Mean scores
+    are over the pairs that enter the test, so they describe the same data as the p-value.
+    Intervals are flattened into *_low / *_high columns.
+    """
+    rows: list[dict[str, object]] = []
+    for dimension in dimensions:
+        for arm_a, arm_b in itertools.combinations(arms, 2):
+            wide = _paired_scores(ratings, [arm_a, arm_b], dimension)
+            test = signed_rank_test(
+                (wide[arm_a] - wide[arm_b]).to_numpy(),
+                zero_method=zero_method,
+                n_boot=n_boot,
+                seed=seed,
+            )
+            fields = asdict(test)
+            r_ci = fields.pop("rank_biserial_ci")
+            median_ci = fields.pop("median_difference_ci")
+            rows.append(
+                {
+                    "dimension": dimension,
+                    "arm_a": arm_a,
+                    "arm_b": arm_b,
+                    "mean_a": float(wide[arm_a].mean()) if len(wide) else float("nan"),
+                    "mean_b": float(wide[arm_b].mean()) if len(wide) else float("nan"),
+                    **fields,
+                    "rank_biserial_ci_low": r_ci["low"],
+                    "rank_biserial_ci_high": r_ci["high"],
+                    "median_difference_ci_low": median_ci["low"],
+                    "median_difference_ci_high": median_ci["high"],
+                }
+            )
+    table = pd.DataFrame(rows)
+    table["p_adjusted"] = adjust_p_values(table["p_value"].to_numpy(), correction)
+    return table
+
+
+# --------------------------------------------------------------------------- hallucinations
+
+
+def _flag_units(flags: pd.DataFrame) -> pd.DataFrame:
+    """One row per rated response (case_id, rater_id, arm) with a boolean per kind and any.
+
+    A rater may flag several kinds on one response (one row each); a response counts
+    for a kind when any of its rows has it, and for "any" when any row is not "none".
+    """
+    unknown = set(flags["kind"].unique()) - {"none", *HALLUCINATION_KINDS}
+    if unknown:
+        raise ValueError(f"unknown hallucination kinds: {sorted(unknown)}")
+    marked = flags[[*PAIR_KEYS, "arm"]].copy()
+    for kind in HALLUCINATION_KINDS:
+        marked[kind] = flags["kind"] == kind
+    marked["any"] = flags["kind"] != "none"
+    return marked.groupby([*PAIR_KEYS, "arm"], as_index=False)[["any", *HALLUCINATION_KINDS]].max()
+
+
+def hallucination_rates(flags: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """Rate of hallucinated responses per arm, overall ("any") and per kind, Wilson CI.
+
+    The denominator is rated responses (case_id, rater_id, arm), not cases: each
+    physician's judgement is one observation. Columns: arm, kind, n, count, rate,
+    ci_low, ci_high.
+    """
+    units = _flag_units(flags)
+    rows: list[dict[str, object]] = []
+    for arm, group in units.groupby("arm", sort=True):
+        n = len(group)
+        for kind in ("any", *HALLUCINATION_KINDS):
+            count = int(group[kind].sum())
+            interval = wilson_interval(count, n, confidence)
+            rows.append(
+                {
+                    "arm": arm,
+                    "kind": kind,
+                    "n": n,
+                    "count": count,
+                    "rate": count / n,
+                    "ci_low": interval.low,
+                    "ci_high": interval.high,
+                }
+            )
+    return pd.DataFrame(rows, columns=["arm", "kind", "n", "count", "rate", "ci_low", "ci_high"])
+
+
+def mcnemar_pairs(flags: pd.DataFrame, arm_a: str, arm_b: str) -> McNemarResult:
+    """Exact McNemar test of any-hallucination between two arms, paired by (case, rater).
+
+    Only discordant pairs carry information; under H0 b ~ Binomial(b + c, 1/2), and the
+    two-sided p-value is min(1, 2 P(X <= min(b, c))), as in statsmodels'
+    mcnemar(exact=True). Exact rather than chi-square because discordant counts in a
+    rating study are small.
+    """
+    units = _flag_units(flags)
+    units = units[units["arm"].isin([arm_a, arm_b])]
+    wide = units.pivot(index=PAIR_KEYS, columns="arm", values="any").reindex(columns=[arm_a, arm_b])
+    wide = wide.dropna(how="any").astype(bool)
+    b = int((wide[arm_a] & ~wide[arm_b]).sum())
+    c = int((~wide[arm_a] & wide[arm_b]).sum())
+    p_value = 1.0 if b + c == 0 else float(min(1.0, 2 * stats.binom.cdf(min(b, c), b + c, 0.5)))
+    return McNemarResult(b=b, c=c, p_value=p_value, n_pairs=len(wide))
