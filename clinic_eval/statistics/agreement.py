@@ -65,21 +65,22 @@ def reliability_matrix(long_df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _coincidences(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Coincidence matrix o_ck over the sorted distinct values (Krippendorff 2011, sect. B)."""
+    """Coincidence matrix o_ck over the sorted distinct values (Krippendorff 2011, sect. B).
+
+    With n_uc the count of value c in unit u and m_u the unit's pairable values,
+    o_ck = sum_u (n_uc n_uk - [c == k] n_uc) / (m_u - 1): one product over a units x values
+    count table instead of a loop over units.
+    """
     present = ~np.isnan(matrix)
-    values = np.unique(matrix[present])
-    index = {v: i for i, v in enumerate(values)}
-    o = np.zeros((len(values), len(values)))
-    for u in range(matrix.shape[1]):
-        col = matrix[present[:, u], u]
-        m_u = len(col)
-        if m_u < 2:
-            continue  # a value nobody else rated cannot be paired, so it is not pairable data
-        counts = np.zeros(len(values))
-        for v in col:
-            counts[index[v]] += 1
-        # Every ordered pair of distinct values within the unit, weighted 1/(m_u - 1).
-        o += (np.outer(counts, counts) - np.diag(counts)) / (m_u - 1)
+    values, codes = np.unique(matrix[present], return_inverse=True)
+    units = np.nonzero(present)[1]
+    counts = np.zeros((matrix.shape[1], len(values)))
+    np.add.at(counts, (units, codes), 1)
+    m_u = counts.sum(axis=1)
+    # A value nobody else rated in its unit cannot be paired, so it is not pairable data.
+    weights = np.where(m_u >= 2, 1 / np.maximum(m_u - 1, 1), 0.0)
+    weighted = counts * weights[:, None]
+    o = weighted.T @ counts - np.diag(weighted.sum(axis=0))
     return values, o
 
 

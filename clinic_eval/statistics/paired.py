@@ -128,6 +128,56 @@ def _signed_rank_sums(
     return t_plus, t_minus
 
 
+# Likert differences take a handful of values; up to this many, resample value counts instead.
+COUNT_BOOTSTRAP_MAX_VALUES = 256
+
+
+def _bootstrap(
+    d: np.ndarray, n_boot: int, seed: int, zero_method: ZeroMethod
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Medians and T+/T- of ``n_boot`` resamples of the pairs (with replacement).
+
+    Resampling n pairs is the same as drawing multinomial counts over the distinct
+    differences, and with few distinct values the ranks and the median follow from the
+    counts alone: O(n_boot x values) instead of sorting n_boot x n resampled rows.
+    """
+    rng = np.random.default_rng(seed)
+    values, counts = np.unique(d, return_counts=True)
+    n = d.size
+    if values.size > COUNT_BOOTSTRAP_MAX_VALUES:
+        # Resample explicitly, a block of replicates at a time so memory stays bounded.
+        block = max(1, 4_000_000 // n)
+        medians, t_plus, t_minus = [], [], []
+        for start in range(0, n_boot, block):
+            resampled = d[rng.integers(0, n, size=(min(block, n_boot - start), n))]
+            medians.append(np.median(resampled, axis=1))
+            plus, minus = _signed_rank_sums(resampled, zero_method)
+            t_plus.append(plus)
+            t_minus.append(minus)
+        return np.concatenate(medians), np.concatenate(t_plus), np.concatenate(t_minus)
+    drawn = rng.multinomial(n, counts / n, size=n_boot).astype(float)  # (B, values)
+    cumulative = np.cumsum(drawn, axis=1)
+    lower = (cumulative > (n - 1) // 2).argmax(axis=1)
+    upper = (cumulative > n // 2).argmax(axis=1)
+    medians = (values[lower] + values[upper]) / 2
+
+    magnitudes, group = np.unique(np.abs(values), return_inverse=True)
+    per_magnitude = np.zeros((n_boot, magnitudes.size))
+    for value_index, magnitude_index in enumerate(group):
+        per_magnitude[:, magnitude_index] += drawn[:, value_index]
+    before = np.cumsum(per_magnitude, axis=1) - per_magnitude
+    average_rank = before + (per_magnitude + 1) / 2  # ties share their mean rank
+    if zero_method == "wilcox" and magnitudes[0] == 0:
+        average_rank -= per_magnitude[:, :1]  # zeros dropped: every rank moves down
+    rank_of_value = average_rank[:, group]
+    t_plus = (drawn * rank_of_value * (values > 0)).sum(axis=1)
+    t_minus = (drawn * rank_of_value * (values < 0)).sum(axis=1)
+    if zero_method == "zsplit":
+        half_zero = (drawn * rank_of_value * (values == 0)).sum(axis=1) / 2
+        t_plus, t_minus = t_plus + half_zero, t_minus + half_zero
+    return medians, t_plus, t_minus
+
+
 def _rank_biserial(t_plus: np.ndarray, t_minus: np.ndarray) -> np.ndarray:
     total = t_plus + t_minus
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -212,11 +262,8 @@ def signed_rank_test(
     median_difference = float(np.median(d))
     median_ci = r_ci = NAN_INTERVAL
     if n_boot > 0:
-        rng = np.random.default_rng(seed)
-        resampled = d[rng.integers(0, n_pairs, size=(n_boot, n_pairs))]
-        median_ci = _percentile_interval(
-            median_difference, np.median(resampled, axis=1), confidence
-        )
+        boot_medians, boot_plus, boot_minus = _bootstrap(d, n_boot, seed, zero_method)
+        median_ci = _percentile_interval(median_difference, boot_medians, confidence)
     if n_nonzero == 0:
         # No information about direction: leave the test undefined rather than claim p=1.
         return PairedTest(
@@ -227,7 +274,6 @@ def signed_rank_test(
     t_plus, t_minus = _signed_rank_sums(d, zero_method)
     rank_biserial = float(_rank_biserial(t_plus, t_minus)[0])
     if n_boot > 0:
-        boot_plus, boot_minus = _signed_rank_sums(resampled, zero_method)
         r_ci = _percentile_interval(
             rank_biserial, _rank_biserial(boot_plus, boot_minus), confidence
         )
