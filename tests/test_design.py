@@ -1,0 +1,105 @@
+"""The balanced blinded design: exact raters per item, balanced positions, reproducible."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from clinic_eval.design import Design, DesignError, build_comparisons, build_design
+
+ARMS = ("SFT", "GRPO", "Physician")
+PAIRS = [("SFT", "GRPO"), ("SFT", "Physician"), ("GRPO", "Physician")]
+RATERS = [f"dr-{i:02d}" for i in range(1, 8)]
+CASES = [f"C-{i:03d}" for i in range(1, 41)]
+AUTHORS = {case: RATERS[i % len(RATERS)] for i, case in enumerate(CASES[:14])}
+
+
+def pairwise(seed: int = 7, **options: object) -> Design:
+    return build_design(
+        comparisons=build_comparisons(CASES, PAIRS),
+        raters=RATERS,
+        raters_per_item=3,
+        seed=seed,
+        authors=AUTHORS,
+        **options,
+    )
+
+
+def test_every_comparison_gets_exactly_its_raters_and_never_its_author() -> None:
+    design = pairwise()
+    per_item = Counter(a.comparison for a in design.assignments)
+    assert len(design.comparisons) == 120
+    assert set(per_item.values()) == {3}
+    for assignment in design.assignments:
+        case = design.comparisons[assignment.comparison].case_id
+        assert AUTHORS.get(case) != assignment.rater
+    raters_of = {}
+    for a in design.assignments:
+        raters_of.setdefault(a.comparison, set()).add(a.rater)
+    assert all(len(raters) == 3 for raters in raters_of.values()), "three different raters"
+
+
+def test_positions_per_arm_pair_are_balanced_within_one() -> None:
+    for arms, orders in pairwise().balance().items():
+        assert len(orders) == 2
+        left, right = orders.values()
+        assert abs(left - right) <= 1, (arms, orders)
+
+
+def test_best_of_n_rotates_every_arm_through_every_position() -> None:
+    design = build_design(
+        comparisons=build_comparisons(CASES, [ARMS]),
+        raters=RATERS,
+        raters_per_item=2,
+        seed=3,
+    )
+    (orders,) = design.balance().values()
+    assert len(orders) == 3 and max(orders.values()) - min(orders.values()) <= 1
+    positions = Counter((arm, shown.index(arm)) for shown in orders.elements() for arm in shown)
+    assert max(positions.values()) - min(positions.values()) <= 1
+
+
+def test_load_and_mix_are_even_across_raters() -> None:
+    design = pairwise()
+    load = Counter(a.rater for a in design.assignments)
+    assert max(load.values()) - min(load.values()) <= 1
+    for pair in PAIRS:
+        key = tuple(sorted(pair))
+        mix = Counter(
+            a.rater for a in design.assignments if design.comparisons[a.comparison].arms == key
+        )
+        assert max(mix.values()) - min(mix.values()) <= 2, (pair, mix)
+
+
+def test_the_same_seed_gives_the_same_design_and_another_seed_another() -> None:
+    assert pairwise(seed=7) == pairwise(seed=7)
+    assert pairwise(seed=7).assignments != pairwise(seed=8).assignments
+
+
+def test_queues_are_shuffled_per_rater_and_repeats_come_late_with_sides_swapped() -> None:
+    design = pairwise(repeats_per_rater=2)
+    for rater in RATERS:
+        queue = sorted(
+            (a for a in design.assignments if a.rater == rater), key=lambda a: a.queue_position
+        )
+        assert [a.queue_position for a in queue] == list(range(len(queue)))
+        repeats = [a for a in queue if a.repeat]
+        assert len(repeats) == 2
+        for repeat in repeats:
+            first = next(a for a in queue if a.comparison == repeat.comparison and not a.repeat)
+            assert repeat.shown == tuple(reversed(first.shown))
+            assert repeat.queue_position >= (len(queue) - 2) // 2
+
+
+def test_an_impossible_design_is_refused_with_a_reason() -> None:
+    with pytest.raises(DesignError, match="needs 7 raters but only 6 may rate it"):
+        build_design(
+            comparisons=build_comparisons(CASES[:1], PAIRS[:1]),
+            raters=RATERS,
+            raters_per_item=7,
+            seed=1,
+            authors=AUTHORS,
+        )
+    with pytest.raises(DesignError, match="two or more distinct arms"):
+        build_comparisons(CASES, [("SFT", "SFT")])
