@@ -79,6 +79,18 @@ class SpecApi(CoordinatorApi):
         return Response(SpecOutput(spec).data)
 
 
+PROGRESS_FIELDS = (
+    "done",
+    "failed",
+    "pending",
+    "cancelled",
+    "percent",
+    "completion_tokens",
+    "tokens_per_second",
+    "eta_seconds",
+)
+
+
 class JobOutput(serializers.ModelSerializer):
     done = serializers.IntegerField()
     failed = serializers.IntegerField()
@@ -97,14 +109,7 @@ class JobOutput(serializers.ModelSerializer):
             "engine",
             "shard_size",
             "item_count",
-            "done",
-            "failed",
-            "pending",
-            "cancelled",
-            "percent",
-            "completion_tokens",
-            "tokens_per_second",
-            "eta_seconds",
+            *PROGRESS_FIELDS,
             "created_at",
             "started_at",
             "finished_at",
@@ -114,16 +119,7 @@ class JobOutput(serializers.ModelSerializer):
 def _job_data(job: GenerationJob) -> dict:
     """A job from ``selectors.job_list`` costs no further query."""
     progress = selectors.job_progress(job=job, failures_shown=0)
-    for name in (
-        "done",
-        "failed",
-        "pending",
-        "cancelled",
-        "percent",
-        "completion_tokens",
-        "tokens_per_second",
-        "eta_seconds",
-    ):
+    for name in PROGRESS_FIELDS:
         setattr(job, name, getattr(progress, name))
     return JobOutput(job).data
 

@@ -624,22 +624,15 @@ def _shard_finish(
             if cancelled:
                 item.status = GenerationItem.Status.CANCELLED
         # Only items still pending change: a concurrent delivery may have finished some.
-        for status in (
-            GenerationItem.Status.DONE,
-            GenerationItem.Status.FAILED,
-            GenerationItem.Status.CANCELLED,
-            GenerationItem.Status.PENDING,
-        ):
-            for item in (i for i in items if i.status == status):
-                GenerationItem.objects.filter(
-                    pk=item.pk, status=GenerationItem.Status.PENDING
-                ).update(
-                    status=item.status,
-                    attempts=item.attempts,
-                    error=item.error,
-                    completion_tokens=item.completion_tokens,
-                    finished_at=item.finished_at,
-                )
+        still_open = set(
+            GenerationItem.objects.select_for_update()
+            .filter(pk__in=[item.pk for item in items], status=GenerationItem.Status.PENDING)
+            .values_list("pk", flat=True)
+        )
+        GenerationItem.objects.bulk_update(
+            [item for item in items if item.pk in still_open],
+            ["status", "attempts", "error", "completion_tokens", "finished_at"],
+        )
         still_pending = current.items.filter(status=GenerationItem.Status.PENDING).exists()
         outcome = ShardOutcome(
             status=current.status,

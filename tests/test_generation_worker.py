@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from django.test import TestCase
 
 from alignment_jobs import services
 from alignment_jobs.models import GenerationJob, GenerationShard
@@ -23,7 +22,7 @@ from alignment_jobs.tiny_models import TinyModelSet
 from clinic_eval.celery import app
 from clinic_eval.models import Arm, Response, Study, User
 from tests.factories import ArmFactory, StudyFactory
-from tests.test_generation import make_cases
+from tests.test_generation import launch, make_cases
 from tests.workers import start_worker, stop_worker, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -106,11 +105,6 @@ def study_with_arms(models: TinyModelSet, *, cases: int, **spec: object) -> Stud
             **spec,
         )
     return study
-
-
-def launch(study: Study, **options: object) -> GenerationJob:
-    with TestCase.captureOnCommitCallbacks(execute=True):
-        return services.job_launch(study=study, created_by=None, **options)
 
 
 def job_status(job: GenerationJob) -> str:
