@@ -64,6 +64,41 @@ def _orders(arms: tuple[str, ...]) -> list[tuple[str, ...]]:
     return [arms[i:] + arms[:i] for i in range(len(arms))]
 
 
+def _counterbalance(
+    comparisons: Sequence[Comparison], raters: Sequence[str], per_rater: Mapping[str, list[int]]
+) -> dict[tuple[str, int], tuple[str, ...]]:
+    """The on-screen order of each (rater, comparison), balanced per rater and overall.
+
+    Each rater shows each rotation of an arm set ``n // k`` times; the ``n % k`` left over
+    go to the rotations next in a cycle that runs on across raters, so every rater's counts
+    and the arm set's totals are both within one.
+    """
+    cycle: Counter[tuple[str, ...]] = Counter()
+    shown: dict[tuple[str, int], tuple[str, ...]] = {}
+    for rater in raters:
+        by_set: dict[tuple[str, ...], list[int]] = defaultdict(list)
+        for index in per_rater.get(rater, []):
+            by_set[comparisons[index].arms].append(index)
+        for arms in sorted(by_set):
+            orders = _orders(arms)
+            base, extra = divmod(len(by_set[arms]), len(orders))
+            counts = [base] * len(orders)
+            for step in range(extra):
+                counts[(cycle[arms] + step) % len(orders)] += 1
+            cycle[arms] += extra
+            # Interleaved (AB, BA, AB...) so no long runs of one side in processing order.
+            sequence = []
+            remaining = counts[:]
+            while any(remaining):
+                for position, order in enumerate(orders):
+                    if remaining[position]:
+                        sequence.append(order)
+                        remaining[position] -= 1
+            for index, order in zip(by_set[arms], sequence, strict=True):
+                shown[(rater, index)] = order
+    return shown
+
+
 def build_design(
     *,
     comparisons: Sequence[Comparison],
@@ -79,8 +114,8 @@ def build_design(
       fewest of that arm set, so every rater gets a similar number and a similar mix.
     - Never a rater's own case: ``authors`` maps a case id to the rater who made its original
       decision.
-    - Positions: per arm set, on-screen orders cycle through the rotations, so each arm is
-      shown in each position equally often (within one).
+    - Positions: per arm set, every arm is shown in every position equally often, within
+      one, both for each rater and in total (see ``_counterbalance``).
     - Order: each rater's queue is shuffled by the seed; repeats (a second showing with the
       order rotated) go in the second half of the queue.
     Same inputs and seed, same design.
@@ -96,8 +131,7 @@ def build_design(
 
     load: Counter[str] = Counter()
     mix: dict[str, Counter[tuple[str, ...]]] = defaultdict(Counter)
-    rotation: Counter[tuple[str, ...]] = Counter()
-    per_rater: dict[str, list[tuple[int, tuple[str, ...]]]] = defaultdict(list)
+    per_rater: dict[str, list[int]] = defaultdict(list)
     for index in order:
         comparison = comparisons[index]
         eligible = [r for r in raters if authors.get(comparison.case_id) != r]
@@ -109,21 +143,16 @@ def build_design(
         chosen = sorted(eligible, key=lambda r: (load[r], mix[r][comparison.arms], tiebreak[r]))[
             :raters_per_item
         ]
-        orders = _orders(comparison.arms)
         for rater in chosen:
-            start = rotation[comparison.arms]
-            rotation[comparison.arms] += 1
-            shown = orders[start % len(orders)]
-            if len(orders) == 2 and (start // 2) % 2:
-                # Pairs alternate AB, BA, BA, AB... so no long runs of one side either.
-                shown = orders[(start + 1) % 2]
-            per_rater[rater].append((index, shown))
+            per_rater[rater].append(index)
             load[rater] += 1
             mix[rater][comparison.arms] += 1
 
+    shown_for = _counterbalance(comparisons, raters, per_rater)
+
     assignments = []
     for rater in raters:
-        items = per_rater.get(rater, [])
+        items = [(index, shown_for[(rater, index)]) for index in per_rater.get(rater, [])]
         rng_rater = random.Random(f"{seed}:{rater}")
         rng_rater.shuffle(items)
         queue = [(index, shown, False) for index, shown in items]
@@ -138,3 +167,98 @@ def build_design(
             for position, (index, shown, repeat) in enumerate(queue)
         )
     return Design(comparisons=list(comparisons), assignments=assignments)
+
+
+SKIP_MISSING = "a response is missing, held back or excluded"
+SKIP_RATERS = "too few raters who did not author the case"
+SKIP_LIMIT = "beyond the items-per-rater limit"
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    design: Design
+    skipped: dict[str, int]  # reason -> comparisons left out
+    repeats_per_rater: int
+
+
+def _interleaved_cases(case_ids: Sequence[str], strata: Mapping[str, str], seed: int) -> list[str]:
+    """Cases shuffled within each stratum, then dealt round-robin, so any prefix is balanced."""
+    rng = random.Random(f"{seed}:cases")
+    by_stratum: dict[str, list[str]] = defaultdict(list)
+    for case_id in sorted(case_ids):
+        by_stratum[strata.get(case_id, "")].append(case_id)
+    queues = []
+    for stratum in sorted(by_stratum):
+        cases = by_stratum[stratum]
+        rng.shuffle(cases)
+        queues.append(cases)
+    dealt = []
+    for round_index in range(max((len(q) for q in queues), default=0)):
+        dealt.extend(q[round_index] for q in queues if round_index < len(q))
+    return dealt
+
+
+def plan_design(
+    *,
+    case_arms: Mapping[str, set[str]],
+    arm_sets: Sequence[Sequence[str]],
+    raters: Sequence[str],
+    raters_per_item: int,
+    seed: int,
+    strata: Mapping[str, str] | None = None,
+    authors: Mapping[str, str] | None = None,
+    items_per_rater: int | None = None,
+    repeat_fraction: float = 0.0,
+) -> StudyPlan:
+    """The study's design from what the database holds, and what had to be left out.
+
+    ``case_arms`` maps a case id to the arms with a response raters may see. A comparison is
+    built only when every arm of its set has one, and only for cases with enough raters who
+    did not author them. ``items_per_rater`` caps each rater's load by taking whole cases in
+    a seeded, stratum-interleaved order; ``repeat_fraction`` of each rater's items come back
+    a second time, sides swapped, for intra-rater consistency.
+    """
+    if not raters:
+        raise DesignError("assign at least one physician as a rater")
+    if not arm_sets:
+        raise DesignError("choose the arms to compare")
+    strata = strata or {}
+    authors = authors or {}
+    skipped: Counter[str] = Counter()
+    sets = [tuple(sorted(arms)) for arms in arm_sets]
+    per_case: dict[str, list[tuple[str, ...]]] = {}
+    for case_id in _interleaved_cases(list(case_arms), strata, seed):
+        available = [arms for arms in sets if set(arms) <= case_arms[case_id]]
+        skipped[SKIP_MISSING] += len(sets) - len(available)
+        eligible = [r for r in raters if authors.get(case_id) != r]
+        if available and len(eligible) < raters_per_item:
+            skipped[SKIP_RATERS] += len(available)
+            continue
+        if available:
+            per_case[case_id] = available
+
+    chosen: list[Comparison] = []
+    budget = None
+    if items_per_rater is not None:
+        budget = (items_per_rater * len(set(raters))) // raters_per_item
+    for case_id, available in per_case.items():
+        if budget is not None and len(chosen) + len(available) > budget:
+            skipped[SKIP_LIMIT] += len(available)
+            continue
+        chosen.extend(Comparison(case_id, arms) for arms in available)
+    if not chosen:
+        raise DesignError(
+            "no comparison can be built: "
+            + (", ".join(f"{n} {reason}" for reason, n in skipped.items()) or "no cases")
+        )
+    load = len(chosen) * raters_per_item / len(set(raters))
+    repeats = round(repeat_fraction * load)
+    design = build_design(
+        comparisons=chosen,
+        raters=raters,
+        raters_per_item=raters_per_item,
+        seed=seed,
+        authors=authors,
+        repeats_per_rater=repeats,
+    )
+    return StudyPlan(design=design, skipped=dict(skipped), repeats_per_rater=repeats)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django import forms
 from django.core.files.uploadedfile import UploadedFile
+from django.http import QueryDict
 
 from clinic_eval import services
 from clinic_eval.models import Arm, DataImport, Study
@@ -42,3 +43,208 @@ class DataImportForm(forms.Form):
         except services.DomainError as exc:
             raise forms.ValidationError(str(exc)) from None
         return upload
+
+
+def _pair_key(arms: list[str]) -> str:
+    return " | ".join(sorted(arms))
+
+
+class StudyDesignForm(forms.Form):
+    """The coordinator's design, rubric and analysis plan, turned into the study's JSON."""
+
+    mode = forms.ChoiceField(choices=[("pairwise", "Pairwise (A / B)"), ("best_of_n", "Best of N")])
+    pairs = forms.MultipleChoiceField(
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Pairwise: every pair of arms to compare.",
+    )
+    best_of_n_arms = forms.MultipleChoiceField(
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="Best-of-N arms",
+        help_text="Best of N: the arms shown together; the rater picks the best.",
+    )
+    allow_tie = forms.BooleanField(required=False, label="Allow a tie (pairwise)")
+    allow_both_unacceptable = forms.BooleanField(required=False, label="Allow “none acceptable”")
+    rationale_required = forms.BooleanField(required=False)
+    raters_per_item = forms.IntegerField(min_value=1, max_value=50)
+    cases_per_rater = forms.IntegerField(
+        min_value=1,
+        required=False,
+        label="Items per rater",
+        help_text="The most items one physician rates; cases are sampled to fit. Empty: all.",
+    )
+    repeat_percent = forms.IntegerField(
+        min_value=0,
+        max_value=50,
+        label="Repeated items (%)",
+        help_text="Shown again later, sides swapped, to measure intra-rater consistency.",
+    )
+    idle_timeout_minutes = forms.IntegerField(
+        min_value=1, max_value=24 * 60, label="Session idle timeout (minutes)"
+    )
+    raters = forms.ModelMultipleChoiceField(
+        queryset=None, required=False, widget=forms.CheckboxSelectMultiple
+    )
+    rubric = forms.JSONField(
+        widget=forms.Textarea(attrs={"rows": 14, "spellcheck": "false"}),
+        help_text="Likert dimensions with scale and anchor wording, and the hallucination flag.",
+    )
+    primary_kind = forms.ChoiceField(
+        choices=[("preference", "Preference"), ("likert", "Likert dimension")],
+        label="Primary endpoint",
+    )
+    primary_arm_a = forms.ChoiceField(required=False, label="Arm")
+    primary_arm_b = forms.ChoiceField(required=False, label="versus arm")
+    primary_dimension = forms.CharField(required=False, label="Likert dimension key")
+    tests = forms.MultipleChoiceField(
+        choices=[
+            ("sign", "Sign test on preferences"),
+            ("wilcoxon", "Wilcoxon signed-rank on Likert"),
+            ("friedman", "Friedman across arms"),
+            ("bradley_terry", "Bradley-Terry strengths"),
+        ],
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+    )
+    alpha = forms.FloatField(min_value=0.001, max_value=0.2)
+    correction = forms.ChoiceField(
+        choices=[("holm", "Holm"), ("bh", "Benjamini-Hochberg (FDR)")],
+        label="Multiple-comparison correction",
+    )
+    notes = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
+
+    def __init__(self, *args: object, study: Study, **kwargs: object) -> None:
+        from clinic_eval.models import User
+
+        if not args and "initial" not in kwargs:
+            kwargs["initial"] = self.initial_for(study)
+        super().__init__(*args, **kwargs)
+        labels = list(study.arms.order_by("label").values_list("label", flat=True))
+        pairs = [_pair_key([a, b]) for i, a in enumerate(labels) for b in labels[i + 1 :]]
+        self.fields["pairs"].choices = [(p, p) for p in pairs]
+        self.fields["best_of_n_arms"].choices = [(label, label) for label in labels]
+        arm_choices = [("", "—"), *((label, label) for label in labels)]
+        self.fields["primary_arm_a"].choices = arm_choices
+        self.fields["primary_arm_b"].choices = arm_choices
+        raters = self.fields["raters"]
+        raters.queryset = User.objects.filter(  # type: ignore[attr-defined]
+            role=User.Role.PHYSICIAN, is_active=True
+        ).order_by("username")
+        raters.label_from_instance = lambda user: user.get_username()  # type: ignore[attr-defined]
+
+    @staticmethod
+    def initial_for(study: Study) -> dict:
+        design, plan = study.design, study.analysis_plan
+        sets = design.get("arm_sets", [])
+        pairwise = design.get("mode", "pairwise") == "pairwise"
+        return {
+            "mode": design.get("mode", "pairwise"),
+            "pairs": [_pair_key(s) for s in sets] if pairwise else [],
+            "best_of_n_arms": sets[0] if sets and not pairwise else [],
+            "allow_tie": design.get("allow_tie", True),
+            "allow_both_unacceptable": design.get("allow_both_unacceptable", True),
+            "rationale_required": design.get("rationale_required", False),
+            "raters_per_item": design.get("raters_per_item", 2),
+            "cases_per_rater": design.get("cases_per_rater"),
+            "repeat_percent": round(100 * design.get("repeat_fraction", 0.0)),
+            "idle_timeout_minutes": design.get("idle_timeout_minutes", 30),
+            "raters": list(study.rater_links.values_list("rater_id", flat=True)),
+            "rubric": study.rubric,
+            "primary_kind": plan["primary"]["kind"],
+            "primary_arm_a": plan["primary"]["arm_a"],
+            "primary_arm_b": plan["primary"]["arm_b"],
+            "primary_dimension": plan["primary"]["dimension"],
+            "tests": plan["tests"],
+            "alpha": plan["alpha"],
+            "correction": plan["correction"],
+            "notes": plan["notes"],
+        }
+
+    def to_config(self) -> dict:
+        """The validated form as the arguments of ``services.study_design_update``."""
+        data = self.cleaned_data
+        if data["mode"] == "pairwise":
+            arm_sets = [pair.split(" | ") for pair in data["pairs"]]
+            best_of_n = 3
+        else:
+            arm_sets = [sorted(data["best_of_n_arms"])] if data["best_of_n_arms"] else []
+            best_of_n = max(2, len(data["best_of_n_arms"]))
+        return {
+            "design": {
+                "mode": data["mode"],
+                "best_of_n": best_of_n,
+                "arm_sets": arm_sets,
+                "allow_tie": data["allow_tie"],
+                "allow_both_unacceptable": data["allow_both_unacceptable"],
+                "rationale_required": data["rationale_required"],
+                "raters_per_item": data["raters_per_item"],
+                "cases_per_rater": data["cases_per_rater"],
+                "repeat_fraction": data["repeat_percent"] / 100,
+                "idle_timeout_minutes": data["idle_timeout_minutes"],
+            },
+            "rubric": data["rubric"],
+            "analysis_plan": {
+                "primary": {
+                    "kind": data["primary_kind"],
+                    "arm_a": data["primary_arm_a"],
+                    "arm_b": data["primary_arm_b"],
+                    "dimension": data["primary_dimension"].strip(),
+                },
+                "tests": data["tests"],
+                "alpha": data["alpha"],
+                "correction": data["correction"],
+                "notes": data["notes"],
+            },
+            "rater_ids": [user.pk for user in data["raters"]],
+        }
+
+
+class ReassignForm(forms.Form):
+    to_rater = forms.ModelChoiceField(
+        queryset=None, required=False, empty_label="The pool (any rater with time)"
+    )
+
+    def __init__(self, *args: object, study: Study, **kwargs: object) -> None:
+        from clinic_eval.models import User
+
+        super().__init__(*args, **kwargs)
+        field = self.fields["to_rater"]
+        field.queryset = User.objects.filter(  # type: ignore[attr-defined]
+            rated_studies=study, is_active=True
+        ).order_by("username")
+        field.label_from_instance = lambda user: user.get_username()  # type: ignore[attr-defined]
+
+
+def judgment_input(
+    post: QueryDict, *, positions: int, rubric: dict
+) -> tuple[services.JudgmentInput, int, str]:
+    """A rating form's POST as a judgment, its revision and edit reason.
+
+    Only parses; the service validates against the rubric, so the page and the API refuse
+    exactly the same things. Field names carry positions (A, B...) and never an id.
+    """
+    ratings = []
+    for position in range(positions):
+        letter = "ABCDEFGH"[position]
+        scores: dict[str, int | None] = {}
+        for dimension in rubric.get("dimensions", []):
+            raw = post.get(f"{letter}-{dimension['key']}", "")
+            scores[dimension["key"]] = int(raw) if raw.strip().lstrip("-").isdigit() else None
+        ratings.append(
+            services.RatingInput(
+                position=position,
+                scores=scores,
+                hallucination=post.get(f"{letter}-hallucination", ""),
+                severity=post.get(f"{letter}-severity", ""),
+                note=post.get(f"{letter}-note", ""),
+            )
+        )
+    revision_raw = post.get("revision", "0")
+    revision = int(revision_raw) if revision_raw.isdigit() else -1
+    data = services.JudgmentInput(
+        preference=post.get("preference", ""),
+        ratings=tuple(ratings),
+        rationale=post.get("rationale", ""),
+    )
+    return data, revision, post.get("reason", "")

@@ -85,13 +85,50 @@ class Rubric(_Strict):
 class Design(_Strict):
     mode: Literal["pairwise", "best_of_n"] = "pairwise"
     best_of_n: int = Field(default=3, ge=2, le=6)
+    # Arm labels: pairs in pairwise mode, sets of ``best_of_n`` arms in best-of-N mode.
+    arm_sets: list[list[Label]] = Field(default_factory=list, max_length=30)
     allow_tie: bool = True
     allow_both_unacceptable: bool = True
     rationale_required: bool = False
     raters_per_item: int = Field(default=2, ge=1, le=50)
+    # The most items (comparisons) one physician is asked to rate; cases are sampled to fit.
     cases_per_rater: int | None = Field(default=None, ge=1)
     repeat_fraction: float = Field(default=0.0, ge=0.0, le=0.5)
     idle_timeout_minutes: int = Field(default=30, ge=1, le=24 * 60)
+
+    @model_validator(mode="after")
+    def _arm_sets_fit_mode(self) -> Design:
+        size = 2 if self.mode == "pairwise" else self.best_of_n
+        seen: set[tuple[str, ...]] = set()
+        for arms in self.arm_sets:
+            if len(set(arms)) != len(arms):
+                raise ValueError(f"an arm set names an arm twice: {arms}")
+            if len(arms) != size:
+                raise ValueError(f"each arm set needs {size} arms in {self.mode} mode: {arms}")
+            key = tuple(sorted(arms))
+            if key in seen:
+                raise ValueError(f"the arm set {arms} is listed twice")
+            seen.add(key)
+        return self
+
+
+class PrimaryEndpoint(_Strict):
+    kind: Literal["preference", "likert"] = "preference"
+    arm_a: str = ""
+    arm_b: str = ""
+    dimension: str = ""  # a rubric dimension key, for a Likert endpoint
+
+
+class AnalysisPlan(_Strict):
+    """The pre-registered analysis, frozen (hashed) when the study opens."""
+
+    primary: PrimaryEndpoint = Field(default_factory=PrimaryEndpoint)
+    tests: list[Literal["sign", "wilcoxon", "friedman", "bradley_terry"]] = Field(
+        default_factory=lambda: ["sign", "wilcoxon", "bradley_terry"]
+    )
+    alpha: float = Field(default=0.05, gt=0.0, lt=0.5)
+    correction: Literal["holm", "bh"] = "holm"
+    notes: Annotated[str, StringConstraints(max_length=4000)] = ""
 
 
 DEFAULT_RUBRIC: dict = {
@@ -136,6 +173,10 @@ def default_design() -> dict:
     return Design().model_dump(mode="json")
 
 
+def default_analysis_plan() -> dict:
+    return AnalysisPlan().model_dump(mode="json")
+
+
 def default_strata() -> list[str]:
     return list(STRATA)
 
@@ -165,6 +206,10 @@ def validate_rubric(value: object) -> None:
 
 def validate_design(value: object) -> None:
     _check(Design.model_validate, value)
+
+
+def validate_analysis_plan(value: object) -> None:
+    _check(AnalysisPlan.model_validate, value)
 
 
 def validate_strata(value: object) -> None:

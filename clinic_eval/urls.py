@@ -18,6 +18,25 @@ coordinator_patterns = [
     path("studies/<int:study_id>/arms/", views.arm_create, name="arm_create"),
     path("studies/<int:study_id>/cases/", views.case_list, name="case_list"),
     path("studies/<int:study_id>/cases/<int:case_id>/", views.case_detail, name="case_detail"),
+    path("studies/<int:study_id>/design/", views.study_design, name="study_design"),
+    path(
+        "studies/<int:study_id>/design/preview/",
+        views.study_design_preview,
+        name="study_design_preview",
+    ),
+    path("studies/<int:study_id>/design.csv", views.study_design_csv, name="study_design_csv"),
+    path("studies/<int:study_id>/balance.csv", views.study_balance_csv, name="study_balance_csv"),
+    path("studies/<int:study_id>/monitor/", views.study_monitor, name="study_monitor"),
+    path(
+        "studies/<int:study_id>/raters/<int:rater_id>/remind/",
+        views.rater_remind,
+        name="rater_remind",
+    ),
+    path(
+        "studies/<int:study_id>/raters/<int:rater_id>/reassign/",
+        views.rater_reassign,
+        name="rater_reassign",
+    ),
     path("studies/<int:study_id>/imports/new/", views.import_create, name="import_create"),
     path(
         "studies/<int:study_id>/imports/<int:import_id>/",
@@ -26,8 +45,12 @@ coordinator_patterns = [
     ),
 ]
 
+# Every id a physician sees is an opaque random token (Study.public_id, Assignment.public_id).
 rater_patterns = [
     path("", views.rater_home, name="home"),
+    path("studies/<str:study_id>/next/", views.rater_next, name="next"),
+    path("studies/<str:study_id>/rated/", views.rater_rated, name="rated"),
+    path("items/<str:public_id>/", views.rater_item, name="item"),
 ]
 
 api_patterns = [

@@ -1,16 +1,31 @@
 from __future__ import annotations
 
+import csv
+from collections.abc import Iterable
+
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from clinic_eval import selectors, services
-from clinic_eval.forms import ArmCreateForm, DataImportForm, StudyCreateForm, StudyTransitionForm
+from clinic_eval.csvsafe import csv_safe
+from clinic_eval.design import DesignError
+from clinic_eval.forms import (
+    ArmCreateForm,
+    DataImportForm,
+    ReassignForm,
+    StudyCreateForm,
+    StudyDesignForm,
+    StudyTransitionForm,
+    judgment_input,
+)
+from clinic_eval.models import Assignment, Judgment, Study, StudyRater, User
 from clinic_eval.permissions import coordinator_required, physician_required
 
 CASES_PER_PAGE = 50
@@ -31,12 +46,6 @@ def home(request: HttpRequest) -> HttpResponse:
     if request.user.is_coordinator:
         return redirect("coordinator:study_list")
     return redirect("rater:home")
-
-
-@require_GET
-@physician_required
-def rater_home(request: HttpRequest) -> HttpResponse:
-    return render(request, "rater/home.html")
 
 
 # --- Coordinator: studies -------------------------------------------------------------------
@@ -174,3 +183,368 @@ def import_detail(request: HttpRequest, study_id: int, import_id: int) -> HttpRe
         # 286 tells htmx to stop polling; the body still replaces the spinner with the outcome.
         return HttpResponseStopPolling(response.content)
     return response
+
+
+# --- Physicians: the blinded rating queue ---------------------------------------------------
+
+HALLUCINATION_LABELS = {
+    "none": "No hallucination",
+    "factual": "Factual error",
+    "reasoning": "Reasoning error",
+    "minor": "Minor",
+    "major": "Major",
+}
+
+
+def _choice_label(key: str) -> str:
+    return HALLUCINATION_LABELS.get(key, key.replace("_", " ").capitalize())
+
+
+def _shortcut_keys(keys: list[str]) -> dict[str, str]:
+    """A one-key shortcut per option: its first letter, or a digit where letters collide."""
+    shortcuts: dict[str, str] = {}
+    for index, key in enumerate(keys):
+        letter = key[:1].lower()
+        taken = letter in shortcuts.values() or not letter.isalpha()
+        shortcuts[key] = str(index + 1) if taken else letter
+    return shortcuts
+
+
+def _judgment_values(judgment: Judgment | None) -> dict[str, str]:
+    if judgment is None:
+        return {}
+    values = {"preference": judgment.preference, "rationale": judgment.rationale}
+    for rating in judgment.ratings.all():
+        letter = "ABCDEFGH"[rating.position]
+        for key, score in rating.scores.items():
+            values[f"{letter}-{key}"] = str(score)
+        values[f"{letter}-hallucination"] = rating.hallucination
+        values[f"{letter}-severity"] = rating.severity
+        values[f"{letter}-note"] = rating.note
+    return values
+
+
+def _rating_form(item: selectors.RatingItem, values: dict, errors: dict) -> dict:
+    """The rating form as plain nested data, so the template only loops and prints."""
+    rubric, design = item.study.rubric, item.study.design
+    flag = rubric["hallucination"]
+    type_keys = _shortcut_keys(flag["types"])
+    severity_keys = _shortcut_keys(flag["severities"])
+    responses = []
+    for shown in item.responses:
+        letter = shown.letter
+        dimensions = []
+        for dimension in rubric["dimensions"]:
+            name = f"{letter}-{dimension['key']}"
+            anchors = {int(k): v for k, v in dimension.get("anchors", {}).items()}
+            scale = range(dimension["scale_min"], dimension["scale_max"] + 1)
+            dimensions.append(
+                {
+                    "name": name,
+                    "title": dimension["title"],
+                    "options": [
+                        {"value": str(v), "key": str(v), "anchor": anchors.get(v, "")}
+                        for v in scale
+                    ],
+                    "value": str(values.get(name, "")),
+                    "error": errors.get(f"{letter}.{dimension['key']}"),
+                }
+            )
+        responses.append(
+            {
+                "letter": letter,
+                "text": shown.text,
+                "dimensions": dimensions,
+                "hallucination": {
+                    "name": f"{letter}-hallucination",
+                    "options": [
+                        {"value": k, "key": type_keys[k], "label": _choice_label(k)}
+                        for k in flag["types"]
+                    ],
+                    "value": values.get(f"{letter}-hallucination", ""),
+                    "error": errors.get(f"{letter}.hallucination"),
+                },
+                "severity": {
+                    "name": f"{letter}-severity",
+                    "options": [
+                        {"value": k, "key": severity_keys[k], "label": _choice_label(k)}
+                        for k in flag["severities"]
+                    ],
+                    "value": values.get(f"{letter}-severity", ""),
+                    "error": errors.get(f"{letter}.severity"),
+                },
+                "note_name": f"{letter}-note",
+                "note": values.get(f"{letter}-note", ""),
+                "note_error": errors.get(f"{letter}.note"),
+            }
+        )
+    preference_labels = {
+        Judgment.Preference.TIE: ("Tie", "t"),
+        Judgment.Preference.NONE: (
+            "Both unacceptable" if len(item.responses) == 2 else "None acceptable",
+            "x",
+        ),
+    }
+    preferences = []
+    for choice in item.preference_choices:
+        label, key = preference_labels.get(choice, (f"Response {choice}", choice.lower()))
+        preferences.append({"value": choice, "label": label, "key": key})
+    return {
+        "responses": responses,
+        "hallucination_enabled": flag["enabled"],
+        "note_allowed": flag["note_allowed"],
+        "preferences": preferences,
+        "preference": values.get("preference", ""),
+        "preference_error": errors.get("preference") or errors.get("ratings"),
+        "rationale": values.get("rationale", ""),
+        "rationale_error": errors.get("rationale"),
+        "rationale_required": design.get("rationale_required", False),
+        "best_of_n": design.get("mode") == "best_of_n",
+    }
+
+
+def _render_item(
+    request: HttpRequest,
+    assignment: Assignment,
+    *,
+    values: dict | None = None,
+    errors: dict | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    item = selectors.rating_item(assignment=assignment)
+    if values is None:
+        values = _judgment_values(item.judgment)
+    context = {
+        "item": item,
+        "form": _rating_form(item, values, errors or {}),
+        "revision": item.judgment.revision if item.judgment else 0,
+        "is_edit": item.judgment is not None,
+        "errors": errors or {},
+    }
+    template = "rater/item.html#rating-item" if request.htmx else "rater/item.html"
+    response = render(request, template, context, status=status)
+    if request.htmx:
+        response["HX-Push-Url"] = reverse("rater:item", args=[assignment.public_id])
+    return response
+
+
+def _queue_done(request: HttpRequest, study: Study) -> HttpResponse:
+    context = {
+        "study": study,
+        "progress": selectors.rater_progress(rater=request.user, study=study),
+        "items": selectors.rater_done_items(rater=request.user, study=study),
+    }
+    if request.htmx:
+        response = render(request, "rater/queue_done.html#queue-done", context)
+        response["HX-Push-Url"] = reverse("rater:rated", args=[study.public_id])
+        return response
+    return render(request, "rater/queue_done.html", context)
+
+
+@require_GET
+@physician_required
+def rater_home(request: HttpRequest) -> HttpResponse:
+    context = {"studies": selectors.rater_studies(rater=request.user)}
+    return render(request, "rater/home.html", context)
+
+
+@require_POST
+@physician_required
+def rater_next(request: HttpRequest, study_id: str) -> HttpResponse:
+    study = selectors.study_get_for_rater(user=request.user, public_id=study_id)
+    assignment = services.assignment_next(rater=request.user, study=study)
+    if assignment is None:
+        return redirect("rater:rated", study_id=study.public_id)
+    return redirect("rater:item", public_id=assignment.public_id)
+
+
+@require_http_methods(["GET", "POST"])
+@physician_required
+def rater_item(request: HttpRequest, public_id: str) -> HttpResponse:
+    assignment = selectors.assignment_get_for_rater(user=request.user, public_id=public_id)
+    if request.method == "GET":
+        return _render_item(request, assignment)
+    study = assignment.study
+    data, revision, reason = judgment_input(
+        request.POST, positions=len(assignment.shown_order), rubric=study.rubric
+    )
+    try:
+        _, outcome = services.judgment_record(
+            assignment=assignment, rater=request.user, data=data, revision=revision, reason=reason
+        )
+    except services.JudgmentInvalid as exc:
+        # htmx swaps only 2xx responses by default, so the form with its errors comes as 200.
+        status = 200 if request.htmx else 422
+        return _render_item(
+            request, assignment, values=request.POST.dict(), errors=exc.errors, status=status
+        )
+    except services.DomainError as exc:
+        messages.warning(request, str(exc))
+        return _render_item(request, assignment, status=200 if request.htmx else 409)
+    if outcome == "updated":
+        messages.success(request, "Your changes were saved.")
+    following = services.assignment_next(rater=request.user, study=study)
+    if following is None:
+        if request.htmx:
+            return _queue_done(request, study)
+        return redirect("rater:rated", study_id=study.public_id)
+    if request.htmx:
+        return _render_item(request, following)
+    return redirect("rater:item", public_id=following.public_id)
+
+
+@require_GET
+@physician_required
+def rater_rated(request: HttpRequest, study_id: str) -> HttpResponse:
+    study = selectors.study_get_for_rater(user=request.user, public_id=study_id)
+    context = {
+        "study": study,
+        "progress": selectors.rater_progress(rater=request.user, study=study),
+        "items": selectors.rater_done_items(rater=request.user, study=study),
+    }
+    return render(request, "rater/queue_done.html", context)
+
+
+# --- Coordinator: design, balance and monitoring --------------------------------------------
+
+
+@require_http_methods(["GET", "POST"])
+@coordinator_required
+def study_design(request: HttpRequest, study_id: int) -> HttpResponse:
+    study = selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
+    frozen = study.status in services.rating.FROZEN_STATUSES
+    form = StudyDesignForm(request.POST or None, study=study)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.study_design_update(study=study, **form.to_config())
+        except services.DomainError as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, "Design saved. Check its balance below, then open the study.")
+            return redirect("coordinator:study_design", study_id=study.pk)
+    context = {
+        "study": study,
+        "form": form,
+        "frozen": frozen,
+        "summary": selectors.design_summary(study=study) if frozen else None,
+        "transition_form": StudyTransitionForm(),
+    }
+    return render(request, "coordinator/study_design.html", context)
+
+
+@require_GET
+@coordinator_required
+def study_design_preview(request: HttpRequest, study_id: int) -> HttpResponse:
+    study = selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
+    context: dict = {"study": study}
+    try:
+        context["summary"] = selectors.design_preview(study=study)
+    except DesignError as exc:
+        context["problem"] = str(exc)
+    template = "coordinator/study_design.html"
+    return render(request, f"{template}#design-preview" if request.htmx else template, context)
+
+
+def _csv_response(
+    filename: str, header: list[str], rows: Iterable[Iterable[object]]
+) -> HttpResponse:
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    writer = csv.writer(response)
+    writer.writerow(header)
+    writer.writerows([csv_safe(value) for value in row] for row in rows)
+    return response
+
+
+@require_GET
+@coordinator_required
+def study_design_csv(request: HttpRequest, study_id: int) -> HttpResponse:
+    study = selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
+    seats = list(selectors.design_seats(study=study))
+    orders = selectors.seat_arm_order(seats)
+    rows = (
+        (
+            study.design_hash,
+            seat.rater.username if seat.rater else "",
+            seat.queue_position,
+            seat.comparison.case.external_id,
+            seat.comparison.case.stratum,
+            seat.comparison.arm_set,
+            orders[seat.pk],
+            "yes" if seat.is_repeat else "no",
+            seat.status,
+        )
+        for seat in seats
+    )
+    header = [
+        "design_hash", "rater", "queue_position", "case_id", "stratum",
+        "arm_set", "shown_order", "repeat", "status",
+    ]  # fmt: skip
+    return _csv_response(f"study-{study.pk}-design.csv", header, rows)
+
+
+@require_GET
+@coordinator_required
+def study_balance_csv(request: HttpRequest, study_id: int) -> HttpResponse:
+    study = selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
+    summary = selectors.design_summary(study=study)
+    rows = ((r.rater, r.arm_set, r.order, r.count) for r in summary.balance)
+    header = ["rater", "arm_set", "shown_order", "count"]
+    return _csv_response(f"study-{study.pk}-balance.csv", header, rows)
+
+
+@require_GET
+@coordinator_required
+def study_monitor(request: HttpRequest, study_id: int) -> HttpResponse:
+    study = selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
+    context = {
+        "study": study,
+        "monitor": selectors.study_monitoring(study=study),
+        "reassign_form": ReassignForm(study=study),
+    }
+    template = "coordinator/study_monitor.html"
+    return render(request, f"{template}#monitor-table" if request.htmx else template, context)
+
+
+def _study_rater(request: HttpRequest, study_id: int, rater_id: int) -> tuple[Study, User]:
+    study = selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
+    link = get_object_or_404(
+        StudyRater.objects.select_related("rater"), study=study, rater=rater_id
+    )
+    return study, link.rater
+
+
+@require_POST
+@coordinator_required
+def rater_remind(request: HttpRequest, study_id: int, rater_id: int) -> HttpResponse:
+    study, rater = _study_rater(request, study_id, rater_id)
+    try:
+        services.rater_remind(study=study, rater=rater)
+        messages.success(request, f"Reminder sent to {rater.username}.")
+    except services.DomainError as exc:
+        messages.error(request, str(exc))
+    return redirect("coordinator:study_monitor", study_id=study.pk)
+
+
+@require_POST
+@coordinator_required
+def rater_reassign(request: HttpRequest, study_id: int, rater_id: int) -> HttpResponse:
+    study, rater = _study_rater(request, study_id, rater_id)
+    form = ReassignForm(request.POST, study=study)
+    if not form.is_valid():
+        messages.error(request, "Choose a physician in this study, or the pool.")
+        return redirect("coordinator:study_monitor", study_id=study.pk)
+    target = form.cleaned_data["to_rater"]
+    try:
+        result = services.assignments_reassign(study=study, from_rater=rater, to_rater=target)
+    except services.DomainError as exc:
+        messages.error(request, str(exc))
+    else:
+        where = target.username if target else "the pool"
+        messages.success(
+            request,
+            f"Moved {result.moved} of {rater.username}'s pending items to {where}; "
+            f"{result.kept} stay (in progress, or {where} may not rate them); "
+            f"{result.dropped_repeats} repeat showings dropped.",
+        )
+    return redirect("coordinator:study_monitor", study_id=study.pk)

@@ -13,7 +13,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from alignment_jobs.models import GenerationJob, GenerationSpec
-from clinic_eval.models import Arm, Case, DataImport, Response, Study, User
+from clinic_eval.models import Arm, Case, DataImport, Response, Study, StudyRater, User
 from tests.conftest import logged_in
 from tests.factories import ArmFactory, CaseFactory, DataImportFactory, ResponseFactory
 
@@ -34,6 +34,9 @@ RULES: dict[str, str] = {
     "api:schema": SIGNED_IN,
     "api:docs": SIGNED_IN,
     "rater:home": PHYSICIAN,
+    "rater:next": PHYSICIAN,
+    "rater:rated": PHYSICIAN,
+    "rater:item": PHYSICIAN,
     "coordinator:study_list": COORDINATOR,
     "coordinator:study_detail": COORDINATOR,
     "coordinator:study_transition": COORDINATOR,
@@ -42,6 +45,13 @@ RULES: dict[str, str] = {
     "coordinator:case_detail": COORDINATOR,
     "coordinator:import_create": COORDINATOR,
     "coordinator:import_detail": COORDINATOR,
+    "coordinator:study_design": COORDINATOR,
+    "coordinator:study_design_preview": COORDINATOR,
+    "coordinator:study_design_csv": COORDINATOR,
+    "coordinator:study_balance_csv": COORDINATOR,
+    "coordinator:study_monitor": COORDINATOR,
+    "coordinator:rater_remind": COORDINATOR,
+    "coordinator:rater_reassign": COORDINATOR,
     "api:study_list": COORDINATOR,
     "api:study_detail": COORDINATOR,
     "api:case_list": COORDINATOR,
@@ -95,7 +105,8 @@ def test_every_route_has_an_access_rule() -> None:
 
 
 @pytest.fixture
-def objects(study: Study) -> dict[str, int]:
+def objects(study: Study, physician: User) -> dict[str, int]:
+    StudyRater.objects.create(study=study, rater=physician)
     case = CaseFactory(study=study)
     data_import = DataImportFactory(study=study, status=DataImport.Status.FAILED)
     arm = ArmFactory(study=study, label="SFT", kind=Arm.Kind.MODEL)
@@ -109,6 +120,7 @@ def objects(study: Study) -> dict[str, int]:
         "arm_id": arm.pk,
         "job_id": job.pk,
         "response_id": response.pk,
+        "rater_id": physician.pk,
     }
 
 

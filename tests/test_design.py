@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections import Counter
+import random
+from collections import Counter, defaultdict
+from itertools import combinations
 
 import pytest
 
@@ -45,6 +47,36 @@ def test_positions_per_arm_pair_are_balanced_within_one() -> None:
         assert len(orders) == 2
         left, right = orders.values()
         assert abs(left - right) <= 1, (arms, orders)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_positions_are_balanced_within_one_for_every_rater_and_in_total(seed: int) -> None:
+    """Many random shapes: raters, raters per item, cases, arms, authors and seeds."""
+    rng = random.Random(seed)
+    raters = [f"r{i}" for i in range(rng.randint(2, 9))]
+    per_item = rng.randint(1, min(3, len(raters) - 1))
+    cases = [f"c{i}" for i in range(rng.randint(3, 60))]
+    arms = ["a", "b", "c", "d"][: rng.randint(2, 4)]
+    sets = list(combinations(arms, 2)) if seed % 3 else [tuple(arms)]
+    authors = {case: rng.choice(raters) for case in cases if rng.random() < 0.3}
+    design = build_design(
+        comparisons=build_comparisons(cases, sets),
+        raters=raters,
+        raters_per_item=per_item,
+        seed=seed,
+        authors=authors,
+    )
+    per_rater: dict[tuple[str, tuple[str, ...]], Counter] = defaultdict(Counter)
+    for assignment in design.assignments:
+        per_rater[(assignment.rater, design.comparisons[assignment.comparison].arms)][
+            assignment.shown
+        ] += 1
+    tables = list(design.balance().items()) + list(per_rater.items())
+    for key, counts in tables:
+        arm_set = key[1] if isinstance(key[1], tuple) else key
+        rotations = [arm_set[i:] + arm_set[:i] for i in range(len(arm_set))]
+        values = [counts.get(order, 0) for order in rotations]
+        assert max(values) - min(values) <= 1, (key, counts)
 
 
 def test_best_of_n_rotates_every_arm_through_every_position() -> None:

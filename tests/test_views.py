@@ -15,6 +15,7 @@ from django.urls import reverse
 from pytest_django.fixtures import Settings
 
 from alignment_jobs.models import GenerationItem, GenerationJob, GenerationShard, GenerationSpec
+from clinic_eval import services
 from clinic_eval.models import Arm, DataImport, Response, Study, User
 from clinic_eval.templatetags import clinic_eval_tags
 from tests.conftest import PASSWORD
@@ -24,6 +25,7 @@ from tests.factories import (
     DataImportFactory,
     ResponseFactory,
     StudyFactory,
+    UserFactory,
 )
 
 pytestmark = pytest.mark.django_db
@@ -149,6 +151,19 @@ def test_status_moves_along_the_lifecycle_and_refuses_jumps(
     assert study.status == Study.Status.READY
     follow = coordinator_client.post(url, {"to_status": "closed"}, follow=True)
     assert "a ready study cannot become closed" in html(follow)
+    follow = coordinator_client.post(url, {"to_status": "open"}, follow=True)
+    assert "the design cannot be built: assign at least one physician" in html(follow)
+    case = study.cases.get()
+    for label in ("SFT", "GRPO"):
+        ResponseFactory(case=case, arm=ArmFactory(study=study, label=label))
+    rater = UserFactory(username="dr-09", role="physician")
+    services.study_design_update(
+        study=study,
+        design=study.design | {"arm_sets": [["SFT", "GRPO"]], "raters_per_item": 1},
+        rubric=study.rubric,
+        analysis_plan=study.analysis_plan,
+        rater_ids=[rater.pk],
+    )
     coordinator_client.post(url, {"to_status": "open"})
     coordinator_client.post(url, {"to_status": "closed"})
     study.refresh_from_db()

@@ -3,6 +3,9 @@ from __future__ import annotations
 from typing import Any
 
 from django import template
+from django.utils.safestring import SafeString
+
+from clinic_eval.rendering import render_markdown
 
 register = template.Library()
 
@@ -50,3 +53,14 @@ def field_value(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     return "—" if value is None else str(value)
+
+
+@register.filter
+def markdown(text: str) -> SafeString:
+    """Response or case text rendered as sanitised Markdown (see clinic_eval.rendering)."""
+    return render_markdown(text)
+
+
+@register.filter
+def get_item(mapping: Any, key: Any) -> Any:
+    return mapping.get(key) if hasattr(mapping, "get") else None

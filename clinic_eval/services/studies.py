@@ -15,13 +15,11 @@ from django.utils import timezone
 
 from clinic_eval import importing, postprocess
 from clinic_eval.models import STUDY_TRANSITIONS, Arm, Case, DataImport, Response, Study, User
+from clinic_eval.services.errors import DomainError
+from clinic_eval.services.rating import design_freeze
 
 MAX_IMPORT_ATTEMPTS = 3
 MAX_STORED_ERRORS = 2_000
-
-
-class DomainError(Exception):
-    """A request the domain refuses, with a message meant for the person who made it."""
 
 
 # --- Users ----------------------------------------------------------------------------------
@@ -74,6 +72,8 @@ def study_transition(*, study: Study, to_status: str) -> Study:
         )
     if to_status in {Study.Status.READY, Study.Status.OPEN} and not locked.cases.exists():
         raise DomainError("import cases before marking the study ready")
+    if to_status == Study.Status.OPEN:
+        design_freeze(study=locked)
     locked.status = to_status
     locked.status_changed_at = timezone.now()
     locked.save(update_fields=["status", "status_changed_at"])

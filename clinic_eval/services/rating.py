@@ -1,0 +1,547 @@
+"""Writes of the rating flow: the design frozen when a study opens, the queue, judgments."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.mail import send_mail
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from clinic_eval import design as design_lib
+from clinic_eval import selectors
+from clinic_eval.models import (
+    Assignment,
+    Comparison,
+    Judgment,
+    JudgmentEdit,
+    ResponseRating,
+    Study,
+    StudyRater,
+    User,
+)
+from clinic_eval.services.errors import DomainError, JudgmentInvalid, StaleJudgment
+from clinic_eval.study_config import (
+    AnalysisPlan,
+    Design,
+    Rubric,
+    validate_analysis_plan,
+    validate_design,
+    validate_rubric,
+)
+
+FROZEN_STATUSES = (Study.Status.OPEN, Study.Status.CLOSED)
+MAX_RATIONALE = 5_000
+MAX_NOTE = 2_000
+NO_HALLUCINATION = "none"
+
+
+def position_letter(position: int) -> str:
+    return "ABCDEFGH"[position]
+
+
+# --- Design ---------------------------------------------------------------------------------
+
+
+def _refuse_if_frozen(study: Study) -> None:
+    if study.status in FROZEN_STATUSES:
+        raise DomainError(
+            f"the design was frozen when the study opened (hash {study.design_hash[:12]}); "
+            "changes are refused"
+        )
+
+
+def _validated(value: dict, validate: Any, name: str) -> None:
+    try:
+        validate(value)
+    except ValidationError as exc:
+        raise DomainError(f"{name}: " + "; ".join(exc.messages)) from None
+
+
+@transaction.atomic
+def study_design_update(
+    *,
+    study: Study,
+    design: dict,
+    rubric: dict,
+    analysis_plan: dict,
+    rater_ids: Sequence[int],
+) -> Study:
+    """Save the draft design, rubric, analysis plan and raters; refused once the study opens."""
+    locked = Study.objects.select_for_update().get(pk=study.pk)
+    _refuse_if_frozen(locked)
+    _validated(design, validate_design, "design")
+    _validated(rubric, validate_rubric, "rubric")
+    _validated(analysis_plan, validate_analysis_plan, "analysis plan")
+    parsed_design = Design.model_validate(design)
+    parsed_rubric = Rubric.model_validate(rubric)
+    plan = AnalysisPlan.model_validate(analysis_plan)
+
+    labels = set(locked.arms.values_list("label", flat=True))
+    unknown = sorted({arm for arms in parsed_design.arm_sets for arm in arms} - labels)
+    if unknown:
+        raise DomainError(f"design: no arm named {', '.join(unknown)} in this study")
+    for arm in (plan.primary.arm_a, plan.primary.arm_b):
+        if arm and arm not in labels:
+            raise DomainError(f"analysis plan: no arm named {arm} in this study")
+    dimension_keys = {d.key for d in parsed_rubric.dimensions}
+    if plan.primary.kind == "likert" and plan.primary.dimension not in dimension_keys:
+        raise DomainError("analysis plan: a Likert primary endpoint needs a rubric dimension")
+
+    raters = list(User.objects.filter(pk__in=rater_ids, is_active=True, role=User.Role.PHYSICIAN))
+    if len(raters) != len(set(rater_ids)):
+        raise DomainError("raters must be active physician accounts")
+
+    locked.design = parsed_design.model_dump(mode="json")
+    locked.rubric = parsed_rubric.model_dump(mode="json")
+    locked.analysis_plan = plan.model_dump(mode="json")
+    locked.save(update_fields=["design", "rubric", "analysis_plan"])
+    StudyRater.objects.filter(study=locked).exclude(rater__in=raters).delete()
+    StudyRater.objects.bulk_create(
+        [StudyRater(study=locked, rater=rater) for rater in raters], ignore_conflicts=True
+    )
+    return locked
+
+
+def _design_hash(study: Study, plan: design_lib.StudyPlan, usernames: dict[str, str]) -> str:
+    """SHA-256 over everything the analysis depends on, in a canonical JSON form."""
+    case_ids = dict(study.cases.values_list("pk", "external_id"))
+    frozen = {
+        "seed": study.seed,
+        "design": study.design,
+        "rubric": study.rubric,
+        "analysis_plan": study.analysis_plan,
+        "arms": sorted(study.arms.values_list("label", "kind")),
+        "raters": sorted(usernames.values()),
+        "assignments": sorted(
+            [
+                usernames[a.rater],
+                case_ids[int(plan.design.comparisons[a.comparison].case_id)],
+                list(a.shown),
+                a.queue_position,
+                a.repeat,
+            ]
+            for a in plan.design.assignments
+        ),
+    }
+    canonical = json.dumps(frozen, sort_keys=True, separators=(",", ":"), default=list)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def design_freeze(*, study: Study) -> Study:
+    """Build the study's comparisons and seats from its design and freeze them with a hash.
+
+    Called by ``study_transition`` inside its transaction, with the study row locked.
+    """
+    if study.assignments.exists():
+        raise DomainError("this study already has a design")
+    inputs = selectors.design_inputs(study=study)
+    try:
+        plan = selectors.design_plan(study=study, inputs=inputs)
+    except design_lib.DesignError as exc:
+        raise DomainError(f"the design cannot be built: {exc}") from None
+
+    comparisons = Comparison.objects.bulk_create(
+        [
+            Comparison(study=study, case_id=int(c.case_id), arm_set=" | ".join(c.arms))
+            for c in plan.design.comparisons
+        ]
+    )
+    links = [
+        Comparison.responses.through(
+            comparison_id=row.pk, response_id=inputs.responses[(spec.case_id, arm)]
+        )
+        for row, spec in zip(comparisons, plan.design.comparisons, strict=True)
+        for arm in spec.arms
+    ]
+    Comparison.responses.through.objects.bulk_create(links)
+    Assignment.objects.bulk_create(
+        [
+            Assignment(
+                study=study,
+                comparison=comparisons[a.comparison],
+                rater_id=int(a.rater),
+                shown_order=[
+                    inputs.responses[(plan.design.comparisons[a.comparison].case_id, arm)]
+                    for arm in a.shown
+                ],
+                queue_position=a.queue_position,
+                is_repeat=a.repeat,
+            )
+            for a in plan.design.assignments
+        ],
+        batch_size=2_000,
+    )
+    study.design_hash = _design_hash(study, plan, inputs.usernames)
+    study.opened_at = timezone.now()
+    study.save(update_fields=["design_hash", "opened_at"])
+    return study
+
+
+# --- The rater's queue ----------------------------------------------------------------------
+
+
+def _lease(study: Study) -> timedelta:
+    return timedelta(minutes=study.design.get("idle_timeout_minutes", 30))
+
+
+def _claim_from_pool(*, rater: User, study: Study) -> Assignment | None:
+    """A seat released by a coordinator, on a comparison this rater may and does not yet rate."""
+    mine = Assignment.objects.filter(study=study, rater=rater).values("comparison_id")
+    seat = (
+        Assignment.objects.select_for_update(skip_locked=True, of=("self",))
+        .filter(study=study, rater__isnull=True, status=Assignment.Status.PENDING)
+        .exclude(comparison_id__in=mine)
+        .exclude(comparison__case__original_author=rater)
+        .order_by("queue_position", "id")
+        .first()
+    )
+    if seat is None:
+        return None
+    last = Assignment.objects.filter(study=study, rater=rater).aggregate(m=Max("queue_position"))
+    seat.rater = rater
+    seat.queue_position = (last["m"] or 0) + 1
+    return seat
+
+
+def assignment_next(*, rater: User, study: Study) -> Assignment | None:
+    """The rater's current item: the one they hold, else the next in their queue, else the pool.
+
+    Concurrency-safe: seats are taken with ``SELECT ... FOR UPDATE SKIP LOCKED``, so raters
+    asking at once get distinct seats and no comparison gets more raters than it has seats.
+    A reload or a second tab gets the same item back while its lease runs.
+    """
+    if study.status != Study.Status.OPEN:
+        return None
+    now = timezone.now()
+    pending = Assignment.objects.filter(
+        study=study, rater=rater, status=Assignment.Status.PENDING
+    ).order_by("queue_position", "id")
+    for _ in range(3):
+        try:
+            with transaction.atomic():
+                seat = (
+                    pending.filter(leased_until__gt=now).first()
+                    or pending.select_for_update(skip_locked=True).first()
+                    or _claim_from_pool(rater=rater, study=study)
+                )
+                if seat is None:
+                    return None
+                seat.leased_until = now + _lease(study)
+                seat.first_shown_at = seat.first_shown_at or now
+                seat.save(
+                    update_fields=["rater", "queue_position", "leased_until", "first_shown_at"]
+                )
+                return seat
+        except IntegrityError:
+            # Two tabs of one rater claimed two seats of one pooled comparison at once.
+            continue
+    return None
+
+
+@dataclass(frozen=True)
+class ReassignResult:
+    moved: int
+    kept: int  # leased right now, or the new rater authored the case or already rates it
+    dropped_repeats: int
+
+
+@transaction.atomic
+def assignments_reassign(
+    *, study: Study, from_rater: User, to_rater: User | None
+) -> ReassignResult:
+    """Move a rater's pending seats to another physician, or to the pool when ``to_rater`` is None.
+
+    A seat the rater holds right now (an unexpired lease) stays. Their pending repeat showings
+    are dropped: a repeat measures one rater's consistency and means nothing for another.
+    """
+    if study.status != Study.Status.OPEN:
+        raise DomainError("only an open study's items can be reassigned")
+    if to_rater is not None:
+        if to_rater == from_rater:
+            raise DomainError("choose another physician")
+        if not StudyRater.objects.filter(study=study, rater=to_rater).exists():
+            raise DomainError(f"{to_rater.username} is not a rater in this study")
+    now = timezone.now()
+    seats = list(
+        Assignment.objects.select_for_update(skip_locked=True, of=("self",))
+        .filter(study=study, rater=from_rater, status=Assignment.Status.PENDING)
+        .exclude(leased_until__gt=now)
+        .select_related("comparison__case")
+        .order_by("queue_position", "id")
+    )
+    repeats = [seat.pk for seat in seats if seat.is_repeat]
+    Assignment.objects.filter(pk__in=repeats).delete()
+    seats = [seat for seat in seats if not seat.is_repeat]
+    moved = []
+    if to_rater is None:
+        moved = seats
+        for seat in seats:
+            seat.rater = None
+    else:
+        taken = set(
+            Assignment.objects.filter(study=study, rater=to_rater).values_list(
+                "comparison_id", flat=True
+            )
+        )
+        last = Assignment.objects.filter(study=study, rater=to_rater).aggregate(
+            m=Max("queue_position")
+        )["m"]
+        position = (last or 0) + 1
+        for seat in seats:
+            authored = seat.comparison.case.original_author_id == to_rater.pk
+            if seat.comparison_id in taken or authored:
+                continue
+            seat.rater = to_rater
+            seat.queue_position = position
+            position += 1
+            moved.append(seat)
+    Assignment.objects.bulk_update(moved, ["rater", "queue_position"])
+    kept = Assignment.objects.filter(
+        study=study, rater=from_rater, status=Assignment.Status.PENDING
+    ).count()
+    return ReassignResult(moved=len(moved), kept=kept, dropped_repeats=len(repeats))
+
+
+@transaction.atomic
+def rater_remind(*, study: Study, rater: User) -> StudyRater:
+    """E-mail the rater a nudge with their progress, and record that it was sent."""
+    link = StudyRater.objects.select_for_update().get(study=study, rater=rater)
+    if not rater.email:
+        raise DomainError(f"{rater.username} has no e-mail address; remind them another way")
+    progress = selectors.rater_progress(rater=rater, study=study)
+    send_mail(
+        subject="A reminder: blinded ratings are waiting for you",
+        message=(
+            f"Hello {rater.get_username()},\n\nYou have rated {progress.done} of "
+            f"{progress.total} items in “{study.title}”. Sign in to continue where you left "
+            "off; your place in the queue is kept.\n"
+        ),
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        recipient_list=[rater.email],
+    )
+    link.reminded_at = timezone.now()
+    link.reminder_count += 1
+    link.save(update_fields=["reminded_at", "reminder_count"])
+    return link
+
+
+# --- Judgments ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RatingInput:
+    position: int
+    scores: dict[str, int | None]
+    hallucination: str = ""
+    severity: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class JudgmentInput:
+    preference: str
+    ratings: tuple[RatingInput, ...]
+    rationale: str = ""
+
+
+def preference_choices(design: dict, positions: int) -> list[str]:
+    choices = [position_letter(i) for i in range(positions)]
+    if design.get("mode") == "pairwise" and design.get("allow_tie", True):
+        choices.append(Judgment.Preference.TIE)
+    if design.get("allow_both_unacceptable", True):
+        choices.append(Judgment.Preference.NONE)
+    return choices
+
+
+def _judgment_errors(study: Study, positions: int, data: JudgmentInput) -> dict[str, str]:
+    rubric = Rubric.model_validate(study.rubric)
+    errors: dict[str, str] = {}
+    if data.preference not in preference_choices(study.design, positions):
+        errors["preference"] = "Choose which response you prefer."
+    if study.design.get("rationale_required") and not data.rationale.strip():
+        errors["rationale"] = "Give a short rationale for your choice."
+    if len(data.rationale) > MAX_RATIONALE:
+        errors["rationale"] = f"Keep the rationale under {MAX_RATIONALE} characters."
+    by_position = {r.position: r for r in data.ratings}
+    if sorted(by_position) != list(range(positions)) or len(data.ratings) != positions:
+        errors["ratings"] = "Rate every response."
+    flag = rubric.hallucination
+    for position, rating in by_position.items():
+        letter = position_letter(position) if 0 <= position < 8 else str(position)
+        for dimension in rubric.dimensions:
+            value = rating.scores.get(dimension.key)
+            if value is None or not dimension.scale_min <= value <= dimension.scale_max:
+                errors[f"{letter}.{dimension.key}"] = (
+                    f"Rate {dimension.title.lower()} from {dimension.scale_min} to "
+                    f"{dimension.scale_max}."
+                )
+        extra = set(rating.scores) - {d.key for d in rubric.dimensions}
+        if extra:
+            errors[f"{letter}.scores"] = f"Unknown dimensions: {', '.join(sorted(extra))}."
+        if flag.enabled:
+            if rating.hallucination not in flag.types:
+                errors[f"{letter}.hallucination"] = "Say whether this response hallucinates."
+            elif (
+                rating.hallucination != NO_HALLUCINATION and rating.severity not in flag.severities
+            ):
+                errors[f"{letter}.severity"] = "Choose how severe the hallucination is."
+        if len(rating.note) > MAX_NOTE or (rating.note and not flag.note_allowed):
+            errors[f"{letter}.note"] = f"Notes are limited to {MAX_NOTE} characters."
+    return errors
+
+
+def _normalised(data: JudgmentInput, flag_enabled: bool) -> JudgmentInput:
+    """One canonical form, so a retried submission compares equal to the stored one."""
+    ratings = tuple(
+        RatingInput(
+            position=r.position,
+            scores={k: int(v) for k, v in sorted(r.scores.items()) if v is not None},
+            hallucination=r.hallucination if flag_enabled else "",
+            severity=(r.severity if flag_enabled and r.hallucination != NO_HALLUCINATION else ""),
+            note=r.note.strip(),
+        )
+        for r in sorted(data.ratings, key=lambda r: r.position)
+    )
+    return JudgmentInput(
+        preference=data.preference, ratings=ratings, rationale=data.rationale.strip()
+    )
+
+
+def judgment_snapshot(judgment: Judgment) -> dict[str, Any]:
+    data = JudgmentInput(
+        preference=judgment.preference,
+        rationale=judgment.rationale,
+        ratings=tuple(
+            RatingInput(
+                position=r.position,
+                scores=dict(sorted(r.scores.items())),
+                hallucination=r.hallucination,
+                severity=r.severity,
+                note=r.note,
+            )
+            for r in judgment.ratings.order_by("position")
+        ),
+    )
+    return asdict(data)
+
+
+def _preferred_response(assignment: Assignment, preference: str) -> int | None:
+    if len(preference) == 1 and preference.isalpha():
+        return assignment.shown_order["ABCDEFGH".index(preference)]
+    return None
+
+
+def _store_ratings(judgment: Judgment, assignment: Assignment, data: JudgmentInput) -> None:
+    ResponseRating.objects.filter(judgment=judgment).delete()
+    ResponseRating.objects.bulk_create(
+        ResponseRating(
+            judgment=judgment,
+            position=r.position,
+            response_id=assignment.shown_order[r.position],
+            scores=r.scores,
+            hallucination=r.hallucination,
+            severity=r.severity,
+            note=r.note,
+        )
+        for r in data.ratings
+    )
+
+
+def _judgment_update(
+    judgment: Judgment,
+    assignment: Assignment,
+    data: JudgmentInput,
+    *,
+    revision: int,
+    editor: User,
+    reason: str,
+) -> tuple[Judgment, str]:
+    before = judgment_snapshot(judgment)
+    after = asdict(data)
+    if before == after:
+        return judgment, "unchanged"
+    if revision != judgment.revision:
+        raise StaleJudgment(
+            "You already rated this item (perhaps in another tab), so this form was out of "
+            "date and nothing was changed. Open the item from your list to edit it."
+        )
+    judgment.preference = data.preference
+    judgment.preferred_response_id = _preferred_response(assignment, data.preference)
+    judgment.rationale = data.rationale
+    judgment.revision += 1
+    judgment.save(
+        update_fields=["preference", "preferred_response", "rationale", "revision", "updated_at"]
+    )
+    _store_ratings(judgment, assignment, data)
+    JudgmentEdit.objects.create(
+        judgment=judgment, editor=editor, reason=reason.strip(), before=before, after=after
+    )
+    return judgment, "updated"
+
+
+def judgment_record(
+    *,
+    assignment: Assignment,
+    rater: User,
+    data: JudgmentInput,
+    revision: int = 0,
+    reason: str = "",
+) -> tuple[Judgment, str]:
+    """Store a rater's judgment of an item; returns it with "created", "unchanged" or "updated".
+
+    Exactly one judgment per item, whatever arrives: the assignment row is locked, the
+    database holds a one-to-one constraint, and a resubmission identical to what is stored is
+    a no-op. A different submission is an edit only when ``revision`` matches the stored one
+    (the edit form carries it); otherwise it raises ``StaleJudgment`` and changes nothing.
+    Every edit is audited with the old and new values.
+    """
+    study = assignment.study
+    if study.status != Study.Status.OPEN:
+        raise DomainError("This study is no longer open for rating; nothing was changed.")
+    positions = len(assignment.shown_order)
+    errors = _judgment_errors(study, positions, data)
+    if errors:
+        raise JudgmentInvalid(errors)
+    data = _normalised(data, Rubric.model_validate(study.rubric).hallucination.enabled)
+    for _ in range(2):
+        try:
+            with transaction.atomic():
+                locked = Assignment.objects.select_for_update().get(pk=assignment.pk, rater=rater)
+                existing = Judgment.objects.filter(assignment=locked).first()
+                if existing is not None:
+                    return _judgment_update(
+                        existing, locked, data, revision=revision, editor=rater, reason=reason
+                    )
+                now = timezone.now()
+                seconds = None
+                if locked.first_shown_at is not None:
+                    cap = _lease(study).total_seconds()
+                    seconds = min((now - locked.first_shown_at).total_seconds(), cap)
+                judgment = Judgment.objects.create(
+                    assignment=locked,
+                    study=study,
+                    rater=rater,
+                    preference=data.preference,
+                    preferred_response_id=_preferred_response(locked, data.preference),
+                    rationale=data.rationale,
+                    seconds_on_item=seconds,
+                )
+                _store_ratings(judgment, locked, data)
+                locked.status = Assignment.Status.DONE
+                locked.done_at = now
+                locked.leased_until = None
+                locked.save(update_fields=["status", "done_at", "leased_until"])
+                return judgment, "created"
+        except IntegrityError:
+            # A concurrent submission created it first (databases without row locks).
+            continue
+    raise StaleJudgment("This item was being saved twice at once; reload the page.")

@@ -1,0 +1,116 @@
+// Keyboard-first rating: keys answer the question in focus, else the next unanswered one.
+// Loaded as a file under the Content-Security-Policy (script-src 'self'); no inline code.
+(function () {
+  "use strict";
+
+  function ratingForm() {
+    return document.querySelector("form.rating-form");
+  }
+
+  function visible(fieldset) {
+    return !fieldset.hidden && !fieldset.disabled;
+  }
+
+  function questions(form) {
+    return Array.from(form.querySelectorAll("fieldset[data-shortcuts]")).filter(visible);
+  }
+
+  function answered(fieldset) {
+    return fieldset.querySelector("input[type=radio]:checked") !== null;
+  }
+
+  function focusQuestion(fieldset) {
+    const radio =
+      fieldset.querySelector("input[type=radio]:checked") ||
+      fieldset.querySelector("input[type=radio]");
+    if (radio) {
+      radio.focus();
+      fieldset.scrollIntoView({ block: "nearest" });
+    }
+  }
+
+  // Severity only means something once a hallucination is flagged; hidden and disabled
+  // otherwise, so it is neither asked for nor submitted (the server ignores it for "none").
+  function syncSeverity(form) {
+    form.querySelectorAll("fieldset[data-severity-for]").forEach(function (fieldset) {
+      const chosen = form.querySelector(
+        'input[name="' + fieldset.dataset.severityFor + '"]:checked'
+      );
+      const show = chosen !== null && chosen.value !== "none";
+      fieldset.hidden = !show;
+      fieldset.disabled = !show;
+    });
+  }
+
+  function focusNext(form) {
+    const next = questions(form).find(function (fieldset) {
+      return !answered(fieldset);
+    });
+    if (next) {
+      focusQuestion(next);
+    } else {
+      form.querySelector("button[type=submit]").focus();
+    }
+  }
+
+  function answer(form, target, key) {
+    const current = target.closest ? target.closest("fieldset[data-shortcuts]") : null;
+    const candidates = [];
+    if (current && visible(current)) candidates.push(current);
+    questions(form).forEach(function (fieldset) {
+      if (fieldset !== current && !answered(fieldset)) candidates.push(fieldset);
+    });
+    const preference = form.querySelector("fieldset[data-preference]");
+    if (preference) candidates.push(preference);
+    for (const fieldset of candidates) {
+      const radio = fieldset.querySelector(
+        'input[type=radio][data-key="' + CSS.escape(key) + '"]'
+      );
+      if (radio) {
+        radio.checked = true;
+        syncSeverity(form);
+        focusNext(form);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  document.addEventListener("keydown", function (event) {
+    const form = ratingForm();
+    if (!form || event.altKey || event.isComposing) return;
+    const target = event.target;
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+      event.preventDefault();
+      form.requestSubmit();
+      return;
+    }
+    if (event.ctrlKey || event.metaKey) return;
+    if (target.matches && target.matches("textarea, input[type=text], select")) return;
+    if (event.key === "Enter") {
+      if (target.matches && target.matches("a, button")) return;
+      if (!form.contains(target) && target !== document.body) return;
+      event.preventDefault();
+      form.requestSubmit();
+      return;
+    }
+    if (event.key.length === 1 && answer(form, target, event.key.toLowerCase())) {
+      event.preventDefault();
+    }
+  });
+
+  document.addEventListener("change", function (event) {
+    const form = ratingForm();
+    if (form && form.contains(event.target)) syncSeverity(form);
+  });
+
+  function start() {
+    const form = ratingForm();
+    if (!form) return;
+    syncSeverity(form);
+    focusNext(form);
+  }
+
+  document.addEventListener("DOMContentLoaded", start);
+  document.addEventListener("htmx:afterSettle", start);
+})();

@@ -1,0 +1,124 @@
+"""An open study ready for rating, built through the real services (no design rows by hand).
+
+Arm, response and case primary keys start far above anything a page prints for another
+reason (scores 1-5, counts), so a blinding scan can look for them as whole numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from itertools import combinations
+
+from clinic_eval import services
+from clinic_eval.models import Arm, Case, Response, Study, User
+from clinic_eval.study_config import default_analysis_plan, default_design, default_rubric
+from tests.factories import CaseFactory, UserFactory
+
+ARM_LABELS = ("SFT-arm-q7", "GRPO-arm-k3", "DPO-arm-z9")
+ORIGINAL_LABEL = "Original-arm-p4"
+BASE_PK = 7_340_000
+
+
+@dataclass
+class OpenStudy:
+    study: Study
+    raters: list[User]
+    arms: list[Arm]
+    cases: list[Case]
+    responses: list[Response] = field(default_factory=list)
+
+
+def physicians(n: int, prefix: str = "rater") -> list[User]:
+    return [UserFactory(username=f"{prefix}-{i:02d}", role=User.Role.PHYSICIAN) for i in range(n)]
+
+
+def open_study(
+    *,
+    coordinator: User,
+    raters: Sequence[User],
+    n_cases: int = 6,
+    labels: Sequence[str] = (*ARM_LABELS[:2], ORIGINAL_LABEL),
+    mode: str = "pairwise",
+    raters_per_item: int = 2,
+    texts: dict[str, str] | None = None,
+    authors: dict[int, User] | None = None,
+    **design: object,
+) -> OpenStudy:
+    study = services.study_create(title="Blinded rating test", created_by=coordinator)
+    arms = []
+    for offset, label in enumerate(labels):
+        kind = Arm.Kind.PHYSICIAN_ORIGINAL if label == ORIGINAL_LABEL else Arm.Kind.IMPORTED
+        arms.append(
+            Arm.objects.create(
+                pk=BASE_PK + 900 + offset + 10 * Arm.objects.count(),
+                study=study,
+                label=label,
+                kind=kind,
+            )
+        )
+    cases, responses = [], []
+    next_pk = BASE_PK + 1000 * (Response.objects.count() + 1)
+    for index in range(n_cases):
+        author = (authors or {}).get(index)
+        case = CaseFactory(
+            study=study,
+            original_author=author,
+            original_author_ref=author.username if author else "",
+        )
+        cases.append(case)
+        for arm in arms:
+            text = (texts or {}).get(arm.label, f"**Plan** for case {index}: IVF, then review.")
+            responses.append(
+                Response.objects.create(
+                    pk=next_pk, case=case, arm=arm, raw_text=text, display_text=text
+                )
+            )
+            next_pk += 1
+    arm_sets = (
+        [list(pair) for pair in combinations(labels, 2)] if mode == "pairwise" else [list(labels)]
+    )
+    config = default_design() | {
+        "mode": mode,
+        "best_of_n": len(labels) if mode == "best_of_n" else 3,
+        "arm_sets": arm_sets,
+        "raters_per_item": raters_per_item,
+        **design,
+    }
+    services.study_design_update(
+        study=study,
+        design=config,
+        rubric=default_rubric(),
+        analysis_plan=default_analysis_plan(),
+        rater_ids=[r.pk for r in raters],
+    )
+    services.study_transition(study=study, to_status=Study.Status.READY)
+    study = services.study_transition(study=study, to_status=Study.Status.OPEN)
+    return OpenStudy(study=study, raters=list(raters), arms=arms, cases=cases, responses=responses)
+
+
+def full_answer(positions: int = 2, preference: str = "A", **extra: object) -> dict[str, str]:
+    """A complete rating form POST for the default rubric."""
+    data = {"preference": preference, "rationale": "Clearer plan.", "revision": "0"}
+    for position in range(positions):
+        letter = "ABCDEFGH"[position]
+        data[f"{letter}-reasoning_clarity"] = "4"
+        data[f"{letter}-treatment_feasibility"] = "3"
+        data[f"{letter}-hallucination"] = "none"
+    data.update({k: str(v) for k, v in extra.items()})
+    return data
+
+
+def judgment_input(positions: int = 2, preference: str = "A") -> services.JudgmentInput:
+    return services.JudgmentInput(
+        preference=preference,
+        rationale="Clearer plan.",
+        ratings=tuple(
+            services.RatingInput(
+                position=p,
+                scores={"reasoning_clarity": 4, "treatment_feasibility": 3},
+                hallucination="none",
+            )
+            for p in range(positions)
+        ),
+    )
