@@ -466,3 +466,12 @@ def study_monitoring(*, study: Study) -> StudyMonitor:
         pooled=Count("id", filter=Q(rater__isnull=True, status=Assignment.Status.PENDING)),
     )
     return StudyMonitor(raters=rows, **totals)
+
+
+def rater_idle_timeout_minutes(*, rater: User) -> int | None:
+    """The shortest idle timeout among the open studies this physician rates, if any."""
+    designs = Study.objects.filter(rater_links__rater=rater, status=Study.Status.OPEN).values_list(
+        "design", flat=True
+    )
+    minutes = [d.get("idle_timeout_minutes") for d in designs if d.get("idle_timeout_minutes")]
+    return min(minutes) if minutes else None

@@ -219,7 +219,7 @@ def assignment_next(*, rater: User, study: Study) -> Assignment | None:
     asking at once get distinct seats and no comparison gets more raters than it has seats.
     A reload or a second tab gets the same item back while its lease runs.
     """
-    if study.status != Study.Status.OPEN:
+    if not Study.objects.filter(pk=study.pk, status=Study.Status.OPEN).exists():
         return None
     now = timezone.now()
     pending = Assignment.objects.filter(
