@@ -18,9 +18,23 @@ DEMO_QUESTION = (
     "All cases and responses in this study are synthetic; the four model arms are simulated "
     "text written by the generator, not model outputs."
 )
+# A second study, in draft, where a coordinator runs real generation jobs on tiny models;
+# the first is open for rating, and an open study's responses are frozen.
+DEMO_GENERATION_TITLE = "Demo: generation with tiny local models (synthetic cases)"
+DEMO_GENERATION_QUESTION = (
+    "A sandbox for generation jobs: four arms on a random-init tiny Llama and its LoRA "
+    "adapters, built locally. Their text is noise; the point is the job machinery."
+)
 DEMO_COORDINATOR = ("coordinator", "demo-coordinator-pass")
 # Usernames match synthetic original-decision authors, so some cases are their own.
-DEMO_PHYSICIANS = (("dr-01", "demo-physician-pass"), ("dr-02", "demo-physician-pass"))
+DEMO_PHYSICIANS = (
+    ("dr-01", "demo-physician-pass"),
+    ("dr-02", "demo-physician-pass"),
+    ("dr-03", "demo-physician-pass"),
+)
+# The paradox study's three-way comparison, pairwise: SFT vs GRPO vs the physician's own plan.
+DEMO_PAIRS = [["GRPO-sim", "SFT-sim"], ["Physician", "SFT-sim"], ["GRPO-sim", "Physician"]]
+DEMO_ITEMS_PER_RATER = 12
 SIMULATED_ARM_STYLES = {
     "SFT-sim": "Structured assessment, key findings, plan and rationale; clear reasoning.",
     "DPO-sim": "Warm, patient-friendly and verbose; hedges and adds counselling points.",
@@ -41,6 +55,19 @@ def _demo_user(username: str, password: str, role: str) -> User:
     if user is None:
         return services.user_create(username=username, password=password, role=role)
     return user
+
+
+def _demo_import(study: Study, coordinator: User, kind: str, rows: list, name: str) -> None:
+    data_import = services.data_import_create(
+        study=study,
+        kind=kind,
+        filename=f"{name}.jsonl",
+        content=synthetic.dumps_jsonl(rows).encode("utf-8"),
+        created_by=coordinator,
+    )
+    data_import = services.data_import_run(import_id=data_import.pk)
+    if data_import.status != DataImport.Status.SUCCEEDED:
+        raise services.DomainError(f"the demo {kind} did not import: {data_import.errors[:3]}")
 
 
 @transaction.atomic
@@ -72,19 +99,39 @@ def demo_seed(*, n_cases: int = 240, seed: int = 1) -> DemoAccounts:
     )
     cases = synthetic.generate_cases(n=n_cases, seed=seed)
     responses = synthetic.generate_simulated_responses(cases, seed=seed)
-    for kind, rows, filename in (
-        (DataImport.Kind.CASES, cases, f"synthetic-cases-seed{seed}.jsonl"),
-        (DataImport.Kind.RESPONSES, responses, f"simulated-responses-seed{seed}.jsonl"),
-    ):
-        data_import = services.data_import_create(
-            study=study,
-            kind=kind,
-            filename=filename,
-            content=synthetic.dumps_jsonl(rows).encode("utf-8"),
-            created_by=coordinator,
-        )
-        data_import = services.data_import_run(import_id=data_import.pk)
-        if data_import.status != DataImport.Status.SUCCEEDED:
-            raise services.DomainError(f"the demo {kind} did not import: {data_import.errors[:3]}")
+    _demo_import(study, coordinator, DataImport.Kind.CASES, cases, f"synthetic-cases-seed{seed}")
+    _demo_import(
+        study, coordinator, DataImport.Kind.RESPONSES, responses, f"simulated-responses-seed{seed}"
+    )
+    sandbox = services.study_create(
+        title=DEMO_GENERATION_TITLE, question=DEMO_GENERATION_QUESTION, created_by=coordinator
+    )
+    _demo_import(sandbox, coordinator, DataImport.Kind.CASES, cases, f"synthetic-cases-seed{seed}")
     services.study_transition(study=study, to_status=Study.Status.READY)
+    services.study_design_update(
+        study=study,
+        design=study.design
+        | {
+            "arm_sets": DEMO_PAIRS,
+            "raters_per_item": 2,
+            "cases_per_rater": DEMO_ITEMS_PER_RATER,
+            "repeat_fraction": 0.1,
+        },
+        rubric=study.rubric,
+        analysis_plan=study.analysis_plan
+        | {
+            "primary": {
+                "kind": "preference",
+                "arm_a": "SFT-sim",
+                "arm_b": "GRPO-sim",
+                "dimension": "",
+            }
+        },
+        rater_ids=list(
+            User.objects.filter(username__in=[u for u, _ in DEMO_PHYSICIANS]).values_list(
+                "pk", flat=True
+            )
+        ),
+    )
+    services.study_transition(study=study, to_status=Study.Status.OPEN)
     return DemoAccounts(study=study, created=True, accounts=accounts)

@@ -46,3 +46,11 @@ class IsCoordinator(BasePermission):
     def has_permission(self, request: Request, view: APIView) -> bool:
         user = request.user
         return bool(user and user.is_authenticated and user.is_coordinator)
+
+
+class IsPhysician(BasePermission):
+    message = "This endpoint is for physicians rating a study."
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        user = request.user
+        return bool(user and user.is_authenticated and user.is_physician)

@@ -9,7 +9,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from rest_framework.authtoken.views import obtain_auth_token
 
 from alignment_jobs import urls as job_urls
-from clinic_eval import api, views
+from clinic_eval import api, rater_api, views
 
 coordinator_patterns = [
     path("", views.study_list, name="study_list"),
@@ -69,6 +69,15 @@ api_patterns = [
         "studies/<int:study_id>/imports/<int:import_id>/",
         api.DataImportDetailApi.as_view(),
         name="import_detail",
+    ),
+    # The rater flow: only opaque public ids, as on the rater pages.
+    path("rate/studies/", rater_api.RateStudyListApi.as_view(), name="rate_study_list"),
+    path("rate/studies/<str:study_id>/next/", rater_api.RateNextApi.as_view(), name="rate_next"),
+    path("rate/items/<str:public_id>/", rater_api.RateItemApi.as_view(), name="rate_item"),
+    path(
+        "rate/items/<str:public_id>/judgment/",
+        rater_api.RateJudgmentApi.as_view(),
+        name="rate_judgment",
     ),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     # Swagger UI's page carries one inline <style>; scripts stay restricted to this server.

@@ -11,6 +11,7 @@ from django.db import connection
 from django.test import Client
 from django.urls import reverse
 from pytest_django.live_server_helper import LiveServer
+from rest_framework.test import APIClient
 
 from alignment_jobs.models import GenerationSpec
 from clinic_eval.models import Arm, Assignment, Case, Comparison, Judgment, Response, Study, User
@@ -104,11 +105,44 @@ def walk_queue(client: Client, study: Study) -> Iterator[tuple[str, object]]:
     yield "home again", client.get(reverse("rater:home"))
 
 
+def walk_queue_by_api(client: APIClient, study: Study) -> Iterator[tuple[str, object]]:
+    """The same session through the rater API."""
+    yield "api studies", client.get(reverse("api:rate_study_list"))
+    next_url = reverse("api:rate_next", args=[study.public_id])
+    first = None
+    while (item := client.post(next_url)).status_code == 200:
+        yield "api next", item
+        public_id = item.json()["public_id"]
+        first = first or public_id
+        yield "api item", client.get(reverse("api:rate_item", args=[public_id]))
+        body = {
+            "preference": "A",
+            "rationale": "",
+            "revision": 0,
+            "ratings": [
+                {
+                    "position": letter,
+                    "scores": {"reasoning_clarity": 4, "treatment_feasibility": 2},
+                    "hallucination": "factual",
+                    "severity": "minor",
+                    "note": "",
+                }
+                for letter in "AB"
+            ],
+        }
+        judgment_url = reverse("api:rate_judgment", args=[public_id])
+        yield "api invalid", client.put(judgment_url, body | {"preference": "Q"}, format="json")
+        yield "api submit", client.put(judgment_url, body, format="json")
+    yield "api done", item
+    yield "api edit item", client.get(reverse("api:rate_item", args=[first]))
+
+
 @pytest.mark.django_db
 def test_a_whole_queue_reveals_no_arm_spec_or_internal_id(
     high_ids: None, coordinator: User, physician: User
 ) -> None:
-    built = open_study(coordinator=coordinator, raters=[physician, *physicians(1)])
+    other = physicians(1)[0]
+    built = open_study(coordinator=coordinator, raters=[physician, other])
     model_arm_with_secrets(built)
     transcript = Transcript()
     for what, response in walk_queue(logged_in(physician), built.study):
@@ -116,6 +150,12 @@ def test_a_whole_queue_reveals_no_arm_spec_or_internal_id(
         transcript.add(what, response)
     done = Judgment.objects.filter(rater=physician).count()
     assert done == Assignment.objects.filter(rater=physician).count() == 18
+    api = APIClient()
+    api.force_authenticate(other)
+    for what, response in walk_queue_by_api(api, built.study):
+        assert response.status_code < 500, what  # type: ignore[attr-defined]
+        transcript.add(what, response)
+    assert Judgment.objects.filter(rater=other).count() == 18
     leaks = [
         (what, label)
         for label, pattern in forbidden(built)
@@ -123,7 +163,7 @@ def test_a_whole_queue_reveals_no_arm_spec_or_internal_id(
         if pattern.search(text)
     ]
     assert leaks == []
-    assert len(transcript.pages) > 18 * 3
+    assert len(transcript.pages) > 18 * 3 * 2
 
 
 @pytest.mark.django_db

@@ -16,7 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from clinic_eval.demo import DEMO_COORDINATOR, DEMO_PHYSICIANS, DEMO_TITLE
+from clinic_eval.demo import (
+    DEMO_COORDINATOR,
+    DEMO_GENERATION_TITLE,
+    DEMO_ITEMS_PER_RATER,
+    DEMO_PHYSICIANS,
+    DEMO_TITLE,
+)
 from tests.browser import ConsoleLog, chromium, new_page, sign_in
 
 pytestmark = pytest.mark.slow
@@ -150,8 +156,9 @@ def test_a_physician_sees_only_the_rating_area(demo: str) -> None:
         sign_in(page, demo, *DEMO_PHYSICIANS[0])
         assert page.get_by_role("heading", name="My ratings").is_visible()
         body = page.content()
-        for hidden in ("SFT-sim", "GRPO-sim", DEMO_TITLE, "Studies"):
+        for hidden in ("SFT-sim", "GRPO-sim", DEMO_GENERATION_TITLE, "Studies"):
             assert hidden not in body
+        assert DEMO_TITLE in body, "the physician sees the study they rate, and only that"
         response = page.goto(f"{demo}/coordinator/")
         assert response is not None and response.status == 403
     assert [p for p in console.problems if "403" not in p] == []
@@ -164,7 +171,7 @@ def test_a_coordinator_runs_a_real_cpu_job_on_the_tiny_models_and_watches_it_fin
     with chromium() as browser:
         page = new_page(browser, console)
         sign_in(page, demo, *DEMO_COORDINATOR)
-        page.get_by_role("link", name=DEMO_TITLE).click()
+        page.get_by_role("link", name=DEMO_GENERATION_TITLE).click()
         page.get_by_role("link", name="Generation jobs").click()
         arms = page.locator("table").first.inner_text()
         for label in ("SFT-tiny", "DPO-tiny", "GRPO-tiny", "ICL-tiny"):
@@ -181,4 +188,39 @@ def test_a_coordinator_runs_a_real_cpu_job_on_the_tiny_models_and_watches_it_fin
         assert page.locator("#job-bar").get_attribute("value") == "100"
         assert "12 / 12" in page.locator("#job-progress").inner_text()
         assert "tokens/s" in page.locator("#job-progress").inner_text()
+    assert console.problems == []
+
+
+def test_a_physician_rates_the_demo_study_end_to_end_and_the_coordinator_sees_it(
+    demo: str,
+) -> None:
+    """Issue 4's done-when: a whole queue rated with the keyboard, then progress and balance."""
+    console = ConsoleLog()
+    username, password = DEMO_PHYSICIANS[2]
+    with chromium() as browser:
+        page = new_page(browser, console)
+        sign_in(page, demo, username, password)
+        page.get_by_role("button", name="Start rating").click()
+        page.wait_for_selector("#rating-item")
+        total = int(page.locator("#rating-item h1").inner_text().split(" of ")[1].split()[0])
+        assert DEMO_ITEMS_PER_RATER <= total <= DEMO_ITEMS_PER_RATER + 3
+        for _ in range(total):
+            assert "-sim" not in page.content()
+            before = page.get_attribute("#rating-item", "data-item")
+            page.keyboard.type("43n52nb")
+            page.keyboard.press("Enter")
+            page.locator(f'#rating-item:not([data-item="{before}"])').wait_for()
+        page.get_by_text("All your items are rated").wait_for()
+
+        coordinator = new_page(browser, console)
+        sign_in(coordinator, demo, *DEMO_COORDINATOR)
+        coordinator.get_by_role("link", name=DEMO_TITLE).click()
+        coordinator.get_by_role("link", name="Rater progress").click()
+        rows = coordinator.locator("#monitor tbody tr").all_inner_texts()
+        row = next(r.split("\t") for r in rows if r.startswith(username))
+        assert row[1:3] == [str(total), str(total)], row
+        assert row[5] == "0%", "every choice was B: the side-bias column shows it"
+        coordinator.get_by_role("link", name="Design and balance").click()
+        assert "Positions per arm set" in coordinator.content()
+        assert coordinator.locator(".hash").first.inner_text().strip()
     assert console.problems == []

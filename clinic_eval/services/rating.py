@@ -369,7 +369,7 @@ def _judgment_errors(study: Study, positions: int, data: JudgmentInput) -> dict[
         errors["preference"] = "Choose which response you prefer."
     if study.design.get("rationale_required") and not data.rationale.strip():
         errors["rationale"] = "Give a short rationale for your choice."
-    if len(data.rationale) > MAX_RATIONALE:
+    if len(data.rationale.strip()) > MAX_RATIONALE:
         errors["rationale"] = f"Keep the rationale under {MAX_RATIONALE} characters."
     by_position = {r.position: r for r in data.ratings}
     if sorted(by_position) != list(range(positions)) or len(data.ratings) != positions:
@@ -394,7 +394,9 @@ def _judgment_errors(study: Study, positions: int, data: JudgmentInput) -> dict[
                 rating.hallucination != NO_HALLUCINATION and rating.severity not in flag.severities
             ):
                 errors[f"{letter}.severity"] = "Choose how severe the hallucination is."
-        if len(rating.note) > MAX_NOTE or (rating.note and not flag.note_allowed):
+        if rating.note.strip() and not flag.note_allowed:
+            errors[f"{letter}.note"] = "This study does not take notes on responses."
+        elif len(rating.note) > MAX_NOTE:
             errors[f"{letter}.note"] = f"Notes are limited to {MAX_NOTE} characters."
     return errors
 

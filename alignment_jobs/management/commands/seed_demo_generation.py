@@ -6,17 +6,17 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from alignment_jobs.demo import demo_generation_seed
-from clinic_eval.demo import DEMO_TITLE
+from clinic_eval.demo import DEMO_GENERATION_TITLE
 from clinic_eval.models import Study
 
 
 class Command(BaseCommand):
-    help = "Give the demo study model arms on tiny local models (built once). DEBUG only."
+    help = "Give the demo generation study model arms on tiny local models (built once). DEBUG only."
 
     def handle(self, *args: Any, **options: Any) -> None:
         if not settings.DEBUG:
             raise CommandError("seed_demo_generation is for the local demo; it needs DEBUG=1")
-        study = Study.objects.filter(title=DEMO_TITLE).first()
+        study = Study.objects.filter(title=DEMO_GENERATION_TITLE).first()
         if study is None:
             raise CommandError("run seed_demo first")
         result = demo_generation_seed(study=study)

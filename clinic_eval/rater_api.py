@@ -1,0 +1,327 @@
+"""Rater API: the physician's rating flow (studies, next item, item, judgment) for other
+front ends.
+
+Blinding: every payload is built here from ``selectors.rating_item`` as plain data, and every
+serializer lists its fields, so nothing that maps to an arm (labels, response, comparison or
+case keys, model paths, generation settings) can reach a rater. Items and studies are named
+only by their random public ids, responses only by their on-screen position letter.
+Every endpoint reaches its object through ``study_get_for_rater`` or
+``assignment_get_for_rater``, so anything not the rater's own is a 404.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from clinic_eval import selectors, services
+from clinic_eval.models import Assignment
+from clinic_eval.permissions import IsPhysician
+from clinic_eval.services.rating import position_letter
+from clinic_eval.study_config import Rubric
+
+LETTERS = "ABCDEFGH"
+
+
+class RaterApi(APIView):
+    permission_classes = [IsPhysician]
+
+
+# --- Output ---------------------------------------------------------------------------------
+
+
+class RateDetailOutput(serializers.Serializer):
+    detail = serializers.CharField()
+
+
+class RateProgressOutput(serializers.Serializer):
+    done = serializers.IntegerField()
+    total = serializers.IntegerField()
+
+
+class RateStudyOutput(serializers.Serializer):
+    public_id = serializers.CharField()
+    title = serializers.CharField()
+    status = serializers.CharField()
+    done = serializers.IntegerField()
+    total = serializers.IntegerField()
+
+
+class RateCaseFieldOutput(serializers.Serializer):
+    name = serializers.CharField()
+    value = serializers.JSONField()
+
+
+class RateCaseOutput(serializers.Serializer):
+    fields = RateCaseFieldOutput(many=True)
+    narrative = serializers.CharField()
+
+
+class RateShownResponseOutput(serializers.Serializer):
+    position = serializers.CharField(help_text="The on-screen letter: A, B, ...")
+    text = serializers.CharField(help_text="Markdown as shown to raters; sanitise before display.")
+
+
+class RateDimensionOutput(serializers.Serializer):
+    key = serializers.CharField()
+    title = serializers.CharField()
+    scale_min = serializers.IntegerField()
+    scale_max = serializers.IntegerField()
+    anchors = serializers.DictField(
+        child=serializers.CharField(), help_text="Scale value (as a string) -> anchor text"
+    )
+
+
+class RateHallucinationOutput(serializers.Serializer):
+    enabled = serializers.BooleanField()
+    types = serializers.ListField(child=serializers.CharField())
+    severities = serializers.ListField(child=serializers.CharField())
+    note_allowed = serializers.BooleanField()
+
+
+class RateRubricOutput(serializers.Serializer):
+    dimensions = RateDimensionOutput(many=True)
+    hallucination = RateHallucinationOutput()
+
+
+class RateRatingOutput(serializers.Serializer):
+    position = serializers.CharField()
+    scores = serializers.DictField(child=serializers.IntegerField())
+    hallucination = serializers.CharField(allow_blank=True)
+    severity = serializers.CharField(allow_blank=True)
+    note = serializers.CharField(allow_blank=True)
+
+
+class RateJudgmentOutput(serializers.Serializer):
+    preference = serializers.CharField()
+    rationale = serializers.CharField(allow_blank=True)
+    revision = serializers.IntegerField(help_text="Send this back to edit the judgment.")
+    ratings = RateRatingOutput(many=True)
+
+
+class RateItemOutput(serializers.Serializer):
+    public_id = serializers.CharField()
+    study_id = serializers.CharField(help_text="The study's public id")
+    number = serializers.IntegerField(help_text="1-based place of this item in the queue")
+    progress = RateProgressOutput()
+    case = RateCaseOutput()
+    responses = RateShownResponseOutput(many=True)
+    rubric = RateRubricOutput()
+    choices = serializers.ListField(
+        child=serializers.CharField(), help_text='Position letters, then "tie" and/or "none"'
+    )
+    rationale_required = serializers.BooleanField()
+    judgment = RateJudgmentOutput(allow_null=True)
+
+
+class RateJudgmentResultOutput(serializers.Serializer):
+    outcome = serializers.ChoiceField(choices=["created", "unchanged", "updated"])
+    revision = serializers.IntegerField()
+    next_item = serializers.CharField(
+        allow_null=True, help_text="The public id of the next item, or null when the queue is done"
+    )
+
+
+class RateJudgmentErrorsOutput(serializers.Serializer):
+    detail = serializers.CharField()
+    errors = serializers.DictField(
+        child=serializers.CharField(),
+        help_text='Field -> message; per-response fields are "A.<dimension key>", '
+        '"A.hallucination", "A.severity", "A.note"',
+    )
+
+
+# --- Input ----------------------------------------------------------------------------------
+
+
+class RateRatingInput(serializers.Serializer):
+    position = serializers.RegexField(r"^[A-H]$", help_text="The on-screen letter: A, B, ...")
+    scores = serializers.DictField(child=serializers.IntegerField(allow_null=True))
+    hallucination = serializers.CharField(required=False, allow_blank=True, default="")
+    severity = serializers.CharField(required=False, allow_blank=True, default="")
+    note = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class RateJudgmentInput(serializers.Serializer):
+    preference = serializers.CharField(allow_blank=True)
+    rationale = serializers.CharField(required=False, allow_blank=True, default="")
+    revision = serializers.IntegerField(
+        min_value=0, default=0, help_text="0 for a new judgment; the stored revision to edit"
+    )
+    reason = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=2_000, help_text="Why you edit"
+    )
+    ratings = RateRatingInput(many=True)
+
+
+# --- Plain data for the output serializers --------------------------------------------------
+
+
+def _rubric_data(rubric: dict) -> dict[str, Any]:
+    parsed = Rubric.model_validate(rubric)
+    flag = parsed.hallucination
+    return {
+        "dimensions": [
+            {
+                "key": d.key,
+                "title": d.title,
+                "scale_min": d.scale_min,
+                "scale_max": d.scale_max,
+                "anchors": {str(value): text for value, text in sorted(d.anchors.items())},
+            }
+            for d in parsed.dimensions
+        ],
+        "hallucination": {
+            "enabled": flag.enabled,
+            "types": list(flag.types),
+            "severities": list(flag.severities),
+            "note_allowed": flag.note_allowed,
+        },
+    }
+
+
+def _item_data(item: selectors.RatingItem) -> dict[str, Any]:
+    judgment = None
+    if item.judgment is not None:
+        judgment = {
+            "preference": item.judgment.preference,
+            "rationale": item.judgment.rationale,
+            "revision": item.judgment.revision,
+            "ratings": [
+                {
+                    "position": position_letter(rating.position),
+                    "scores": dict(rating.scores),
+                    "hallucination": rating.hallucination,
+                    "severity": rating.severity,
+                    "note": rating.note,
+                }
+                for rating in sorted(item.judgment.ratings.all(), key=lambda r: r.position)
+            ],
+        }
+    return {
+        "public_id": item.assignment.public_id,
+        "study_id": item.study.public_id,
+        "number": item.number,
+        "progress": {"done": item.progress.done, "total": item.progress.total},
+        "case": {
+            "fields": [{"name": str(name), "value": value} for name, value in item.fields],
+            "narrative": item.narrative,
+        },
+        "responses": [{"position": shown.letter, "text": shown.text} for shown in item.responses],
+        "rubric": _rubric_data(item.study.rubric),
+        "choices": list(item.preference_choices),
+        "rationale_required": bool(item.study.design.get("rationale_required", False)),
+        "judgment": judgment,
+    }
+
+
+def _item_response(assignment: Assignment) -> Response:
+    item = selectors.rating_item(assignment=assignment)
+    return Response(RateItemOutput(_item_data(item)).data)
+
+
+def _judgment_input(payload: dict[str, Any]) -> services.JudgmentInput:
+    return services.JudgmentInput(
+        preference=payload["preference"],
+        rationale=payload["rationale"],
+        ratings=tuple(
+            services.RatingInput(
+                position=LETTERS.index(rating["position"]),
+                scores=dict(rating["scores"]),
+                hallucination=rating["hallucination"],
+                severity=rating["severity"],
+                note=rating["note"],
+            )
+            for rating in payload["ratings"]
+        ),
+    )
+
+
+# --- Endpoints ------------------------------------------------------------------------------
+
+
+class RateStudyListApi(RaterApi):
+    @extend_schema(responses=RateStudyOutput(many=True))
+    def get(self, request: Request) -> Response:
+        rows = [
+            {
+                "public_id": progress.study.public_id,
+                "title": progress.study.title,
+                "status": progress.study.status,
+                "done": progress.done,
+                "total": progress.total,
+            }
+            for progress in selectors.rater_studies(rater=request.user)
+        ]
+        return Response(RateStudyOutput(rows, many=True).data)
+
+
+class RateNextApi(RaterApi):
+    @extend_schema(
+        request=None,
+        responses={200: RateItemOutput, 204: None},
+        description="The item you hold, else the next in your queue (leased to you); "
+        "204 when nothing is left to rate.",
+    )
+    def post(self, request: Request, study_id: str) -> Response:
+        study = selectors.study_get_for_rater(user=request.user, public_id=study_id)
+        assignment = services.assignment_next(rater=request.user, study=study)
+        if assignment is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return _item_response(assignment)
+
+
+class RateItemApi(RaterApi):
+    @extend_schema(responses=RateItemOutput)
+    def get(self, request: Request, public_id: str) -> Response:
+        assignment = selectors.assignment_get_for_rater(user=request.user, public_id=public_id)
+        return _item_response(assignment)
+
+
+class RateJudgmentApi(RaterApi):
+    @extend_schema(
+        request=RateJudgmentInput,
+        responses={
+            201: RateJudgmentResultOutput,
+            200: RateJudgmentResultOutput,
+            400: RateJudgmentErrorsOutput,
+            409: RateDetailOutput,
+        },
+        description="Store your judgment: 201 when created; 200 when identical to the stored "
+        "one (nothing changes) or when an edit with the current revision was saved. "
+        "409 when the judgment changed since you loaded it or the study is closed.",
+    )
+    def put(self, request: Request, public_id: str) -> Response:
+        assignment = selectors.assignment_get_for_rater(user=request.user, public_id=public_id)
+        payload = RateJudgmentInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        try:
+            judgment, outcome = services.judgment_record(
+                assignment=assignment,
+                rater=request.user,
+                data=_judgment_input(payload.validated_data),
+                revision=payload.validated_data["revision"],
+                reason=payload.validated_data["reason"],
+            )
+        except services.JudgmentInvalid as exc:
+            errors = RateJudgmentErrorsOutput(
+                {"detail": "The judgment is incomplete or invalid.", "errors": exc.errors}
+            )
+            return Response(errors.data, status=status.HTTP_400_BAD_REQUEST)
+        except services.DomainError as exc:  # StaleJudgment, or the study is not open
+            return Response(
+                RateDetailOutput({"detail": str(exc)}).data, status=status.HTTP_409_CONFLICT
+            )
+        following = services.assignment_next(rater=request.user, study=assignment.study)
+        result = {
+            "outcome": outcome,
+            "revision": judgment.revision,
+            "next_item": following.public_id if following else None,
+        }
+        code = status.HTTP_201_CREATED if outcome == "created" else status.HTTP_200_OK
+        return Response(RateJudgmentResultOutput(result).data, status=code)
