@@ -548,3 +548,16 @@ def test_design_and_balance_export_as_csv_with_formulas_neutralised(
             (ARM_LABELS[1], ORIGINAL_LABEL),
         ]
     }
+
+
+def test_a_mail_server_that_refuses_gives_a_message_not_a_500(
+    rating: Study, coordinator: User, physician: User, settings: object
+) -> None:
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"  # type: ignore[attr-defined]
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", 1  # type: ignore[attr-defined]
+    User.objects.filter(pk=physician.pk).update(email="dr@example.org")
+    remind = reverse("coordinator:rater_remind", args=[rating.pk, physician.pk])
+    follow = logged_in(coordinator).post(remind, follow=True)
+    assert follow.status_code == 200
+    assert "the mail server did not take the reminder" in follow.content.decode()
+    assert StudyRater.objects.get(study=rating, rater=physician).reminder_count == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import smtplib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import timedelta
@@ -318,6 +319,17 @@ def rater_remind(*, study: Study, rater: User) -> StudyRater:
     if not rater.email:
         raise DomainError(f"{rater.username} has no e-mail address; remind them another way")
     progress = selectors.rater_progress(rater=rater, study=study)
+    try:
+        _send_reminder(study, rater, progress)
+    except (OSError, smtplib.SMTPException) as exc:
+        raise DomainError(f"the mail server did not take the reminder: {exc}") from None
+    link.reminded_at = timezone.now()
+    link.reminder_count += 1
+    link.save(update_fields=["reminded_at", "reminder_count"])
+    return link
+
+
+def _send_reminder(study: Study, rater: User, progress: selectors.RaterProgress) -> None:
     send_mail(
         subject="A reminder: blinded ratings are waiting for you",
         message=(
@@ -328,10 +340,6 @@ def rater_remind(*, study: Study, rater: User) -> StudyRater:
         from_email=settings.DEFAULT_FROM_EMAIL,
         recipient_list=[rater.email],
     )
-    link.reminded_at = timezone.now()
-    link.reminder_count += 1
-    link.save(update_fields=["reminded_at", "reminder_count"])
-    return link
 
 
 # --- Judgments ------------------------------------------------------------------------------
