@@ -2,8 +2,20 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
+from django.http import HttpRequest
 
-from clinic_eval.models import Arm, Case, DataImport, Response, Study, User
+from clinic_eval.models import (
+    Arm,
+    Assignment,
+    Case,
+    DataImport,
+    Judgment,
+    JudgmentEdit,
+    Response,
+    Study,
+    User,
+)
+from clinic_eval.services.rating import FROZEN_STATUSES
 
 
 @admin.register(User)
@@ -26,8 +38,15 @@ class StudyAdmin(admin.ModelAdmin):
     list_filter = ["status"]
     search_fields = ["title"]
     filter_horizontal = ["coordinators"]
-    readonly_fields = ["status_changed_at", "created_at"]
+    readonly_fields = ["status_changed_at", "created_at", "design_hash", "opened_at", "public_id"]
     inlines = [ArmInline]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Study | None = None) -> list[str]:
+        fields = list(self.readonly_fields)
+        if obj is not None and obj.status in FROZEN_STATUSES:
+            # The hash on the study page vouches for these; not even the admin edits them.
+            fields += ["design", "rubric", "analysis_plan", "seed", "status"]
+        return fields
 
 
 @admin.register(Case)
@@ -59,3 +78,33 @@ class DataImportAdmin(admin.ModelAdmin):
         "started_at",
         "finished_at",
     ]
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rating records change only through the rating services, which audit every edit."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(Assignment)
+class AssignmentAdmin(ReadOnlyAdmin):
+    list_display = ["public_id", "study", "rater", "queue_position", "is_repeat", "status"]
+    list_filter = ["status", "is_repeat", "study"]
+
+
+@admin.register(Judgment)
+class JudgmentAdmin(ReadOnlyAdmin):
+    list_display = ["assignment", "rater", "preference", "revision", "created_at", "updated_at"]
+    list_filter = ["study", "preference"]
+
+
+@admin.register(JudgmentEdit)
+class JudgmentEditAdmin(ReadOnlyAdmin):
+    list_display = ["judgment", "editor", "edited_at", "reason"]

@@ -43,9 +43,10 @@ def open_study(
     raters_per_item: int = 2,
     texts: dict[str, str] | None = None,
     authors: dict[int, User] | None = None,
+    title: str = "Blinded rating test",
     **design: object,
 ) -> OpenStudy:
-    study = services.study_create(title="Blinded rating test", created_by=coordinator)
+    study = services.study_create(title=title, created_by=coordinator)
     arms = []
     for offset, label in enumerate(labels):
         kind = Arm.Kind.PHYSICIAN_ORIGINAL if label == ORIGINAL_LABEL else Arm.Kind.IMPORTED

@@ -561,3 +561,9 @@ def test_a_mail_server_that_refuses_gives_a_message_not_a_500(
     assert follow.status_code == 200
     assert "the mail server did not take the reminder" in follow.content.decode()
     assert StudyRater.objects.get(study=rating, rater=physician).reminder_count == 0
+
+
+def test_a_title_that_names_an_arm_cannot_be_opened(coordinator: User) -> None:
+    raters = physicians(2)
+    with pytest.raises(services.DomainError, match="the study title names the arm GRPO-arm-k3"):
+        open_study(coordinator=coordinator, raters=raters, title="Does grpo-arm-k3 win?")

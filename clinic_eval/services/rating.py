@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import smtplib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -144,6 +145,12 @@ def design_freeze(*, study: Study) -> Study:
     """
     if study.assignments.exists():
         raise DomainError("this study already has a design")
+    for label in study.arms.values_list("label", flat=True):
+        if re.search(rf"(?<![\w-]){re.escape(label)}(?![\w-])", study.title, re.IGNORECASE):
+            raise DomainError(
+                f"the study title names the arm {label}, and physicians see the title; "
+                "rename the study before opening it"
+            )
     inputs = selectors.design_inputs(study=study)
     try:
         plan = selectors.design_plan(study=study, inputs=inputs)

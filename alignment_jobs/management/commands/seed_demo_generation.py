@@ -11,7 +11,7 @@ from clinic_eval.models import Study
 
 
 class Command(BaseCommand):
-    help = "Give the demo generation study model arms on tiny local models (built once). DEBUG only."
+    help = "Give the demo generation sandbox model arms on tiny local models. DEBUG only."
 
     def handle(self, *args: Any, **options: Any) -> None:
         if not settings.DEBUG:
