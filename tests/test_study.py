@@ -12,6 +12,7 @@ from pytest_django.fixtures import Settings
 from rest_framework.authtoken.models import Token
 
 from clinic_eval import services
+from clinic_eval.demo import DEMO_GENERATION_TITLE, DEMO_TITLE
 from clinic_eval.models import STUDY_TRANSITIONS, Arm, Study, User
 from clinic_eval.study_config import (
     default_design,
@@ -157,8 +158,13 @@ def test_seed_demo_builds_the_study_once(settings: Settings) -> None:
     first = run("seed_demo", "--cases", "60")
     second = run("seed_demo", "--cases", "60")
     assert first.startswith("Created demo study") and second.startswith("Found demo study")
-    study = Study.objects.get()
-    assert study.status == Study.Status.READY and study.cases.count() == 60
+    study = Study.objects.get(title=DEMO_TITLE)
+    assert study.status == Study.Status.OPEN and study.cases.count() == 60
+    assert len(study.design_hash) == 64
+    raters = set(study.assignments.values_list("rater__username", flat=True))
+    assert raters == {"dr-01", "dr-02", "dr-03"}
+    sandbox = Study.objects.get(title=DEMO_GENERATION_TITLE)
+    assert sandbox.status == Study.Status.DRAFT and sandbox.cases.count() == 60
     labels = dict(study.arms.values_list("label", "kind"))
     assert labels == {
         "SFT-sim": "imported",
