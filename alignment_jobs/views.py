@@ -10,6 +10,7 @@ from django_htmx.http import HttpResponseStopPolling
 
 from alignment_jobs import selectors, services
 from alignment_jobs.forms import JobLaunchForm, ReviewForm, SpecForm
+from clinic_eval.http import wants_partial
 from clinic_eval.permissions import coordinator_required
 from clinic_eval.selectors import study_get_for_coordinator
 from clinic_eval.services import DomainError, response_review
@@ -63,7 +64,7 @@ def job_list(request: HttpRequest, study_id: int) -> HttpResponse:
 def job_detail(request: HttpRequest, study_id: int, job_id: int) -> HttpResponse:
     job = selectors.job_get_for_coordinator(user=request.user, study_id=study_id, job_id=job_id)
     context = {"study": job.study, "job": job, "progress": selectors.job_progress(job=job)}
-    if not request.htmx:
+    if not wants_partial(request):
         return render(request, "alignment_jobs/job_detail.html", context)
     response = render(request, "alignment_jobs/job_detail.html#job-progress", context)
     if job.is_finished:

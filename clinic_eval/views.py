@@ -25,6 +25,7 @@ from clinic_eval.forms import (
     StudyTransitionForm,
     judgment_input,
 )
+from clinic_eval.http import wants_partial
 from clinic_eval.models import Assignment, Judgment, Study, StudyRater, User
 from clinic_eval.permissions import coordinator_required, physician_required
 
@@ -123,7 +124,7 @@ def case_list(request: HttpRequest, study_id: int) -> HttpResponse:
     page = Paginator(cases, CASES_PER_PAGE).get_page(request.GET.get("page"))
     context = {"study": study, "page": page, "stratum": stratum, "q": search}
     template = "coordinator/case_list.html"
-    if request.htmx:
+    if wants_partial(request):
         template += "#case-table"
     return render(request, template, context)
 
@@ -176,7 +177,7 @@ def import_detail(request: HttpRequest, study_id: int, import_id: int) -> HttpRe
         user=request.user, study_id=study_id, import_id=import_id
     )
     context = {"study": data_import.study, "data_import": data_import}
-    if not request.htmx:
+    if not wants_partial(request):
         return render(request, "coordinator/import_detail.html", context)
     response = render(request, "coordinator/import_detail.html#import-status", context)
     if data_import.is_finished:
@@ -321,9 +322,9 @@ def _render_item(
         "is_edit": item.judgment is not None,
         "errors": errors or {},
     }
-    template = "rater/item.html#rating-item" if request.htmx else "rater/item.html"
+    template = "rater/item.html#rating-item" if wants_partial(request) else "rater/item.html"
     response = render(request, template, context, status=status)
-    if request.htmx:
+    if wants_partial(request):
         response["HX-Push-Url"] = reverse("rater:item", args=[assignment.public_id])
     return response
 
@@ -334,7 +335,7 @@ def _queue_done(request: HttpRequest, study: Study) -> HttpResponse:
         "progress": selectors.rater_progress(rater=request.user, study=study),
         "items": selectors.rater_done_items(rater=request.user, study=study),
     }
-    if request.htmx:
+    if wants_partial(request):
         response = render(request, "rater/queue_done.html#queue-done", context)
         response["HX-Push-Url"] = reverse("rater:rated", args=[study.public_id])
         return response
@@ -374,21 +375,21 @@ def rater_item(request: HttpRequest, public_id: str) -> HttpResponse:
         )
     except services.JudgmentInvalid as exc:
         # htmx swaps only 2xx responses by default, so the form with its errors comes as 200.
-        status = 200 if request.htmx else 422
+        status = 200 if wants_partial(request) else 422
         return _render_item(
             request, assignment, values=request.POST.dict(), errors=exc.errors, status=status
         )
     except services.DomainError as exc:
         messages.warning(request, str(exc))
-        return _render_item(request, assignment, status=200 if request.htmx else 409)
+        return _render_item(request, assignment, status=200 if wants_partial(request) else 409)
     if outcome == "updated":
         messages.success(request, "Your changes were saved.")
     following = services.assignment_next(rater=request.user, study=study)
     if following is None:
-        if request.htmx:
+        if wants_partial(request):
             return _queue_done(request, study)
         return redirect("rater:rated", study_id=study.public_id)
-    if request.htmx:
+    if wants_partial(request):
         return _render_item(request, following)
     return redirect("rater:item", public_id=following.public_id)
 
@@ -442,7 +443,9 @@ def study_design_preview(request: HttpRequest, study_id: int) -> HttpResponse:
     except DesignError as exc:
         context["problem"] = str(exc)
     template = "coordinator/study_design.html"
-    return render(request, f"{template}#design-preview" if request.htmx else template, context)
+    return render(
+        request, f"{template}#design-preview" if wants_partial(request) else template, context
+    )
 
 
 def _csv_response(
@@ -503,7 +506,9 @@ def study_monitor(request: HttpRequest, study_id: int) -> HttpResponse:
         "reassign_form": ReassignForm(study=study),
     }
     template = "coordinator/study_monitor.html"
-    return render(request, f"{template}#monitor-table" if request.htmx else template, context)
+    return render(
+        request, f"{template}#monitor-table" if wants_partial(request) else template, context
+    )
 
 
 def _study_rater(request: HttpRequest, study_id: int, rater_id: int) -> tuple[Study, User]:

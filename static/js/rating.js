@@ -104,12 +104,27 @@
     if (form && form.contains(event.target)) syncSeverity(form);
   });
 
+  // On load the first unanswered question has focus; on an edit (all answered) the first
+  // question does, so a changed score is one key press away.
   function start() {
     const form = ratingForm();
     if (!form) return;
     syncSeverity(form);
-    focusNext(form);
+    const all = questions(form);
+    if (all.length && all.every(answered)) {
+      focusQuestion(all[0]);
+    } else {
+      focusNext(form);
+    }
   }
+
+  // With no history cache (historyCacheSize 0: rated items stay out of localStorage), Back
+  // would fetch the item as an htmx request and get only the partial, losing the page around
+  // it; load the whole page instead.
+  document.addEventListener("htmx:historyCacheMiss", function (event) {
+    event.preventDefault();
+    window.location.reload();
+  });
 
   document.addEventListener("DOMContentLoaded", start);
   document.addEventListener("htmx:afterSettle", start);
