@@ -415,3 +415,22 @@ class JudgmentEdit(models.Model):
 
     def __str__(self) -> str:
         return f"edit of {self.judgment} at {self.edited_at}"
+
+
+class ExportLog(models.Model):
+    """Who exported what, when, with which filters, and how many rows left the building."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="export_logs")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    what = models.CharField(max_length=64)  # "zip", a file name, or "report"
+    filters = models.JSONField(default=dict, blank=True)
+    via = models.CharField(max_length=8, default="web")  # web | api | command
+    row_count = models.PositiveBigIntegerField(null=True, blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.what} of {self.study} by {self.user} at {self.started_at}"

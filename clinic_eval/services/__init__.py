@@ -5,6 +5,7 @@ the rater queue and judgments. Both are re-exported so callers write ``services.
 """
 
 from clinic_eval.services.errors import DomainError, JudgmentInvalid, StaleJudgment
+from clinic_eval.services.exports import export_log_finish, export_log_start
 from clinic_eval.services.rating import (
     JudgmentInput,
     RatingInput,
@@ -55,6 +56,8 @@ __all__ = [
     "data_import_run",
     "data_import_submit",
     "design_freeze",
+    "export_log_finish",
+    "export_log_start",
     "judgment_record",
     "physician_original_responses_sync",
     "rater_remind",

@@ -1,0 +1,231 @@
+"""The study report from tidy export tables: one path for the database and for an export.
+
+Pure (pandas, no ORM). ``selectors.study_report`` feeds it frames built from the export row
+sources; ``study_report --from-export`` feeds it the same files read back from CSV. Both go
+through ``tables_from_frames`` and ``options_from_meta``, so they print identical numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from clinic_eval.statistics.report import ReportOptions, StudyTables, build_report
+
+REPORT_FILES = ("judgments.csv", "ratings.csv", "hallucinations.csv", "responses.csv", "cases.csv")
+
+
+def _pivot_layers(frame: pd.DataFrame, source: str, layers: Mapping[str, Any]) -> pd.DataFrame:
+    decisions = frame[source].tolist()
+    columns = {
+        layer: [(d or {}).get(layer) if isinstance(d, dict) else None for d in decisions]
+        for layer in layers
+    }
+    return pd.DataFrame(columns, index=frame.index)
+
+
+def _one_score_per_response(ratings: pd.DataFrame) -> pd.DataFrame:
+    """A rater who met one response in two comparisons (SFT vs GRPO and SFT vs physician on
+    the same case) scored it twice; the statistics pair one score per (case, rater, arm), so
+    the two are averaged."""
+    keys = ["case_id", "rater", "arm", "dimension"]
+    if ratings.empty:
+        return ratings[[*keys, "score"]].reset_index(drop=True)
+    return ratings.groupby(keys, sort=True)["score"].mean().reset_index()[[*keys, "score"]]
+
+
+def tables_from_frames(frames: Mapping[str, pd.DataFrame], meta: Mapping[str, Any]) -> StudyTables:
+    """The statistics' input tables. Repeat showings are left out (they measure consistency)."""
+    layers = meta.get("decision_layers", {})
+    judgments = frames["judgments.csv"]
+    judgments = judgments[(judgments["mode"] == "pairwise") & ~judgments["is_repeat"].astype(bool)]
+    ratings = frames["ratings.csv"]
+    ratings = ratings[~ratings["is_repeat"].astype(bool)]
+    flags = frames["hallucinations.csv"]
+    flags = flags[~flags["is_repeat"].astype(bool)]
+    responses = frames["responses.csv"]
+    responses = responses[responses["sample_index"] == 0]
+    cases = frames["cases.csv"]
+    predictions = pd.concat(
+        [
+            responses[["case_id", "arm"]].reset_index(drop=True),
+            _pivot_layers(responses, "parsed_decision", layers).reset_index(drop=True),
+        ],
+        axis=1,
+    )
+    truth = pd.concat(
+        [
+            cases[["case_id", "stratum"]].reset_index(drop=True),
+            _pivot_layers(cases, "ground_truth", layers).reset_index(drop=True),
+        ],
+        axis=1,
+    )
+    rename = {"rater": "rater_id"}
+    return StudyTables(
+        judgments=judgments[
+            ["case_id", "rater", "arm_a", "arm_b", "outcome", "left_arm", "right_arm"]
+        ]
+        .rename(columns=rename)
+        .reset_index(drop=True),
+        ratings=_one_score_per_response(ratings).rename(columns=rename),
+        flags=flags[["case_id", "rater", "arm", "kind"]]
+        .rename(columns=rename)
+        .reset_index(drop=True),
+        predictions=predictions,
+        truth=truth,
+    )
+
+
+def options_from_meta(meta: Mapping[str, Any], *, n_boot: int = 1000) -> ReportOptions:
+    plan = meta.get("analysis_plan", {})
+    primary = plan.get("primary", {})
+    endpoint: tuple[str, ...] = ()
+    if primary.get("arm_a") and primary.get("arm_b"):
+        if primary.get("kind") == "likert" and primary.get("dimension"):
+            endpoint = ("likert", primary["dimension"], primary["arm_a"], primary["arm_b"])
+        elif primary.get("kind") == "preference":
+            endpoint = ("preference", primary["arm_a"], primary["arm_b"])
+    return ReportOptions(
+        layers=meta.get("decision_layers", {}),
+        correction=plan.get("correction", "holm"),
+        alpha=plan.get("alpha", 0.05),
+        seed=meta.get("study", {}).get("seed", 0),
+        n_boot=n_boot,
+        primary=endpoint,
+    )
+
+
+def study_report(frames: Mapping[str, pd.DataFrame], meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The full report, with what it was computed from: status (interim?), hash, filters."""
+    study = meta.get("study", {})
+    report = build_report(tables_from_frames(frames, meta), options_from_meta(meta))
+    report["study"] = {
+        "title": study.get("title", ""),
+        "status": study.get("status", ""),
+        "interim": study.get("status") != "closed",
+        "design_hash": meta.get("design_hash", ""),
+        "filters": meta.get("filters", {}),
+    }
+    return report
+
+
+# --- Reading an export back -----------------------------------------------------------------
+
+
+def _read_member(source: Path, name: str) -> str:
+    if source.is_dir():
+        return (source / name).read_text(encoding="utf-8")
+    with zipfile.ZipFile(source) as archive:
+        return archive.read(name).decode("utf-8")
+
+
+def read_export(source: Path) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """The frames and study.json of an export (a folder or the zip itself), typed as exported."""
+    from clinic_eval.export_schema import FILE_COLUMNS, decode
+
+    meta = json.loads(_read_member(source, "study.json"))
+    frames = {}
+    for name in REPORT_FILES:
+        columns = FILE_COLUMNS[name]
+        reader = csv.reader(io.StringIO(_read_member(source, name), newline=""))
+        header = next(reader)
+        if header != [c.name for c in columns]:
+            raise ValueError(f"{name}: unexpected columns {header}")
+        kinds = [c.kind for c in columns]
+        rows = [
+            tuple(decode(kind, cell) for kind, cell in zip(kinds, row, strict=True))
+            for row in reader
+        ]
+        frames[name] = pd.DataFrame.from_records(rows, columns=header)
+    return frames, meta
+
+
+def report_text(report: Mapping[str, Any]) -> str:
+    """A plain-text summary for the terminal; the JSON holds everything."""
+    lines = []
+    study = report.get("study", {})
+    lines.append(f"{study.get('title', 'Study')}  [{study.get('status', '')}]")
+    if study.get("interim"):
+        lines.append("INTERIM: the study is still open; these numbers will change.")
+    counts = report.get("counts", {})
+    names = ("judgments", "ratings", "flags", "raters", "cases")
+    lines.append(", ".join(f"{name} {counts.get(name, 0)}" for name in names))
+    primary = report.get("primary")
+    if primary:
+        lines.append("")
+        lines.append(f"Primary endpoint: {' '.join(map(str, primary.get('endpoint', [])))}")
+        if "not_estimable" in primary:
+            lines.append(f"  not estimable: {primary['not_estimable']}")
+        else:
+            lines.append(
+                f"  p = {_num(primary.get('p_value'))}, adjusted within family = "
+                f"{_num(primary.get('p_adjusted_in_family'))}, alpha = {primary.get('alpha')}"
+            )
+    preference = report.get("preference", {})
+    if preference.get("win_rates"):
+        lines += ["", "Win rates (strict; ties and both-unacceptable are not wins)"]
+        for row in preference["win_rates"]:
+            lines.append(
+                f"  {row['arm']:<24} {_pct(row['win_rate'])} "
+                f"[{_pct(row['win_rate_low'])}, {_pct(row['win_rate_high'])}]  "
+                f"n={row['comparisons']} ties={row['ties']} both_bad={row['both_bad']}"
+            )
+    likert = report.get("likert", {})
+    if likert.get("pairwise"):
+        lines += ["", "Likert (Wilcoxon signed-rank, paired by case and rater)"]
+        for row in likert["pairwise"]:
+            lines.append(
+                f"  {row['dimension']:<24} {row['arm_a']} vs {row['arm_b']}: "
+                f"p = {_num(row.get('p_value'))}, adjusted = {_num(row.get('p_adjusted'))}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _num(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
+
+
+def _pct(value: Any) -> str:
+    return "  n/a" if value is None else f"{100 * value:5.1f}%"
+
+
+SUMMARY_TABLES = {
+    "summary/win_rates.csv": ("preference", "win_rates"),
+    "summary/pairwise_preference.csv": ("preference", "pairwise"),
+    "summary/likert_means.csv": ("likert", "means"),
+    "summary/likert_tests.csv": ("likert", "pairwise"),
+    "summary/hallucination_rates.csv": ("hallucination", "rates"),
+    "summary/hallucination_tests.csv": ("hallucination", "pairwise"),
+    "summary/accuracy.csv": ("accuracy", None),
+}
+
+
+def summary_files(report: Mapping[str, Any]) -> dict[str, str]:
+    """The report's tables as CSVs, plus report.json, for the export zip."""
+    from clinic_eval.csvsafe import csv_safe
+    from clinic_eval.statistics.report import report_json
+
+    files = {"report.json": report_json(report)}
+    for name, (section, key) in SUMMARY_TABLES.items():
+        rows = report.get(section)
+        if key is not None:
+            rows = rows.get(key) if isinstance(rows, Mapping) else None
+        if not isinstance(rows, list) or not rows:
+            continue
+        header = list(rows[0])
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\r\n")
+        writer.writerow(header)
+        for row in rows:
+            writer.writerow(
+                [csv_safe(json.dumps(v) if isinstance(v, dict | list) else v) for v in row.values()]
+            )
+        files[name] = buffer.getvalue()
+    return files

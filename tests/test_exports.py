@@ -1,0 +1,140 @@
+"""Exports: tidy files, exact round trip to the report, safe cells, streaming, logging."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from clinic_eval import exports, reporting
+from clinic_eval.csvsafe import csv_safe, csv_unescape
+from clinic_eval.export_schema import SCHEMAS, decode, encode
+from clinic_eval.exports import ExportFilters, RowCounter
+from clinic_eval.models import Assignment, Judgment, ResponseRating, User
+from clinic_eval.statistics.report import report_json
+from tests.rated_study import rated_study
+
+pytestmark = pytest.mark.django_db
+
+
+def zip_bytes(built_study: object, filters: ExportFilters | None = None) -> bytes:
+    counter = RowCounter()
+    extras = lambda: reporting.summary_files(  # noqa: E731
+        exports.study_report(built_study, filters)  # type: ignore[arg-type]
+    )
+    return b"".join(
+        exports.stream_zip(built_study, filters or ExportFilters(), counter, extras)  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def built(coordinator: User) -> object:
+    return rated_study(coordinator)
+
+
+def test_the_report_from_the_database_and_from_its_export_agree_exactly(
+    built: object, tmp_path: Path
+) -> None:
+    study = built.study  # type: ignore[attr-defined]
+    from_db = report_json(exports.study_report(study))
+    archive = tmp_path / "export.zip"
+    archive.write_bytes(zip_bytes(study))
+    frames, meta = reporting.read_export(archive)
+    from_zip = report_json(reporting.study_report(frames, meta))
+    assert from_db == from_zip
+    folder = tmp_path / "unzipped"
+    zipfile.ZipFile(archive).extractall(folder)
+    from_folder = report_json(reporting.study_report(*reporting.read_export(folder)))
+    assert from_folder == from_db
+    report = json.loads(from_db)
+    assert report["counts"]["judgments"] > 20 and report["preference"]["win_rates"]
+    assert report["likert"]["pairwise"] and report["hallucination"]["rates"]
+    assert report["accuracy"] and report["study"]["interim"] is True
+
+
+def test_every_file_has_its_documented_columns_and_one_row_per_unit(built: object) -> None:
+    study = built.study  # type: ignore[attr-defined]
+    archive = zipfile.ZipFile(io.BytesIO(zip_bytes(study)))
+    names = set(archive.namelist())
+    assert {s.name for s in SCHEMAS} | {"data_dictionary.csv", "study.json", "report.json"} <= names
+    assert "summary/win_rates.csv" in names and "summary/likert_tests.csv" in names
+    dictionary = list(csv.DictReader(io.StringIO(archive.read("data_dictionary.csv").decode())))
+    documented = {(row["file"], row["column"]) for row in dictionary if row["column"]}
+    tables = {}
+    for schema in SCHEMAS:
+        rows = list(csv.reader(io.StringIO(archive.read(schema.name).decode(), newline="")))
+        assert rows[0] == schema.header
+        assert {(schema.name, c) for c in schema.header} <= documented
+        tables[schema.name] = rows[1:]
+    assert len(tables["judgments.csv"]) == Judgment.objects.filter(study=study).count()
+    ratings = ResponseRating.objects.filter(judgment__study=study).count()
+    assert len(tables["ratings.csv"]) == ratings * 2  # two Likert dimensions
+    assert len(tables["hallucinations.csv"]) == ratings
+    assert len(tables["assignments.csv"]) == Assignment.objects.filter(study=study).count()
+    assert len(tables["unblinding_key.csv"]) == 2 * len(tables["assignments.csv"])
+    assert len(tables["judgment_edits.csv"]) == 2
+
+
+def test_cells_are_neutralised_quoted_and_read_back_exactly(built: object) -> None:
+    study = built.study  # type: ignore[attr-defined]
+    text = zip_bytes(study)
+    judgments = zipfile.ZipFile(io.BytesIO(text)).read("judgments.csv").decode()
+    assert '"\'=HYPERLINK(""http://x"")"' in judgments, "a formula is neutralised and quoted"
+    assert '"Two lines:\nfirst, then second"' in judgments, "embedded newlines are quoted"
+    assert "\r\n" in judgments and "'-2 doses too many" in judgments
+    rows = list(csv.DictReader(io.StringIO(judgments, newline="")))
+    assert {decode("text", r["rationale"]) for r in rows} >= {
+        '=HYPERLINK("http://x")',
+        "Two lines:\nfirst, then second",
+    }
+
+
+@pytest.mark.parametrize(
+    ("kind", "value"),
+    [
+        ("text", "=1+2"), ("text", "'=x"), ("text", "''"), ("text", "'"), ("text", "-3"),
+        ("text", "\tTab"), ("text", "plain"), ("text", ""), ("int", 7), ("float", 0.1 + 0.2),
+        ("float", None), ("bool", True), ("json", {"a": ["=b", 1]}), ("json", -1),
+    ],
+)  # fmt: skip
+def test_every_kind_of_cell_round_trips(kind: str, value: object) -> None:
+    cell = encode(kind, value)
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerow([cell])
+    (read,) = next(csv.reader(io.StringIO(buffer.getvalue(), newline="")))
+    assert decode(kind, read) == value
+    if isinstance(cell, str) and cell:
+        assert not cell.startswith(("=", "+", "-", "@", "\t", "\r"))
+
+
+def test_formula_escaping_is_its_own_inverse_on_awkward_text() -> None:
+    for text in ["=", "'", "''", "'''=", "@x", "+", "'+1", "a=b", "\r=", "'\t"]:
+        assert csv_unescape(str(csv_safe(text))) == text
+
+
+def test_a_stratum_filter_limits_every_row_file(built: object) -> None:
+    study = built.study  # type: ignore[attr-defined]
+    first = study.cases.order_by("external_id").first()
+    first.stratum = "Confusion"
+    first.save()
+    filters = ExportFilters(stratum="Confusion")
+    frames = exports.study_frames(study, filters)
+    assert set(frames["cases.csv"]["case_id"]) == {first.external_id}
+    assert set(frames["judgments.csv"]["case_id"]) <= {first.external_id}
+    assert exports.study_meta(study, filters)["filters"] == {"stratum": "Confusion"}
+
+
+def test_the_csv_stream_comes_in_chunks_and_counts_rows(
+    built: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(exports, "CHUNK_ROWS", 10)
+    study = built.study  # type: ignore[attr-defined]
+    counter = RowCounter()
+    file = exports.FILES_BY_NAME["ratings.csv"]
+    chunks = list(exports.stream_csv(file, study, ExportFilters(), counter))
+    assert len(chunks) > 5
+    assert counter.rows == ResponseRating.objects.filter(judgment__study=study).count() * 2
