@@ -4,6 +4,8 @@ same selector the pages use, so a physician gets 403 and a foreign study 404."""
 from __future__ import annotations
 
 from django.core.files.uploadedfile import UploadedFile
+from django.http import HttpResponse, StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.pagination import PageNumberPagination
@@ -12,9 +14,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from clinic_eval import selectors, services
+from clinic_eval import exports, selectors, services
 from clinic_eval.models import Arm, Case, DataImport, Study
 from clinic_eval.permissions import IsCoordinator
+from clinic_eval.statistics.report import report_json
+from clinic_eval.views import logged_download
 
 
 class CoordinatorApi(APIView):
@@ -285,3 +289,54 @@ class DataImportDetailApi(CoordinatorApi):
             user=request.user, study_id=study_id, import_id=import_id
         )
         return Response(DataImportOutput(data_import).data)
+
+
+# --- Results and exports --------------------------------------------------------------------
+
+STRATUM_PARAMETER = OpenApiParameter(
+    "stratum", str, description="Only the cases of this stratum (recorded in the export log)."
+)
+
+
+class StudyReportApi(CoordinatorApi):
+    """The full statistical report, as ``study_report --format json`` prints it."""
+
+    @extend_schema(
+        parameters=[STRATUM_PARAMETER],
+        responses={200: OpenApiTypes.OBJECT},
+        description="Every statistic of the study (see docs/statistics.md for the structure).",
+    )
+    def get(self, request: Request, study_id: int) -> HttpResponse:
+        study = selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
+        filters = exports.ExportFilters(stratum=request.query_params.get("stratum", "")[:80])
+        log = services.export_log_start(
+            study=study, user=request.user, what="report", filters=filters.as_dict(), via="api"
+        )
+        report = exports.study_report(study, filters)
+        services.export_log_finish(log=log, row_count=report["counts"]["judgments"])
+        return HttpResponse(report_json(report), content_type="application/json")
+
+
+class StudyExportApi(CoordinatorApi):
+    """The whole export as a zip: every file, the data dictionary, study.json and summaries."""
+
+    @extend_schema(
+        parameters=[STRATUM_PARAMETER],
+        responses={(200, "application/zip"): OpenApiTypes.BINARY},
+    )
+    def get(self, request: Request, study_id: int) -> StreamingHttpResponse:
+        study = selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
+        return logged_download(request, study, "zip", via="api")
+
+
+class StudyExportFileApi(CoordinatorApi):
+    """One export file by name: judgments.csv, ratings.csv, hallucinations.csv, ..."""
+
+    @extend_schema(
+        parameters=[STRATUM_PARAMETER],
+        responses={(200, "text/csv"): OpenApiTypes.BINARY},
+        operation_id="studies_export_file",
+    )
+    def get(self, request: Request, study_id: int, name: str) -> StreamingHttpResponse:
+        study = selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
+        return logged_download(request, study, name, via="api")

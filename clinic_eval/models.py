@@ -73,6 +73,8 @@ class Study(models.Model):
     design_hash = models.CharField(max_length=64, blank=True)
     opened_at = models.DateTimeField(null=True, blank=True)
     public_id = models.CharField(max_length=24, unique=True, default=new_public_id)
+    # The demo's closed study: its ratings were simulated, and its results page says so.
+    simulated_ratings = models.BooleanField(default=False)
     raters = models.ManyToManyField(
         settings.AUTH_USER_MODEL, through="StudyRater", related_name="rated_studies", blank=True
     )

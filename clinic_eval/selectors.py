@@ -6,11 +6,12 @@ foreign object is indistinguishable from a missing one.
 
 from __future__ import annotations
 
+import hashlib
 import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Max, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
@@ -475,3 +476,24 @@ def rater_idle_timeout_minutes(*, rater: User) -> int | None:
     )
     minutes = [d.get("idle_timeout_minutes") for d in designs if d.get("idle_timeout_minutes")]
     return min(minutes) if minutes else None
+
+
+def study_data_version(*, study: Study) -> str:
+    """Changes whenever anything the report reads changes: a cache key for the results page."""
+    judgments = Judgment.objects.filter(study=study).aggregate(
+        n=Count("id"), last=Max("updated_at")
+    )
+    responses = Response.objects.filter(case__study=study).aggregate(
+        n=Count("id"), last=Max("reviewed_at"), made=Max("created_at")
+    )
+    parts = [
+        study.status,
+        study.design_hash,
+        judgments["n"],
+        judgments["last"],
+        responses["n"],
+        responses["last"],
+        responses["made"],
+        study.cases.count(),
+    ]
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:24]

@@ -27,6 +27,13 @@ coordinator_patterns = [
     path("studies/<int:study_id>/design.csv", views.study_design_csv, name="study_design_csv"),
     path("studies/<int:study_id>/balance.csv", views.study_balance_csv, name="study_balance_csv"),
     path("studies/<int:study_id>/monitor/", views.study_monitor, name="study_monitor"),
+    path("studies/<int:study_id>/results/", views.study_results, name="study_results"),
+    path("studies/<int:study_id>/export/", views.study_export, name="study_export"),
+    path(
+        "studies/<int:study_id>/export/<str:name>",
+        views.study_export,
+        name="study_export_file",
+    ),
     path(
         "studies/<int:study_id>/raters/<int:rater_id>/remind/",
         views.rater_remind,
@@ -78,6 +85,13 @@ api_patterns = [
         "rate/items/<str:public_id>/judgment/",
         rater_api.RateJudgmentApi.as_view(),
         name="rate_judgment",
+    ),
+    path("studies/<int:study_id>/report/", api.StudyReportApi.as_view(), name="study_report"),
+    path("studies/<int:study_id>/export/", api.StudyExportApi.as_view(), name="study_export"),
+    path(
+        "studies/<int:study_id>/export/<str:name>",
+        api.StudyExportFileApi.as_view(),
+        name="study_export_file",
     ),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     # Swagger UI's page carries one inline <style>; scripts stay restricted to this server.

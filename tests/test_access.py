@@ -50,6 +50,12 @@ RULES: dict[str, str] = {
     "coordinator:import_create": COORDINATOR,
     "coordinator:import_detail": COORDINATOR,
     "coordinator:study_design": COORDINATOR,
+    "coordinator:study_results": COORDINATOR,
+    "coordinator:study_export": COORDINATOR,
+    "coordinator:study_export_file": COORDINATOR,
+    "api:study_report": COORDINATOR,
+    "api:study_export": COORDINATOR,
+    "api:study_export_file": COORDINATOR,
     "coordinator:study_design_preview": COORDINATOR,
     "coordinator:study_design_csv": COORDINATOR,
     "coordinator:study_balance_csv": COORDINATOR,
@@ -125,6 +131,7 @@ def objects(study: Study, physician: User) -> dict[str, int]:
         "job_id": job.pk,
         "response_id": response.pk,
         "rater_id": physician.pk,
+        "name": "judgments.csv",
     }
 
 

@@ -138,3 +138,110 @@ def test_the_csv_stream_comes_in_chunks_and_counts_rows(
     chunks = list(exports.stream_csv(file, study, ExportFilters(), counter))
     assert len(chunks) > 5
     assert counter.rows == ResponseRating.objects.filter(judgment__study=study).count() * 2
+
+
+def test_study_report_prints_the_same_json_from_the_database_and_the_export(
+    built: object, tmp_path: Path
+) -> None:
+    from django.core.management import call_command
+
+    study = built.study  # type: ignore[attr-defined]
+    archive = tmp_path / "export.zip"
+    archive.write_bytes(zip_bytes(study))
+    outputs = []
+    for source in (["--study", str(study.pk)], ["--from-export", str(archive)]):
+        out = io.StringIO()
+        call_command("study_report", *source, "--format", "json", stdout=out)
+        outputs.append(out.getvalue())
+    assert outputs[0] == outputs[1] and json.loads(outputs[0])["counts"]["judgments"] > 0
+    text = io.StringIO()
+    call_command("study_report", "--study", str(study.pk), stdout=text)
+    assert "INTERIM" in text.getvalue() and "Win rates" in text.getvalue()
+    assert "SFT-arm-q7" in text.getvalue()
+
+
+def test_study_report_refuses_a_folder_that_is_not_an_export(tmp_path: Path) -> None:
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="is not a clinic-eval export"):
+        call_command("study_report", "--from-export", str(tmp_path))
+
+
+def test_downloads_stream_and_are_logged_with_who_what_filters_and_rows(
+    built: object, coordinator: User
+) -> None:
+    from django.urls import reverse
+
+    from clinic_eval.models import ExportLog
+    from tests.conftest import logged_in
+
+    study = built.study  # type: ignore[attr-defined]
+    client = logged_in(coordinator)
+    response = client.get(reverse("coordinator:study_export", args=[study.pk]))
+    assert response.streaming and response["Content-Type"] == "application/zip"
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
+    assert "judgments.csv" in archive.namelist()
+    single = client.get(
+        reverse("coordinator:study_export_file", args=[study.pk, "ratings.csv"]),
+        {"stratum": "General"},
+    )
+    body = b"".join(single.streaming_content).decode()
+    assert body.startswith("item_id,rater,case_id,arm,position,dimension,score,is_repeat\r\n")
+    logs = list(ExportLog.objects.order_by("started_at"))
+    assert [(log.what, log.user, log.via) for log in logs] == [
+        ("zip", coordinator, "web"),
+        ("ratings.csv", coordinator, "web"),
+    ]
+    assert logs[1].filters == {"stratum": "General"}
+    assert logs[1].row_count == body.count("\r\n") - 1 and logs[1].finished_at is not None
+    assert logs[0].row_count > logs[1].row_count
+    missing = client.get(reverse("coordinator:study_export_file", args=[study.pk, "x.csv"]))
+    assert missing.status_code == 404
+
+
+def test_the_report_api_returns_the_study_report(built: object, coordinator: User) -> None:
+    from django.urls import reverse
+    from rest_framework.test import APIClient
+
+    study = built.study  # type: ignore[attr-defined]
+    client = APIClient()
+    client.force_authenticate(coordinator)
+    response = client.get(reverse("api:study_report", args=[study.pk]))
+    assert response.status_code == 200
+    assert response.content.decode() == report_json(exports.study_report(study))
+    file = client.get(reverse("api:study_export_file", args=[study.pk, "cases.csv"]))
+    assert b"".join(file.streaming_content).startswith(b"case_id,stratum,narrative")
+
+
+def test_the_results_page_shows_every_panel_and_is_cached_until_data_change(
+    built: object, coordinator: User
+) -> None:
+    from django.core.cache import cache
+    from django.urls import reverse
+
+    from tests.conftest import logged_in
+
+    cache.clear()
+    study = built.study  # type: ignore[attr-defined]
+    client = logged_in(coordinator)
+    url = reverse("coordinator:study_results", args=[study.pk])
+    html = client.get(url).content.decode()
+    for marker in ('id="primary"', "Interim results", "data:image/svg+xml;base64,", "Win rate"):
+        assert marker in html, marker
+    assert html.count("data:image/svg+xml;base64,") >= 3
+    import re
+
+    from clinic_eval import selectors
+
+    def without_token(page: str) -> str:
+        page = re.sub(r'"X-CSRFToken": "[^"]+"', "", page)
+        return re.sub(r'name="csrfmiddlewaretoken" value="[^"]+"', "", page)
+
+    before = selectors.study_data_version(study=study)
+    assert without_token(client.get(url).content.decode()) == without_token(html)
+    assert "By stratum" in client.get(url, {"stratum": "General"}).content.decode()
+    judgment = Judgment.objects.filter(study=study).first()
+    judgment.rationale = "edited"
+    judgment.save()
+    assert selectors.study_data_version(study=study) != before

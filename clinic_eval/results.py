@@ -1,0 +1,537 @@
+"""The coordinator's results page, shaped from the study report: pure, no database access.
+
+``results_context`` takes the JSON-ready report of ``clinic_eval.statistics.report`` (and the
+ratings table, which the Likert distributions need) and returns what
+``coordinator/study_results.html`` renders: numbers as small display objects that keep the raw
+value (``.estimate``, ``.value``) beside their text, and the plots as base64 SVG data URIs.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
+from clinic_eval import plots
+
+TESTS = {
+    "preference": "Exact two-sided sign test on decisive judgments (ties and "
+    '"both unacceptable" left out)',
+    "likert": "Wilcoxon signed-rank test, paired by case and rater",
+}
+
+
+def _number(value: Any) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    return None if math.isnan(number) or math.isinf(number) else number
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A point estimate with an optional interval; ``str()`` is what the page shows."""
+
+    estimate: float
+    low: float | None = None
+    high: float | None = None
+    percent: bool = False
+    digits: int = 2
+
+    def _format(self, value: float) -> str:
+        if self.percent:
+            return f"{100 * value:.1f}%"
+        return f"{value:.{self.digits}f}"
+
+    @property
+    def text(self) -> str:
+        return self._format(self.estimate)
+
+    @property
+    def interval(self) -> str:
+        if self.low is None or self.high is None:
+            return ""
+        return f"{self._format(self.low)} to {self._format(self.high)}"
+
+    @property
+    def html(self) -> SafeString:
+        """The estimate, then its interval on a line of its own: keeps table columns narrow."""
+        interval = self.interval
+        if not interval:
+            return format_html("{}", self.text)
+        return format_html('{} <span class="ci">{}</span>', self.text, interval)
+
+    def __str__(self) -> str:
+        interval = self.interval
+        return f"{self.text} ({interval})" if interval else self.text
+
+
+def _estimate(
+    value: Any, low: Any = None, high: Any = None, *, percent: bool = False, digits: int = 2
+) -> Estimate | None:
+    number = _number(value)
+    if number is None:
+        return None
+    return Estimate(number, _number(low), _number(high), percent=percent, digits=digits)
+
+
+@dataclass(frozen=True)
+class PValue:
+    value: float
+
+    def __str__(self) -> str:
+        if self.value < 0.001:
+            return "< 0.001"
+        return f"{self.value:.3f}"
+
+    @property
+    def equation(self) -> str:
+        """For running text: "p < 0.001" or "p = 0.012"."""
+        text = str(self)
+        return f"p {text}" if text.startswith("<") else f"p = {text}"
+
+
+def _p(value: Any) -> PValue | None:
+    number = _number(value)
+    return None if number is None else PValue(number)
+
+
+def _significant(p_adjusted: Any, alpha: float) -> bool:
+    number = _number(p_adjusted)
+    return number is not None and number < alpha
+
+
+def _label(name: str) -> str:
+    return name.replace("_", " ").capitalize()
+
+
+def _data_uri(svg: str | None) -> str | None:
+    if svg is None:
+        return None
+    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")
+
+
+def _arms(report: Mapping[str, Any]) -> list[str]:
+    """Every arm in the report, most preferred first (by win rate, then name)."""
+    arms: set[str] = set()
+    preference = report.get("preference") or {}
+    arms |= {row["arm"] for row in preference.get("win_rates") or []}
+    arms |= set((preference.get("bradley_terry") or {}).get("strengths") or {})
+    arms |= {row["arm"] for row in (report.get("likert") or {}).get("means") or []}
+    arms |= {row["arm"] for row in (report.get("hallucination") or {}).get("rates") or []}
+    arms |= {row["arm"] for row in report.get("accuracy") or []}
+    win = plots.preference_by_arm(report)
+    return sorted(arms, key=lambda arm: (-win[arm][0] if arm in win else math.inf, arm))
+
+
+def _layers(report: Mapping[str, Any]) -> list[dict[str, str]]:
+    seen: dict[str, str] = {}
+    for row in report.get("accuracy") or []:
+        seen.setdefault(row["layer"], row.get("title") or _label(row["layer"]))
+    return [{"name": name, "title": title} for name, title in seen.items()]
+
+
+def _headline(report: Mapping[str, Any]) -> dict[str, Any]:
+    preference = report.get("preference") or {}
+    win_rows = {row["arm"]: row for row in preference.get("win_rates") or []}
+    strengths = plots.bt_strengths(report)
+    likert_means = (report.get("likert") or {}).get("means") or []
+    dimensions = sorted({row["dimension"] for row in likert_means})
+    means = {(row["dimension"], row["arm"]): row for row in likert_means}
+    hallucination = {
+        row["arm"]: row
+        for row in (report.get("hallucination") or {}).get("rates") or []
+        if row.get("kind") == "any"
+    }
+    layers = _layers(report)
+    accuracy = {
+        (row["layer"], row["arm"]): row
+        for row in report.get("accuracy") or []
+        if row.get("stratum") == "all"
+    }
+    rows = []
+    for arm in _arms(report):
+        win = win_rows.get(arm, {})
+        bt = strengths.get(arm)
+        halluc = hallucination.get(arm, {})
+        rows.append(
+            {
+                "arm": arm,
+                "comparisons": win.get("comparisons"),
+                "win_rate": _estimate(
+                    win.get("win_rate"),
+                    win.get("win_rate_low"),
+                    win.get("win_rate_high"),
+                    percent=True,
+                ),
+                "bt_strength": _estimate(*bt) if bt else None,
+                "likert": [
+                    _estimate(means.get((d, arm), {}).get("mean"), digits=2) for d in dimensions
+                ],
+                "hallucination": _estimate(
+                    halluc.get("rate"), halluc.get("ci_low"), halluc.get("ci_high"), percent=True
+                ),
+                "accuracy": [
+                    {
+                        "accuracy": _estimate(
+                            accuracy.get((layer["name"], arm), {}).get("accuracy"),
+                            accuracy.get((layer["name"], arm), {}).get("ci_low"),
+                            accuracy.get((layer["name"], arm), {}).get("ci_high"),
+                            percent=True,
+                        ),
+                        "macro_f1": _estimate(
+                            accuracy.get((layer["name"], arm), {}).get("macro_f1"), digits=3
+                        ),
+                    }
+                    for layer in layers
+                ],
+            }
+        )
+    bt_section = preference.get("bradley_terry") or {}
+    return {
+        "rows": rows,
+        "dimensions": [{"name": d, "title": _label(d)} for d in dimensions],
+        "layers": layers,
+        "has_preference": bool(win_rows),
+        "has_bt": bool(strengths),
+        "bt_not_estimable": bt_section.get("not_estimable"),
+        "tie_parameter": _estimate(bt_section.get("tie_parameter"), digits=3),
+        "has_hallucination": bool(hallucination),
+    }
+
+
+def _endpoint_label(endpoint: list[str]) -> str:
+    kind, *rest = endpoint
+    if kind == "preference":
+        return f"Preference: {rest[0]} vs {rest[1]}"
+    dimension, arm_a, arm_b = rest
+    return f"{_label(dimension)} (Likert): {arm_a} vs {arm_b}"
+
+
+def _primary(report: Mapping[str, Any], primary_label: str) -> dict[str, Any]:
+    primary = report.get("primary")
+    if not primary:
+        return {"registered": False, "label": primary_label}
+    endpoint = list(primary.get("endpoint") or [])
+    kind = endpoint[0] if endpoint else ""
+    block: dict[str, Any] = {
+        "registered": True,
+        "label": primary_label or (_endpoint_label(endpoint) if endpoint else ""),
+        "endpoint": endpoint,
+        "kind": kind,
+        "test": TESTS.get(kind, ""),
+        "not_estimable": primary.get("not_estimable"),
+    }
+    if block["not_estimable"]:
+        return block
+    row = primary.get("row") or {}
+    alpha = float(primary.get("alpha", 0.05))
+    block |= {
+        "p_value": _p(primary.get("p_value")),
+        "p_adjusted": _p(primary.get("p_adjusted_in_family")),
+        "significant": bool(primary.get("significant")),
+        "alpha": alpha,
+    }
+    if kind == "preference":
+        block |= {
+            "effect_label": f"Share of decisive judgments won by {row.get('arm_1')} "
+            f"against {row.get('arm_2')}",
+            "effect": _estimate(
+                row.get("win_rate_1"),
+                row.get("win_rate_1_low"),
+                row.get("win_rate_1_high"),
+                percent=True,
+            ),
+            "n": row.get("decisive"),
+            "n_label": "decisive judgments",
+        }
+    else:
+        block |= {
+            "effect_label": f"Rank-biserial correlation, {row.get('arm_a')} vs {row.get('arm_b')} "
+            "(positive: first rated higher)",
+            "effect": _estimate(
+                row.get("rank_biserial"),
+                row.get("rank_biserial_ci_low"),
+                row.get("rank_biserial_ci_high"),
+            ),
+            "n": row.get("n_pairs"),
+            "n_label": "paired ratings",
+        }
+    return block
+
+
+def _pairwise_preference(report: Mapping[str, Any], alpha: float) -> list[dict[str, Any]]:
+    rows = []
+    for row in (report.get("preference") or {}).get("pairwise") or []:
+        rows.append(
+            {
+                "arm_1": row["arm_1"],
+                "arm_2": row["arm_2"],
+                "comparisons": row.get("comparisons"),
+                "wins_1": row.get("wins_1"),
+                "wins_2": row.get("wins_2"),
+                "ties": row.get("ties"),
+                "both_bad": row.get("both_bad"),
+                "win_rate_1": _estimate(
+                    row.get("win_rate_1"),
+                    row.get("win_rate_1_low"),
+                    row.get("win_rate_1_high"),
+                    percent=True,
+                ),
+                "p_value": _p(row.get("sign_p")),
+                "p_adjusted": _p(row.get("sign_p_adjusted")),
+                "significant": _significant(row.get("sign_p_adjusted"), alpha),
+            }
+        )
+    return rows
+
+
+def _likert_tests(report: Mapping[str, Any], alpha: float) -> dict[str, Any]:
+    likert = report.get("likert") or {}
+    rows = []
+    for row in likert.get("pairwise") or []:
+        rows.append(
+            {
+                "dimension": _label(row["dimension"]),
+                "arm_a": row["arm_a"],
+                "arm_b": row["arm_b"],
+                "mean_a": _estimate(row.get("mean_a")),
+                "mean_b": _estimate(row.get("mean_b")),
+                "n_pairs": row.get("n_pairs"),
+                "rank_biserial": _estimate(
+                    row.get("rank_biserial"),
+                    row.get("rank_biserial_ci_low"),
+                    row.get("rank_biserial_ci_high"),
+                ),
+                "median_difference": _estimate(
+                    row.get("median_difference"),
+                    row.get("median_difference_ci_low"),
+                    row.get("median_difference_ci_high"),
+                    digits=1,
+                ),
+                "method": row.get("method"),
+                "p_value": _p(row.get("p_value")),
+                "p_adjusted": _p(row.get("p_adjusted")),
+                "significant": _significant(row.get("p_adjusted"), alpha),
+            }
+        )
+    friedman = [
+        {
+            "dimension": _label(dimension),
+            "statistic": _estimate(result.get("statistic")),
+            "p_value": _p(result.get("p_value")),
+            "n_blocks": result.get("n_blocks"),
+        }
+        for dimension, result in sorted((likert.get("friedman") or {}).items())
+    ]
+    return {"rows": rows, "friedman": friedman}
+
+
+def _hallucination_tests(report: Mapping[str, Any], alpha: float) -> list[dict[str, Any]]:
+    return [
+        {
+            "arm_a": row["arm_a"],
+            "arm_b": row["arm_b"],
+            "b": row.get("b"),
+            "c": row.get("c"),
+            "n_pairs": row.get("n_pairs"),
+            "p_value": _p(row.get("p_value")),
+            "p_adjusted": _p(row.get("p_adjusted")),
+            "significant": _significant(row.get("p_adjusted"), alpha),
+        }
+        for row in (report.get("hallucination") or {}).get("pairwise") or []
+    ]
+
+
+def _agreement(report: Mapping[str, Any]) -> dict[str, Any] | None:
+    section = report.get("agreement")
+    if not section:
+        return None
+    likert = section.get("likert_alpha_ordinal") or {}
+    return {
+        "preference_alpha": _estimate(section.get("preference_alpha_nominal"), digits=3),
+        "likert_alpha": [
+            {"dimension": _label(d), "alpha": _estimate(value, digits=3)}
+            for d, value in sorted(likert.items())
+        ],
+        "raters": (report.get("counts") or {}).get("raters"),
+    }
+
+
+def _position_bias(report: Mapping[str, Any], alpha: float) -> dict[str, Any] | None:
+    bias = (report.get("preference") or {}).get("position_bias")
+    if not bias:
+        return None
+    share = bias.get("left_share") or {}
+    return {
+        "left_share": _estimate(
+            share.get("estimate"), share.get("low"), share.get("high"), percent=True
+        ),
+        "left_wins": bias.get("left_wins"),
+        "right_wins": bias.get("right_wins"),
+        "decisive": bias.get("decisive"),
+        "ties": bias.get("ties"),
+        "both_bad": bias.get("both_bad"),
+        "p_value": _p(bias.get("p_value")),
+        "biased": _significant(bias.get("p_value"), alpha),
+    }
+
+
+def _strata(report: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Per-stratum breakdown: the report's own section when it has one, else accuracy.
+
+    A report ``strata`` section is read as {stratum: sub-report of the same shape}; its win
+    rates are tabulated per arm.
+    """
+    strata = report.get("strata")
+    if isinstance(strata, Mapping) and strata:
+        rows = []
+        for stratum, sub in sorted(strata.items()):
+            for row in (sub.get("preference") or {}).get("win_rates") or []:
+                rows.append(
+                    {
+                        "stratum": stratum,
+                        "arm": row["arm"],
+                        "n": row.get("comparisons"),
+                        "win_rate": _estimate(
+                            row.get("win_rate"),
+                            row.get("win_rate_low"),
+                            row.get("win_rate_high"),
+                            percent=True,
+                        ),
+                    }
+                )
+        if rows:
+            return {"kind": "preference", "rows": rows}
+    accuracy = [r for r in report.get("accuracy") or [] if r.get("stratum") != "all"]
+    if not accuracy:
+        return None
+    rows = [
+        {
+            "layer": row.get("title") or _label(row["layer"]),
+            "stratum": row["stratum"],
+            "arm": row["arm"],
+            "n": row.get("n"),
+            "accuracy": _estimate(
+                row.get("accuracy"), row.get("ci_low"), row.get("ci_high"), percent=True
+            ),
+            "macro_f1": _estimate(row.get("macro_f1"), digits=3),
+        }
+        for row in sorted(accuracy, key=lambda r: (r["layer"], str(r["stratum"]), r["arm"]))
+    ]
+    return {"kind": "accuracy", "rows": rows}
+
+
+def _paradox(report: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The most accurate arm and the most preferred one, when accuracy and preference exist."""
+    found = plots.accuracy_by_arm(report)
+    win = plots.preference_by_arm(report)
+    if found is None or not win:
+        return None
+    layer, title, rows = found
+    accuracy = {
+        arm: value
+        for arm, row in rows.items()
+        if arm in win and (value := _number(row.get("accuracy"))) is not None
+    }
+    if len(accuracy) < 2:
+        return None
+    most_accurate = max(accuracy, key=lambda arm: (accuracy[arm], arm))
+    most_preferred = max(accuracy, key=lambda arm: (win[arm][0], arm))
+    return {
+        "layer": title,
+        "most_accurate": most_accurate,
+        "most_preferred": most_preferred,
+        "present": most_accurate != most_preferred,
+    }
+
+
+PLOTS: tuple[tuple[str, str, str], ...] = (
+    (
+        "forest",
+        "Pairwise effects",
+        "Forest plot of pairwise effects with 95% intervals: preference as (wins minus "
+        "losses) over decisive judgments per arm pair, and Likert rank-biserial correlation "
+        "per dimension and pair; significant pairs after correction are marked.",
+    ),
+    (
+        "likert",
+        "Likert distributions",
+        "Stacked bars of the share of each Likert score per arm, one panel per dimension.",
+    ),
+    (
+        "bradley_terry",
+        "Bradley-Terry strengths",
+        "Bradley-Terry log-strength per arm with bootstrap intervals.",
+    ),
+    (
+        "accuracy_preference",
+        "Accuracy vs clinician preference",
+        "Scatter of automatic accuracy (x) against strict win rate (y), one labelled point "
+        "per arm.",
+    ),
+)
+
+
+def _plots(report: Mapping[str, Any], ratings: pd.DataFrame | None) -> list[dict[str, Any]]:
+    renderers: dict[str, Callable[[], str | None]] = {
+        "forest": lambda: plots.forest_plot(report),
+        "likert": lambda: plots.likert_distribution_plot(ratings),
+        "bradley_terry": lambda: plots.bradley_terry_plot(report),
+        "accuracy_preference": lambda: plots.accuracy_preference_plot(report),
+    }
+    return [
+        {
+            "name": name,
+            "title": title,
+            "alt": alt,
+            "src": _data_uri(renderers[name]()),
+            "wide": name == "forest",
+        }
+        for name, title, alt in PLOTS
+    ]
+
+
+def results_context(
+    report: dict[str, Any],
+    ratings: pd.DataFrame | None,
+    *,
+    interim: bool,
+    primary_label: str,
+) -> dict[str, Any]:
+    """What ``coordinator/study_results.html`` shows, from ``build_report``'s output."""
+    options = report.get("options") or {}
+    alpha = float(options.get("alpha", 0.05))
+    paradox = _paradox(report)
+    figures = _plots(report, ratings)
+    if paradox and paradox["present"]:
+        for figure in figures:
+            if figure["name"] == "accuracy_preference":
+                figure["alt"] += (
+                    f" The most accurate arm ({paradox['most_accurate']}) is not the most "
+                    f"preferred ({paradox['most_preferred']})."
+                )
+    return {
+        "interim": interim,
+        "counts": report.get("counts") or {},
+        "alpha": alpha,
+        "correction": options.get("correction", "holm"),
+        "n_boot": options.get("n_boot"),
+        "primary": _primary(report, primary_label),
+        "headline": _headline(report),
+        "pairwise_preference": _pairwise_preference(report, alpha),
+        "likert_tests": _likert_tests(report, alpha),
+        "hallucination_tests": _hallucination_tests(report, alpha),
+        "agreement": _agreement(report),
+        "position_bias": _position_bias(report, alpha),
+        "strata": _strata(report),
+        "paradox": paradox,
+        "plots": figures,
+        "plot": {figure["name"]: figure for figure in figures},
+    }
