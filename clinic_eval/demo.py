@@ -5,11 +5,12 @@ Only for DEBUG installations; ``seed_demo`` and ``run_demo`` refuse to run other
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 
 from django.db import transaction
 
-from clinic_eval import services, synthetic
+from clinic_eval import demo_ratings, services, synthetic
 from clinic_eval.models import Arm, DataImport, Study, User
 
 DEMO_TITLE = "Demo: ART treatment decisions, four aligned models vs physicians (synthetic)"
@@ -25,6 +26,14 @@ DEMO_GENERATION_QUESTION = (
     "A sandbox for generation jobs: four arms on a random-init tiny Llama and its LoRA "
     "adapters, built locally. Their text is noise; the point is the job machinery."
 )
+DEMO_CLOSED_TITLE = "Demo (closed): SFT vs GRPO vs physicians, simulated ratings"
+DEMO_CLOSED_QUESTION = (
+    "A finished study to show the results page: cases and responses are synthetic and the six "
+    "physicians who rated it are simulated, with planted effects (raters prefer SFT-sim; "
+    "GRPO-sim is the most accurate). Not evidence of anything."
+)
+DEMO_CLOSED_CASES = 90
+DEMO_SIMULATED_RATERS = tuple(f"sim-rater-{i:02d}" for i in range(1, 7))
 DEMO_COORDINATOR = ("coordinator", "demo-coordinator-pass")
 # Usernames match synthetic original-decision authors, so some cases are their own.
 DEMO_PHYSICIANS = (
@@ -83,26 +92,9 @@ def demo_seed(*, n_cases: int = 240, seed: int = 1) -> DemoAccounts:
     if existing is not None:
         return DemoAccounts(study=existing, created=False, accounts=accounts)
 
-    study = services.study_create(title=DEMO_TITLE, question=DEMO_QUESTION, created_by=coordinator)
-    for label in synthetic.SIMULATED_ARMS:
-        services.arm_create(
-            study=study,
-            label=label,
-            kind=Arm.Kind.IMPORTED,
-            description=f"Simulated, not a model. {SIMULATED_ARM_STYLES.get(label, '')}".strip(),
-        )
-    services.arm_create(
-        study=study,
-        label="Physician",
-        kind=Arm.Kind.PHYSICIAN_ORIGINAL,
-        description="The treating physician's original decision (synthetic).",
-    )
     cases = synthetic.generate_cases(n=n_cases, seed=seed)
     responses = synthetic.generate_simulated_responses(cases, seed=seed)
-    _demo_import(study, coordinator, DataImport.Kind.CASES, cases, f"synthetic-cases-seed{seed}")
-    _demo_import(
-        study, coordinator, DataImport.Kind.RESPONSES, responses, f"simulated-responses-seed{seed}"
-    )
+    study = _demo_study(DEMO_TITLE, DEMO_QUESTION, coordinator, cases, responses, seed)
     sandbox = services.study_create(
         title=DEMO_GENERATION_TITLE, question=DEMO_GENERATION_QUESTION, created_by=coordinator
     )
@@ -134,4 +126,66 @@ def demo_seed(*, n_cases: int = 240, seed: int = 1) -> DemoAccounts:
         ),
     )
     services.study_transition(study=study, to_status=Study.Status.OPEN)
+    _demo_closed_study(coordinator, cases[:DEMO_CLOSED_CASES], responses, seed)
     return DemoAccounts(study=study, created=True, accounts=accounts)
+
+
+def _demo_study(
+    title: str, question: str, coordinator: User, cases: list, responses: list, seed: int
+) -> Study:
+    """A study with the simulated arms, the physician-original arm, cases and responses."""
+    study = services.study_create(title=title, question=question, created_by=coordinator)
+    for label in synthetic.SIMULATED_ARMS:
+        services.arm_create(
+            study=study,
+            label=label,
+            kind=Arm.Kind.IMPORTED,
+            description=f"Simulated, not a model. {SIMULATED_ARM_STYLES.get(label, '')}".strip(),
+        )
+    services.arm_create(
+        study=study,
+        label="Physician",
+        kind=Arm.Kind.PHYSICIAN_ORIGINAL,
+        description="The treating physician's original decision (synthetic).",
+    )
+    case_ids = {case["case_id"] for case in cases}
+    responses = [r for r in responses if r["case_id"] in case_ids]
+    _demo_import(study, coordinator, DataImport.Kind.CASES, cases, f"synthetic-cases-seed{seed}")
+    _demo_import(
+        study, coordinator, DataImport.Kind.RESPONSES, responses, f"simulated-responses-seed{seed}"
+    )
+    return study
+
+
+def _demo_closed_study(coordinator: User, cases: list, responses: list, seed: int) -> Study:
+    """A finished study whose physicians are simulated, so the results page is full at once."""
+    study = _demo_study(
+        DEMO_CLOSED_TITLE, DEMO_CLOSED_QUESTION, coordinator, cases, responses, seed
+    )
+    raters = [
+        _demo_user(name, secrets.token_urlsafe(24), role=User.Role.PHYSICIAN)
+        for name in DEMO_SIMULATED_RATERS
+    ]
+    services.study_transition(study=study, to_status=Study.Status.READY)
+    services.study_design_update(
+        study=study,
+        design=study.design | {"arm_sets": DEMO_PAIRS, "raters_per_item": 2},
+        rubric=study.rubric,
+        analysis_plan=study.analysis_plan
+        | {
+            "primary": {
+                "kind": "preference",
+                "arm_a": "SFT-sim",
+                "arm_b": "GRPO-sim",
+                "dimension": "",
+            }
+        },  # fmt: skip
+        rater_ids=[rater.pk for rater in raters],
+    )
+    services.study_transition(study=study, to_status=Study.Status.OPEN)
+    demo_ratings.rate_study(study=study, raters=raters, seed=seed)
+    services.study_transition(study=study, to_status=Study.Status.CLOSED)
+    Study.objects.filter(pk=study.pk).update(simulated_ratings=True)
+    # Nobody signs in as a simulated physician.
+    User.objects.filter(pk__in=[r.pk for r in raters]).update(is_active=False)
+    return study

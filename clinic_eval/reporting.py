@@ -185,11 +185,22 @@ def report_text(report: Mapping[str, Any]) -> str:
                 f"  {row['dimension']:<24} {row['arm_a']} vs {row['arm_b']}: "
                 f"p = {_num(row.get('p_value'))}, adjusted = {_num(row.get('p_adjusted'))}"
             )
+    accuracy = [row for row in report.get("accuracy") or [] if row.get("stratum") == "all"]
+    if accuracy:
+        lines += ["", "Automatic accuracy against ground truth (all strata)"]
+        for row in accuracy:
+            lines.append(
+                f"  {row['layer']:<16} {row['arm']:<24} {_pct(row['accuracy'])}  "
+                f"macro-F1 {_num(row.get('macro_f1'))}  n={row['n']}"
+            )
     return "\n".join(lines) + "\n"
 
 
 def _num(value: Any) -> str:
-    return "n/a" if value is None else f"{value:.4g}"
+    if value is None:
+        return "n/a"
+    # The report rounds to 10 decimals, so a zero means "below 5e-11".
+    return "< 1e-10" if value == 0 else f"{value:.4g}"
 
 
 def _pct(value: Any) -> str:

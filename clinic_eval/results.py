@@ -239,15 +239,19 @@ def _primary(report: Mapping[str, Any], primary_label: str) -> dict[str, Any]:
         "alpha": alpha,
     }
     if kind == "preference":
+        first, second = row.get("arm_1"), row.get("arm_2")
+        share, low, high = (
+            row.get("win_rate_1"),
+            row.get("win_rate_1_low"),
+            row.get("win_rate_1_high"),
+        )
+        if len(endpoint) == 3 and endpoint[1] == second and None not in (share, low, high):
+            # Read it in the registered direction: "arm_a against arm_b".
+            first, second = second, first
+            share, low, high = (round(1 - v, 10) for v in (share, high, low))
         block |= {
-            "effect_label": f"Share of decisive judgments won by {row.get('arm_1')} "
-            f"against {row.get('arm_2')}",
-            "effect": _estimate(
-                row.get("win_rate_1"),
-                row.get("win_rate_1_low"),
-                row.get("win_rate_1_high"),
-                percent=True,
-            ),
+            "effect_label": f"Share of decisive judgments won by {first} against {second}",
+            "effect": _estimate(share, low, high, percent=True),
             "n": row.get("decisive"),
             "n_label": "decisive judgments",
         }

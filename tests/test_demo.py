@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from clinic_eval.demo import (
+    DEMO_CLOSED_TITLE,
     DEMO_COORDINATOR,
     DEMO_GENERATION_TITLE,
     DEMO_ITEMS_PER_RATER,
@@ -223,4 +224,31 @@ def test_a_physician_rates_the_demo_study_end_to_end_and_the_coordinator_sees_it
         coordinator.get_by_role("link", name="Design and balance").click()
         assert "Positions per arm set" in coordinator.content()
         assert coordinator.locator(".hash").first.inner_text().strip()
+    assert console.problems == []
+
+
+def test_the_closed_demo_study_shows_every_results_panel(demo: str) -> None:
+    """Issue 5's done-when: the results page renders every panel for the demo study."""
+    artifacts = Path(os.environ.get("TEST_ARTIFACTS_DIR", ROOT / "var" / "test-artifacts"))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    console = ConsoleLog()
+    with chromium() as browser:
+        page = new_page(browser, console)
+        sign_in(page, demo, *DEMO_COORDINATOR)
+        page.get_by_role("link", name=DEMO_CLOSED_TITLE).click()
+        page.get_by_role("link", name="Results").click()
+        page.wait_for_selector("#primary")
+        assert page.locator("#simulated-badge").is_visible()
+        assert page.locator("#interim-banner").count() == 0
+        images = page.locator("main img")
+        assert images.count() >= 4
+        for index in range(images.count()):
+            width = images.nth(index).evaluate("img => img.naturalWidth")
+            assert width > 0, "every plot decodes"
+        text = page.locator("main").inner_text()
+        for heading in ("Primary endpoint", "Agreement", "Position", "stratum"):
+            assert heading.lower() in text.lower(), heading
+        assert "SFT-sim" in text and "GRPO-sim" in text
+        page.screenshot(path=str(artifacts / "results-demo-1366x768-full.png"), full_page=True)
+        page.screenshot(path=str(artifacts / "results-demo-1366x768-viewport.png"))
     assert console.problems == []

@@ -245,7 +245,12 @@ def test_primary_pairwise_and_panels_are_the_reports(
     assert primary["p_value"].value == report["primary"]["p_value"]
     assert primary["p_adjusted"].value == report["primary"]["p_adjusted_in_family"]
     assert primary["significant"] is True
-    assert primary["effect"].estimate == report["primary"]["row"]["win_rate_1"]
+    row = report["primary"]["row"]
+    _, registered_a, _ = report["primary"]["endpoint"]
+    # Read in the registered direction: the share won by the endpoint's first arm.
+    expected = row["win_rate_1"] if registered_a == row["arm_1"] else 1 - row["win_rate_1"]
+    assert primary["effect"].estimate == pytest.approx(expected, abs=1e-12)
+    assert primary["effect_label"].startswith(f"Share of decisive judgments won by {registered_a}")
     assert primary["n"] == report["primary"]["row"]["decisive"]
 
     pairs = results["pairwise_preference"]

@@ -12,7 +12,7 @@ from pytest_django.fixtures import Settings
 from rest_framework.authtoken.models import Token
 
 from clinic_eval import services
-from clinic_eval.demo import DEMO_GENERATION_TITLE, DEMO_TITLE
+from clinic_eval.demo import DEMO_CLOSED_TITLE, DEMO_GENERATION_TITLE, DEMO_TITLE
 from clinic_eval.models import STUDY_TRANSITIONS, Arm, Study, User
 from clinic_eval.study_config import (
     default_design,
@@ -165,6 +165,10 @@ def test_seed_demo_builds_the_study_once(settings: Settings) -> None:
     assert raters == {"dr-01", "dr-02", "dr-03"}
     sandbox = Study.objects.get(title=DEMO_GENERATION_TITLE)
     assert sandbox.status == Study.Status.DRAFT and sandbox.cases.count() == 60
+    closed = Study.objects.get(title=DEMO_CLOSED_TITLE)
+    assert closed.status == Study.Status.CLOSED and closed.simulated_ratings
+    assert closed.judgments.count() == closed.assignments.count() > 100
+    assert not User.objects.filter(username__startswith="sim-rater-", is_active=True).exists()
     labels = dict(study.arms.values_list("label", "kind"))
     assert labels == {
         "SFT-sim": "imported",
