@@ -98,7 +98,7 @@ def judgment_rows(study: Study, filters: ExportFilters) -> Iterator[tuple]:
     mode = study.design.get("mode", "pairwise")
     judgments = Judgment.objects.filter(
         _case_filter("assignment__comparison__case__", filters), study=study
-    ).order_by("assignment__public_id")
+    ).order_by("assignment_id")
     for row in _chunked(
         judgments,
         "assignment__public_id",
@@ -137,7 +137,7 @@ def rating_rows(study: Study, filters: ExportFilters) -> Iterator[tuple]:
     ratings = ResponseRating.objects.filter(
         _case_filter("judgment__assignment__comparison__case__", filters),
         judgment__study=study,
-    ).order_by("judgment__assignment__public_id", "position")
+    ).order_by("judgment_id", "position")
     for item, rater, case, arm, position, scores, repeat in _chunked(
         ratings,
         "judgment__assignment__public_id",
@@ -161,7 +161,7 @@ def flag_rows(study: Study, filters: ExportFilters) -> Iterator[tuple]:
             judgment__study=study,
         )
         .exclude(hallucination="")
-        .order_by("judgment__assignment__public_id", "position")
+        .order_by("judgment_id", "position")
     )
     for item, rater, case, arm, position, kind, severity, note, repeat in _chunked(
         flags,
@@ -241,7 +241,7 @@ def unblinding_rows(study: Study, filters: ExportFilters) -> Iterator[tuple]:
     samples = dict(Response.objects.filter(case__study=study).values_list("pk", "sample_index"))
     seats = Assignment.objects.filter(
         _case_filter("comparison__case__", filters), study=study
-    ).order_by("public_id")
+    ).order_by("id")
     for item, case, shown in _chunked(
         seats, "public_id", "comparison__case__external_id", "shown_order"
     ):
