@@ -17,7 +17,9 @@ from typing import Any
 
 import pandas as pd
 
+from clinic_eval.statistics import agreement, preference
 from clinic_eval.statistics.report import ReportOptions, StudyTables, build_report
+from clinic_eval.statistics.report import _plain as plain
 
 REPORT_FILES = ("judgments.csv", "ratings.csv", "hallucinations.csv", "responses.csv", "cases.csv")
 
@@ -102,10 +104,83 @@ def options_from_meta(meta: Mapping[str, Any], *, n_boot: int = 1000) -> ReportO
     )
 
 
+def _consistency_and_agreement(judgments: pd.DataFrame) -> dict[str, Any]:
+    """Intra-rater consistency on repeated items, Fleiss' and Cohen's kappa on preferences."""
+    section: dict[str, Any] = {}
+    choice = judgments["preferred_arm"].where(
+        judgments["preferred_arm"] != "", judgments["preference"]
+    )
+    long = pd.DataFrame(
+        {
+            "unit": judgments["case_id"] + "|" + judgments["arm_set"],
+            "rater": judgments["rater"],
+            "value": choice,
+            "repeat": judgments["is_repeat"].astype(int),
+        }
+    )
+    if long["repeat"].any():
+        section["intra_rater_preference"] = agreement.intra_rater_consistency(long)
+    first = long[long["repeat"] == 0].drop(columns="repeat")
+    if first["rater"].nunique() >= 2:
+        section["cohen_kappa_pairs"] = agreement.pairwise_cohen_kappa(first)
+        try:
+            section["fleiss_kappa_preference"] = agreement.fleiss_kappa(
+                agreement.fleiss_table(first).to_numpy()
+            )
+        except ValueError as exc:
+            section["fleiss_kappa_preference"] = {"not_estimable": str(exc)}
+    return section
+
+
+def report_extras(frames: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
+    """What the tidy files allow beyond the core tables: best-of-N shares, per-stratum win
+    rates, length and preference, intra-rater consistency and kappas."""
+    judgments = frames["judgments.csv"]
+    first = judgments[~judgments["is_repeat"].astype(bool)]
+    extras: dict[str, Any] = {}
+    best = first[first["mode"] == "best_of_n"]
+    if len(best):
+        rows = pd.DataFrame(
+            {
+                "arms": [tuple(shown.split(" | ")) for shown in best["shown_arms"]],
+                "winner": [arm or None for arm in best["preferred_arm"]],
+            }
+        )
+        extras["best_of_n"] = {"shares": preference.best_of_n_shares(rows)}
+    pairwise = first[first["mode"] == "pairwise"].rename(columns={"rater": "rater_id"})
+    if len(pairwise):
+        columns = ["case_id", "rater_id", "arm_a", "arm_b", "outcome"]
+        extras["strata"] = {
+            str(stratum): {"win_rates": preference.win_rates(group[columns])}
+            for stratum, group in pairwise.groupby("stratum", sort=True)
+        }
+        responses = frames["responses.csv"]
+        shown = responses[responses["sample_index"] == 0].set_index(["case_id", "arm"])
+        length = shown["display_length"]
+
+        def lengths(arms: pd.Series) -> list[Any]:
+            keys = pd.MultiIndex.from_arrays([pairwise["case_id"], arms])
+            return length.reindex(keys).tolist()
+
+        extras["length"] = preference.length_preference(
+            pd.DataFrame(
+                {
+                    "length_a": lengths(pairwise["arm_a"]),
+                    "length_b": lengths(pairwise["arm_b"]),
+                    "outcome": pairwise["outcome"].to_numpy(),
+                }
+            )
+        )
+    if len(judgments):
+        extras["consistency"] = _consistency_and_agreement(judgments)
+    return extras
+
+
 def study_report(frames: Mapping[str, pd.DataFrame], meta: Mapping[str, Any]) -> dict[str, Any]:
     """The full report, with what it was computed from: status (interim?), hash, filters."""
     study = meta.get("study", {})
     report = build_report(tables_from_frames(frames, meta), options_from_meta(meta))
+    report.update(plain(report_extras(frames)))
     report["study"] = {
         "title": study.get("title", ""),
         "status": study.get("status", ""),

@@ -245,3 +245,25 @@ def test_the_results_page_shows_every_panel_and_is_cached_until_data_change(
     judgment.rationale = "edited"
     judgment.save()
     assert selectors.study_data_version(study=study) != before
+
+
+def test_the_report_adds_strata_length_consistency_and_kappas(built: object) -> None:
+    study = built.study  # type: ignore[attr-defined]
+    report = exports.study_report(study)
+    assert set(report["strata"]) == {"General"}
+    assert report["strata"]["General"]["win_rates"] == report["preference"]["win_rates"]
+    assert report["length"]["decisive"] > 0
+    consistency = report["consistency"]
+    assert consistency["intra_rater_preference"][-1]["rater"] == "all"
+    assert {"rater_a", "rater_b", "kappa"} <= set(consistency["cohen_kappa_pairs"][0])
+    assert "fleiss_kappa_preference" in consistency
+
+
+def test_best_of_n_studies_report_winning_shares(coordinator: User) -> None:
+    built = rated_study(coordinator, mode="best_of_n", raters_per_item=1, n_cases=4)
+    report = exports.study_report(built.study)
+    shares = {row["arm"]: row for row in report["best_of_n"]["shares"]}
+    assert set(shares) == {arm.label for arm in built.arms}
+    judged = Judgment.objects.filter(study=built.study, assignment__is_repeat=False).count()
+    assert sum(row["shown"] for row in shares.values()) == 3 * judged
+    assert all(abs(row["chance_share"] - 1 / 3) < 1e-9 for row in shares.values())
