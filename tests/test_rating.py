@@ -567,3 +567,33 @@ def test_a_title_that_names_an_arm_cannot_be_opened(coordinator: User) -> None:
     raters = physicians(2)
     with pytest.raises(services.DomainError, match="the study title names the arm GRPO-arm-k3"):
         open_study(coordinator=coordinator, raters=raters, title="Does grpo-arm-k3 win?")
+
+
+def test_rater_requests_run_a_bounded_number_of_queries_whatever_the_queue(
+    coordinator: User, physician: User
+) -> None:
+    """No N+1: the item page, a submit and the home page cost the same for 6 or 36 items."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    counts = []
+    for n_cases in (2, 12):
+        rater = physicians(1, prefix=f"q{n_cases}")[0]
+        study = open_study(
+            coordinator=coordinator, raters=[rater], raters_per_item=1, n_cases=n_cases
+        ).study
+        client = logged_in(rater)
+        url = client.post(reverse("rater:next", args=[study.public_id]))["Location"]
+        sizes = []
+        for request in (
+            lambda: client.get(url),
+            lambda: client.post(url, full_answer(), HTTP_HX_REQUEST="true"),
+            lambda: client.get(reverse("rater:home")),
+        ):
+            with CaptureQueriesContext(connection) as queries:
+                assert request().status_code == 200
+            sizes.append(len(queries))
+        counts.append(sizes)
+    assert counts[0] == counts[1]
+    item, submit, home = counts[0]
+    assert item <= 12 and submit <= 32 and home <= 8, counts[0]
