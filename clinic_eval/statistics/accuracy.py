@@ -134,10 +134,75 @@ def _macro_micro(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> tuple[float,
     return macro, micro, n_present  # type: ignore[return-value]
 
 
+def _cells(values: Iterable[Any]) -> np.ndarray:
+    if isinstance(values, pd.Series | pd.Index):
+        return values.to_numpy(dtype=object)
+    items = list(values)
+    cells = np.empty(len(items), dtype=object)
+    cells[:] = items
+    return cells
+
+
+def _single_label_codes(
+    truths: np.ndarray, preds: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Codes of single-label cells into one label array; -1 where a cell is missing.
+
+    Factorising and asking _is_missing once per distinct value gives the same label equality
+    as comparing one-element sets, without building a set per case.
+    """
+    codes, labels = pd.factorize(np.concatenate([truths, preds]))
+    labels = np.asarray(labels, dtype=object)
+    blank = np.fromiter((_is_missing(label) for label in labels), bool, len(labels))
+    codes = np.where((codes >= 0) & ~blank[np.maximum(codes, 0)], codes, -1)
+    return codes[: len(truths)], codes[len(truths) :], labels
+
+
+def _score_single(truths: np.ndarray, preds: np.ndarray, confidence: float) -> LayerScores:
+    """score_layer for a single-label layer, on label codes instead of per-case sets.
+
+    Per case the truth {t} and prediction {p} give TP on t when p == t, otherwise FN on t and
+    FP on p (when given), and Jaccard 1 or 0; the totals equal _count_matrices' column sums.
+    """
+    if len(truths) != len(preds):
+        raise ValueError("truths and preds differ in length")
+    truth_code, pred_code, labels = _single_label_codes(truths, preds)
+    scored = truth_code >= 0
+    t, p = truth_code[scored], pred_code[scored]
+    n = int(t.size)
+    hit = p == t
+    k = len(labels)
+    tp = np.bincount(t[hit], minlength=k).astype(float)
+    fn = np.bincount(t[~hit], minlength=k).astype(float)
+    fp = np.bincount(p[~hit & (p >= 0)], minlength=k).astype(float)
+    # Same label order as _count_matrices (labels seen, sorted by str), so the macro mean sums
+    # the per-label F1 values in the same order.
+    seen = [j for j in range(k) if tp[j] + fn[j] + fp[j] > 0]
+    order = sorted(seen, key=lambda j: str(labels[j]))
+    macro, micro, n_labels = _macro_micro(tp[order], fp[order], fn[order])
+    correct = int(hit.sum())
+    interval = wilson_interval(correct, n, confidence) if n else NAN_INTERVAL
+    return LayerScores(
+        n=n,
+        missing=int((p < 0).sum()),
+        correct=correct,
+        accuracy=correct / n if n else float("nan"),
+        ci_low=interval.low,
+        ci_high=interval.high,
+        # Jaccard is 1 for a match and 0 otherwise, so its mean is the accuracy.
+        jaccard=float(np.mean(hit.astype(float))) if n else float("nan"),
+        macro_f1=float(macro),
+        micro_f1=float(micro),
+        n_labels=int(n_labels),
+    )
+
+
 def score_layer(
     truths: Iterable[Any], preds: Iterable[Any], multi: bool = False, confidence: float = 0.95
 ) -> LayerScores:
     """Score paired truth/prediction cells of one layer (see module docstring for the rules)."""
+    if not multi:
+        return _score_single(_cells(truths), _cells(preds), confidence)
     truth_sets = [_as_set(t, multi) for t in truths]
     pred_sets = [_as_set(p, multi) for p in preds]
     if len(truth_sets) != len(pred_sets):
@@ -218,7 +283,7 @@ def layer_accuracy(
                 groups += [(s, g) for s, g in merged.groupby("stratum", sort=True)]
             groups.append((ALL, merged))
             for stratum, group in groups:
-                t, p = group[f"{layer}_truth"].tolist(), group[f"{layer}_pred"].tolist()
+                t, p = group[f"{layer}_truth"], group[f"{layer}_pred"]
                 scores = score_layer(t, p, multi=multi, confidence=confidence)
                 row: dict[str, Any] = {
                     "arm": arm,

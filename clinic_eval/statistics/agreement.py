@@ -25,6 +25,7 @@ __all__ = [
     "fleiss_table",
     "intra_rater_consistency",
     "krippendorff_alpha",
+    "krippendorff_alpha_coded",
     "pairwise_cohen_kappa",
     "reliability_matrix",
 ]
@@ -72,10 +73,21 @@ def _coincidences(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     count table instead of a loop over units.
     """
     present = ~np.isnan(matrix)
-    values, codes = np.unique(matrix[present], return_inverse=True)
-    units = np.nonzero(present)[1]
-    counts = np.zeros((matrix.shape[1], len(values)))
-    np.add.at(counts, (units, codes), 1)
+    return _coincidences_of(np.nonzero(present)[1], matrix[present], matrix.shape[1])
+
+
+def _coincidences_of(
+    units: np.ndarray, ratings: np.ndarray, n_units: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """_coincidences from the unit index and value of every non-missing rating.
+
+    Only the per-unit value counts matter, so long data need not be pivoted to a dense
+    raters x units matrix first; units without a value stay in as empty rows, which keeps
+    the sums below in the same order as for the matrix.
+    """
+    values, codes = np.unique(ratings, return_inverse=True)
+    cells = np.bincount(units * len(values) + codes, minlength=n_units * len(values))
+    counts = cells.reshape(n_units, len(values)).astype(float)
     m_u = counts.sum(axis=1)
     # A value nobody else rated in its unit cannot be paired, so it is not pairable data.
     weights = np.where(m_u >= 2, 1 / np.maximum(m_u - 1, 1), 0.0)
@@ -115,15 +127,33 @@ def krippendorff_alpha(data: np.ndarray | pd.DataFrame, level: AlphaLevel = "nom
     numbers; for nominal data code the categories as numbers first. Returns NaN when fewer than
     two pairable values exist or all pairable values are identical (no variation to judge).
     """
-    if isinstance(data, pd.DataFrame):
-        if {"unit", "rater"} <= set(data.columns):
-            data = reliability_matrix(data)
-        matrix = data.to_numpy(dtype=float)
-    else:
-        matrix = np.asarray(data, dtype=float)
+    if isinstance(data, pd.DataFrame) and {"unit", "rater"} <= set(data.columns):
+        first = first_ratings(data)
+        return krippendorff_alpha_coded(
+            first["unit"].to_numpy(), first["value"].to_numpy(dtype=float, na_value=np.nan), level
+        )
+    matrix = np.asarray(data, dtype=float)
     if matrix.ndim != 2:
         raise ValueError("expected a raters × units matrix")
-    values, o = _coincidences(matrix)
+    return _alpha(*_coincidences(matrix), level)
+
+
+def krippendorff_alpha_coded(
+    unit: np.ndarray, ratings: np.ndarray, level: AlphaLevel = "nominal"
+) -> float:
+    """krippendorff_alpha of long data already reduced to one rating per (unit, rater).
+
+    ``unit`` holds sortable unit keys (integer codes are fastest) and ``ratings`` the numeric
+    values, NaN where missing. The result is the same as for the reliability matrix, whose
+    columns are the units in sorted order; no raters x units matrix is built.
+    """
+    # The units of reliability_matrix, in its (sorted) column order.
+    codes, units = pd.factorize(unit, sort=True)
+    present = ~np.isnan(ratings) & (codes >= 0)
+    return _alpha(*_coincidences_of(codes[present], ratings[present], len(units)), level)
+
+
+def _alpha(values: np.ndarray, o: np.ndarray, level: AlphaLevel) -> float:
     n_c = o.sum(axis=1)
     n = n_c.sum()
     if n < 2:

@@ -24,9 +24,10 @@ code runs in the web app, a Celery task and a notebook.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -93,16 +94,94 @@ def _check_unique(frame: pd.DataFrame, keys: list[str]) -> None:
         raise ValueError(f"duplicate ratings for {example}")
 
 
+def _compact(values: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rank of each value among the distinct ``values`` (all in ``[0, size)``), and those.
+
+    A bincount over the range when it is not much larger than the data (linear time),
+    otherwise a sort.
+    """
+    if size <= max(2**20, 4 * values.size):
+        present = np.flatnonzero(np.bincount(values, minlength=size))
+        rank = np.zeros(size, dtype=np.int64)
+        rank[present] = np.arange(present.size)
+        return rank[values], present
+    present, inverse = np.unique(values, return_inverse=True)
+    return inverse.reshape(-1), present
+
+
+def _sorted_group(frame: pd.DataFrame, columns: Sequence[str]) -> tuple[np.ndarray, list]:
+    """Group number per row in sorted key order (as ``groupby(sort=True).ngroup()``).
+
+    Rows with a missing key get -1, as groupby drops them. Returns the group numbers and,
+    per column, the sorted key of every group. Factorising each column once and combining
+    integer codes is much faster than grouping or pivoting on several object columns.
+    """
+    factorized = [pd.factorize(frame[column], sort=True) for column in columns]
+    valid = np.logical_and.reduce([codes >= 0 for codes, _ in factorized])
+    sizes = tuple(max(len(uniques), 1) for _, uniques in factorized)
+    codes = [c[valid] for c, _ in factorized]
+    result = np.full(len(frame), -1, dtype=np.int64)
+    if math.prod(sizes) < 2**62:
+        result[valid], present = _compact(np.ravel_multi_index(codes, sizes), math.prod(sizes))
+        key_codes = np.unravel_index(present, sizes)
+    else:
+        present, inverse = np.unique(np.stack(codes, axis=1), axis=0, return_inverse=True)
+        result[valid] = inverse.reshape(-1)
+        key_codes = tuple(present.T)
+    keys = [np.asarray(uniques)[k] for (_, uniques), k in zip(factorized, key_codes, strict=True)]
+    return result, keys
+
+
+def _wide(
+    frame: pd.DataFrame,
+    arms: Sequence[str],
+    values: np.ndarray,
+    keep: np.ndarray,
+    keys: tuple[np.ndarray, list] | None = None,
+) -> pd.DataFrame:
+    """Wide float table of ``values`` indexed by (case_id, rater_id), sorted, one column per arm.
+
+    The table ``pivot(index=PAIR_KEYS, columns="arm")`` gives on the ``keep`` rows whose arm is
+    in ``arms``, reindexed to ``arms`` (NaN where a pair lacks an arm); a duplicated
+    (case, rater, arm) raises. Built from integer codes because a pandas pivot per arm pair
+    dominated the report on large studies. ``keys`` is ``_sorted_group(frame, PAIR_KEYS)``
+    when the caller already has it.
+    """
+    arm_code = pd.Index(list(arms)).get_indexer(frame["arm"]).astype(np.int64)
+    pair, pair_keys = keys if keys is not None else _sorted_group(frame, PAIR_KEYS)
+    rows = keep & (arm_code >= 0) & (pair >= 0)
+    # Sorted group numbers stay sorted on a subset, so the subset's own index is in order.
+    pair, present = _compact(pair[rows], len(pair_keys[0]))
+    arm_code = arm_code[rows]
+    cell = pair * len(arms) + arm_code
+    if cell.size and np.bincount(cell).max() > 1:
+        _check_unique(frame.loc[rows], [*PAIR_KEYS, "arm"])
+    table = np.full((len(present), len(arms)), np.nan)
+    table[pair, arm_code] = values[rows]
+    index = pd.MultiIndex.from_arrays([k[present] for k in pair_keys], names=PAIR_KEYS)
+    return pd.DataFrame(table, index=index, columns=pd.Index(list(arms), name="arm"))
+
+
+def _score_tables(
+    ratings: pd.DataFrame, arms: Sequence[str], dimensions: Sequence[str]
+) -> dict[str, pd.DataFrame]:
+    """Per dimension, the wide (case, rater) x arm score table of every non-missing rating."""
+    dimension_code, uniques = pd.factorize(ratings["dimension"])
+    lookup = {d: k for k, d in enumerate(uniques)}
+    scores = ratings["score"].to_numpy(dtype=float, na_value=np.nan)
+    rated = ~np.isnan(scores)
+    keys = _sorted_group(ratings, PAIR_KEYS)
+    return {
+        dimension: _wide(
+            ratings, arms, scores, rated & (dimension_code == lookup.get(dimension, -2)), keys
+        )
+        for dimension in dimensions
+    }
+
+
 def _paired_scores(ratings: pd.DataFrame, arms: Sequence[str], dimension: str) -> pd.DataFrame:
     """Wide table indexed by (case_id, rater_id), one column per arm, complete rows only."""
-    subset = ratings.loc[
-        (ratings["dimension"] == dimension) & ratings["arm"].isin(list(arms)),
-        [*PAIR_KEYS, "arm", "score"],
-    ].dropna(subset=["score"])
-    _check_unique(subset, [*PAIR_KEYS, "arm"])
-    wide = subset.pivot(index=PAIR_KEYS, columns="arm", values="score")
-    wide = wide.reindex(columns=list(arms)).astype(float)
-    return wide.dropna(how="any")
+    return _score_tables(ratings, arms, [dimension])[dimension].dropna(how="any")
 
 
 def _signed_rank_sums(
@@ -343,11 +422,15 @@ def friedman(ratings: pd.DataFrame, dimension: str, arms: Sequence[str]) -> Frie
     """
     if len(arms) < 3:
         raise ValueError("Friedman needs at least three arms; use wilcoxon_pairs for two")
-    wide = _paired_scores(ratings, arms, dimension)
+    return _friedman(_paired_scores(ratings, arms, dimension))
+
+
+def _friedman(wide: pd.DataFrame) -> FriedmanResult:
+    """friedman on the complete blocks of a wide (case, rater) x arm table."""
     n_blocks = len(wide)
     values = wide.to_numpy()
     # scipy divides by the tie correction, which is zero when every block is fully tied.
-    if n_blocks < 2 or all(np.unique(row).size == 1 for row in values):
+    if n_blocks < 2 or bool((values == values[:, :1]).all()):
         return FriedmanResult(float("nan"), float("nan"), n_blocks)
     result = stats.friedmanchisquare(*values.T)
     return FriedmanResult(float(result.statistic), float(result.pvalue), n_blocks)
@@ -405,10 +488,45 @@ def pairwise_likert_tests(
     are over the pairs that enter the test, so they describe the same data as the p-value.
     Intervals are flattened into *_low / *_high columns.
     """
+    tables = _score_tables(ratings, arms, dimensions)
+    return _pairwise_tests(
+        tables, arms, dimensions, correction, zero_method=zero_method, n_boot=n_boot, seed=seed
+    )
+
+
+def likert_family(
+    ratings: pd.DataFrame,
+    arms: Sequence[str],
+    dimensions: Sequence[str],
+    correction: Correction = "holm",
+    **options: Any,
+) -> tuple[pd.DataFrame, dict[str, FriedmanResult]]:
+    """pairwise_likert_tests (same ``options``) and, with three or more arms, friedman per
+    dimension: the same results as calling them separately, from one pass over the ratings.
+    """
+    tables = _score_tables(ratings, arms, dimensions)
+    tests = _pairwise_tests(tables, arms, dimensions, correction, **options)
+    friedmans = {}
+    if len(arms) >= 3:
+        friedmans = {d: _friedman(tables[d].dropna(how="any")) for d in dimensions}
+    return tests, friedmans
+
+
+def _pairwise_tests(
+    tables: dict[str, pd.DataFrame],
+    arms: Sequence[str],
+    dimensions: Sequence[str],
+    correction: Correction,
+    *,
+    zero_method: ZeroMethod = "wilcox",
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
     rows: list[dict[str, object]] = []
     for dimension in dimensions:
         for arm_a, arm_b in itertools.combinations(arms, 2):
-            wide = _paired_scores(ratings, [arm_a, arm_b], dimension)
+            # The pairs that rated both arms: what _paired_scores(ratings, [arm_a, arm_b]) gives.
+            wide = tables[dimension][[arm_a, arm_b]].dropna(how="any")
             test = signed_rank_test(
                 (wide[arm_a] - wide[arm_b]).to_numpy(),
                 zero_method=zero_method,
@@ -445,15 +563,18 @@ def _flag_units(flags: pd.DataFrame) -> pd.DataFrame:
 
     A rater may flag several kinds on one response (one row each); a response counts
     for a kind when any of its rows has it, and for "any" when any row is not "none".
+    Rows come sorted by (case_id, rater_id, arm), as a groupby gives them.
     """
     unknown = set(flags["kind"].unique()) - {"none", *HALLUCINATION_KINDS}
     if unknown:
         raise ValueError(f"unknown hallucination kinds: {sorted(unknown)}")
-    marked = flags[[*PAIR_KEYS, "arm"]].copy()
-    for kind in HALLUCINATION_KINDS:
-        marked[kind] = flags["kind"] == kind
-    marked["any"] = flags["kind"] != "none"
-    return marked.groupby([*PAIR_KEYS, "arm"], as_index=False)[["any", *HALLUCINATION_KINDS]].max()
+    group, keys = _sorted_group(flags, [*PAIR_KEYS, "arm"])
+    grouped = group >= 0
+    kind = flags["kind"].to_numpy()[grouped]
+    units: dict[str, np.ndarray] = dict(zip([*PAIR_KEYS, "arm"], keys, strict=True))
+    for name, hit in (("any", kind != "none"), *((k, kind == k) for k in HALLUCINATION_KINDS)):
+        units[name] = np.bincount(group[grouped], weights=hit, minlength=len(keys[0])) > 0
+    return pd.DataFrame(units)
 
 
 def hallucination_rates(flags: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
@@ -463,7 +584,10 @@ def hallucination_rates(flags: pd.DataFrame, confidence: float = 0.95) -> pd.Dat
     physician's judgement is one observation. Columns: arm, kind, n, count, rate,
     ci_low, ci_high.
     """
-    units = _flag_units(flags)
+    return _rates(_flag_units(flags), confidence)
+
+
+def _rates(units: pd.DataFrame, confidence: float) -> pd.DataFrame:
     rows: list[dict[str, object]] = []
     for arm, group in units.groupby("arm", sort=True):
         n = len(group)
@@ -484,6 +608,19 @@ def hallucination_rates(flags: pd.DataFrame, confidence: float = 0.95) -> pd.Dat
     return pd.DataFrame(rows, columns=["arm", "kind", "n", "count", "rate", "ci_low", "ci_high"])
 
 
+def _mcnemar(wide: pd.DataFrame, arm_a: str, arm_b: str) -> McNemarResult:
+    """McNemar from the wide (case, rater) x arm table of any-hallucination (NaN: not rated)."""
+    pairs = wide[[arm_a, arm_b]].dropna(how="any").astype(bool)
+    b = int((pairs[arm_a] & ~pairs[arm_b]).sum())
+    c = int((~pairs[arm_a] & pairs[arm_b]).sum())
+    p_value = 1.0 if b + c == 0 else float(min(1.0, 2 * stats.binom.cdf(min(b, c), b + c, 0.5)))
+    return McNemarResult(b=b, c=c, p_value=p_value, n_pairs=len(pairs))
+
+
+def _flag_table(units: pd.DataFrame, arms: Sequence[str]) -> pd.DataFrame:
+    return _wide(units, arms, units["any"].to_numpy(float), np.ones(len(units), bool))
+
+
 def mcnemar_pairs(flags: pd.DataFrame, arm_a: str, arm_b: str) -> McNemarResult:
     """Exact McNemar test of any-hallucination between two arms, paired by (case, rater).
 
@@ -492,11 +629,30 @@ def mcnemar_pairs(flags: pd.DataFrame, arm_a: str, arm_b: str) -> McNemarResult:
     mcnemar(exact=True). Exact rather than chi-square because discordant counts in a
     rating study are small.
     """
+    return _mcnemar(_flag_table(_flag_units(flags), [arm_a, arm_b]), arm_a, arm_b)
+
+
+def pairwise_mcnemar(flags: pd.DataFrame, arms: Sequence[str]) -> pd.DataFrame:
+    """mcnemar_pairs for every pair of ``arms`` (in combinations order), one row each.
+
+    Columns arm_a, arm_b, b, c, p_value, n_pairs; the responses are collapsed once for all
+    pairs rather than once per pair.
+    """
+    return _pairwise_mcnemar(_flag_units(flags), arms)
+
+
+def hallucination_family(
+    flags: pd.DataFrame, arms: Sequence[str], confidence: float = 0.95
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """hallucination_rates and pairwise_mcnemar, collapsing the flags to responses once."""
     units = _flag_units(flags)
-    units = units[units["arm"].isin([arm_a, arm_b])]
-    wide = units.pivot(index=PAIR_KEYS, columns="arm", values="any").reindex(columns=[arm_a, arm_b])
-    wide = wide.dropna(how="any").astype(bool)
-    b = int((wide[arm_a] & ~wide[arm_b]).sum())
-    c = int((~wide[arm_a] & wide[arm_b]).sum())
-    p_value = 1.0 if b + c == 0 else float(min(1.0, 2 * stats.binom.cdf(min(b, c), b + c, 0.5)))
-    return McNemarResult(b=b, c=c, p_value=p_value, n_pairs=len(wide))
+    return _rates(units, confidence), _pairwise_mcnemar(units, arms)
+
+
+def _pairwise_mcnemar(units: pd.DataFrame, arms: Sequence[str]) -> pd.DataFrame:
+    wide = _flag_table(units, arms)
+    rows = [
+        {"arm_a": arm_a, "arm_b": arm_b, **asdict(_mcnemar(wide, arm_a, arm_b))}
+        for arm_a, arm_b in itertools.combinations(arms, 2)
+    ]
+    return pd.DataFrame(rows, columns=["arm_a", "arm_b", "b", "c", "p_value", "n_pairs"])

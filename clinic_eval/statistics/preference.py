@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -129,17 +129,34 @@ def sign_test(wins_a: int, wins_b: int) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def _validate_judgments(judgments: pd.DataFrame, columns: Sequence[str] = JUDGMENT_COLUMNS) -> None:
-    missing = [c for c in columns if c not in judgments.columns]
+def _judgment_codes(
+    judgments: pd.DataFrame,
+) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray]:
+    """Validate pairwise judgments and code them in one pass over the columns.
+
+    Returns the arm names (as strings, sorted), arm_a and arm_b as positions in them, and the
+    outcome as a position in OUTCOMES (a, b, tie, both_bad).
+    """
+    missing = [c for c in JUDGMENT_COLUMNS if c not in judgments.columns]
     if missing:
         raise ValueError(f"judgments lack columns {missing}")
-    if judgments[["arm_a", "arm_b"]].isna().any().any():
+    n = len(judgments)
+    both = pd.concat([judgments["arm_a"], judgments["arm_b"]], ignore_index=True)
+    raw, uniques = pd.factorize(both)
+    if (raw < 0).any():
         raise ValueError("arm_a and arm_b must not be missing")
-    bad = set(judgments["outcome"].unique()) - set(OUTCOMES)
-    if bad:
+    outcome = pd.Index(OUTCOMES).get_indexer(judgments["outcome"])
+    if (outcome < 0).any():
+        bad = set(judgments["outcome"].unique()) - set(OUTCOMES)
         raise ValueError(f"unknown outcomes {sorted(map(str, bad))}; expected {OUTCOMES}")
-    if (judgments["arm_a"] == judgments["arm_b"]).any():
+    if (raw[:n] == raw[n:]).any():
         raise ValueError("an arm cannot be compared with itself")
+    # Arms are compared as strings (astype(str)), so 1 and "1" are one arm.
+    names = pd.Index(uniques).astype(str).tolist()
+    arms = tuple(sorted(set(names)))
+    position = np.array([arms.index(name) for name in names], dtype=int)
+    index = position[raw] if n else np.zeros(0, int)
+    return arms, index[:n], index[n:], outcome
 
 
 def win_rates(judgments: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
@@ -157,28 +174,19 @@ def win_rates(judgments: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame
 
     Rates are nan where their denominator is 0.
     """
-    _validate_judgments(judgments)
-    outcome = judgments["outcome"].to_numpy()
-    side_a = pd.DataFrame(
-        {
-            "arm": judgments["arm_a"].to_numpy(),
-            "wins": outcome == "a",
-            "losses": outcome == "b",
-            "ties": outcome == "tie",
-            "both_bad": outcome == "both_bad",
-        }
-    )
-    side_b = pd.DataFrame(
-        {
-            "arm": judgments["arm_b"].to_numpy(),
-            "wins": outcome == "b",
-            "losses": outcome == "a",
-            "ties": outcome == "tie",
-            "both_bad": outcome == "both_bad",
-        }
-    )
-    long = pd.concat([side_a, side_b], ignore_index=True)
-    counts = long.groupby("arm").sum().astype(int).sort_index()
+    arms, ia, ib, outcome = _judgment_codes(judgments)
+    k = len(arms)
+
+    def tally(first: int, second: int) -> np.ndarray:
+        # Judgments with outcome `first` for arm_a, plus those with `second` for arm_b.
+        return np.bincount(ia[outcome == first], minlength=k) + np.bincount(
+            ib[outcome == second], minlength=k
+        )
+
+    counts = pd.DataFrame(
+        {"wins": tally(0, 1), "losses": tally(1, 0), "ties": tally(2, 2), "both_bad": tally(3, 3)},
+        index=pd.Index(arms, name="arm"),
+    ).astype(int)
     counts.insert(0, "comparisons", counts[["wins", "losses", "ties", "both_bad"]].sum(axis=1))
     rows = []
     for _, row in counts.iterrows():
@@ -206,23 +214,31 @@ def pairwise_win_rates(judgments: pd.DataFrame, confidence: float = 0.95) -> pd.
     decisive`` with a Wilson interval, and ``sign_p`` (exact two-sided sign test on the decisive
     judgments; ties and both_bad excluded).
     """
-    _validate_judgments(judgments)
-    a = judgments["arm_a"].astype(str).to_numpy()
-    b = judgments["arm_b"].astype(str).to_numpy()
-    outcome = judgments["outcome"].to_numpy()
-    swap = a > b
-    frame = pd.DataFrame(
+    arms, ia, ib, outcome = _judgment_codes(judgments)
+    k = len(arms)
+    # Orient each judgment to the sorted pair (arm codes follow the sorted arm names).
+    swap = ia > ib
+    pair = np.where(swap, ib, ia) * k + np.where(swap, ia, ib)
+    first_won = ((outcome == 0) & ~swap) | ((outcome == 1) & swap)
+    second_won = ((outcome == 1) & ~swap) | ((outcome == 0) & swap)
+    tallies = {
+        name: np.bincount(pair[rows], minlength=k * k)
+        for name, rows in (
+            ("wins_1", first_won),
+            ("wins_2", second_won),
+            ("ties", outcome == 2),
+            ("both_bad", outcome == 3),
+        )
+    }
+    seen = np.flatnonzero(np.bincount(pair, minlength=k * k))
+    names = np.array(arms, dtype=object)
+    counts = pd.DataFrame(
         {
-            "arm_1": np.where(swap, b, a),
-            "arm_2": np.where(swap, a, b),
-            # Orient each judgment to the sorted pair before counting.
-            "wins_1": ((outcome == "a") & ~swap) | ((outcome == "b") & swap),
-            "wins_2": ((outcome == "b") & ~swap) | ((outcome == "a") & swap),
-            "ties": outcome == "tie",
-            "both_bad": outcome == "both_bad",
+            "arm_1": names[seen // k],
+            "arm_2": names[seen % k],
+            **{name: tally[seen] for name, tally in tallies.items()},
         }
-    )
-    counts = frame.groupby(["arm_1", "arm_2"], sort=True).sum().astype(int).reset_index()
+    ).astype({name: int for name in tallies})
     counts.insert(2, "comparisons", counts[["wins_1", "wins_2", "ties", "both_bad"]].sum(axis=1))
     counts["decisive"] = counts["wins_1"] + counts["wins_2"]
     intervals = [
@@ -288,14 +304,6 @@ def best_of_n_shares(rows: pd.DataFrame, confidence: float = 0.95) -> pd.DataFra
 # --------------------------------------------------------------------------------------------
 
 
-def _arm_index(judgments: pd.DataFrame) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
-    a = judgments["arm_a"].astype(str).to_numpy()
-    b = judgments["arm_b"].astype(str).to_numpy()
-    arms = tuple(sorted(set(a) | set(b)))
-    lookup = {arm: k for k, arm in enumerate(arms)}
-    return arms, np.array([lookup[x] for x in a], int), np.array([lookup[x] for x in b], int)
-
-
 def _unit_counts(
     unit: np.ndarray, ia: np.ndarray, ib: np.ndarray, outcome: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -305,13 +313,17 @@ def _unit_counts(
     replicate a weighted sum over units instead of a re-collapse of a resampled DataFrame.
     """
     n_units = int(unit.max()) + 1 if unit.size else 0
-    wins = np.zeros((n_units, k, k))
-    ties = np.zeros((n_units, k, k))
-    is_a, is_b, is_tie = outcome == "a", outcome == "b", outcome == "tie"
-    np.add.at(wins, (unit[is_a], ia[is_a], ib[is_a]), 1)
-    np.add.at(wins, (unit[is_b], ib[is_b], ia[is_b]), 1)
-    np.add.at(ties, (unit[is_tie], ia[is_tie], ib[is_tie]), 1)
-    np.add.at(ties, (unit[is_tie], ib[is_tie], ia[is_tie]), 1)
+    size = n_units * k * k
+    # Outcome codes are positions in OUTCOMES: a, b, tie, both_bad.
+    is_a, is_b, is_tie = outcome == 0, outcome == 1, outcome == 2
+
+    def cells(rows: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        return (unit[rows] * k + first[rows]) * k + second[rows]
+
+    winner_first = np.concatenate([cells(is_a, ia, ib), cells(is_b, ib, ia)])
+    tie_cells = np.concatenate([cells(is_tie, ia, ib), cells(is_tie, ib, ia)])
+    wins = np.bincount(winner_first, minlength=size).astype(float).reshape(n_units, k, k)
+    ties = np.bincount(tie_cells, minlength=size).astype(float).reshape(n_units, k, k)
     return wins, ties
 
 
@@ -425,9 +437,7 @@ def bradley_terry(
         raise ValueError(f"ties must be 'davidson' or 'drop', got {ties!r}")
     if l2 < 0:
         raise ValueError("l2 must be non-negative")
-    _validate_judgments(judgments)
-    arms, ia, ib = _arm_index(judgments)
-    outcome = judgments["outcome"].to_numpy()
+    arms, ia, ib, outcome = _judgment_codes(judgments)
     wins, tie_counts = _unit_counts(np.zeros(len(ia), int), ia, ib, outcome, len(arms))
     return _fit_bt(arms, wins[0], tie_counts[0], ties == "davidson", l2)
 
@@ -457,6 +467,20 @@ def _fit_bt(
     )
 
 
+def _distinct_rows(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct rows of a non-negative whole-number matrix (any order) and each row's one."""
+    top = counts.max(axis=0).astype(np.int64) + 1 if len(counts) else np.ones(0, np.int64)
+    if float(np.prod(top.astype(float))) < 2**62:
+        # Each row as one number in a mixed radix: hashing that beats sorting rows.
+        place = np.concatenate([np.cumprod(top[::-1])[::-1][1:], [1]]).astype(np.int64)
+        which, _ = pd.factorize(counts.astype(np.int64) @ place)
+        distinct = np.zeros((int(which.max()) + 1 if which.size else 0, counts.shape[1]))
+        distinct[which] = counts
+        return distinct, which
+    distinct, which = np.unique(counts, axis=0, return_inverse=True)
+    return distinct, which.reshape(-1)
+
+
 def bradley_terry_bootstrap(
     judgments: pd.DataFrame,
     n_boot: int = 200,
@@ -465,6 +489,8 @@ def bradley_terry_bootstrap(
     confidence: float = 0.95,
     ties: Literal["davidson", "drop"] = "davidson",
     l2: float = 0.0,
+    *,
+    point: BTResult | None = None,
 ) -> dict[str, Interval]:
     """Cluster-bootstrap percentile intervals for the Bradley-Terry log-strengths.
 
@@ -475,29 +501,35 @@ def bradley_terry_bootstrap(
     around the full-data estimate. Deterministic for a given ``seed``.
 
     Replicates in which the MLE does not exist (an arm never won or never lost) are skipped
-    with a warning when ``l2 == 0``; if that happens often, pass ``l2 > 0``.
+    with a warning when ``l2 == 0``; if that happens often, pass ``l2 > 0``. ``point`` is
+    ``bradley_terry(judgments, ties, l2)`` when the caller already has it (it is not refitted).
     """
     if by not in ("case", "rater"):
         raise ValueError(f"by must be 'case' or 'rater', got {by!r}")
     if n_boot < 1:
         raise ValueError("n_boot must be at least 1")
     z_value(confidence)
-    point = bradley_terry(judgments, ties=ties, l2=l2)
-    arms, ia, ib = _arm_index(judgments)
+    if point is None:
+        point = bradley_terry(judgments, ties=ties, l2=l2)
+    arms, ia, ib, outcome = _judgment_codes(judgments)
     column = "case_id" if by == "case" else "rater_id"
     unit, _ = pd.factorize(judgments[column], sort=True)
-    outcome = judgments["outcome"].to_numpy()
     wins, tie_counts = _unit_counts(np.asarray(unit), ia, ib, outcome, len(arms))
-    n_units = wins.shape[0]
+    n_units, k = wins.shape[0], len(arms)
     use_ties = ties == "davidson"
     start = (np.asarray(point.strengths), point.tie_parameter)
+    # Units with the same counts are interchangeable, so a replicate only needs how often it
+    # drew a unit of each count pattern: far fewer rows than units. Draw counts and judgment
+    # counts are whole numbers, so these sums are exact, the same as weighting every unit.
+    per_unit = np.concatenate([wins.reshape(n_units, -1), tie_counts.reshape(n_units, -1)], 1)
+    patterns, pattern_of_unit = _distinct_rows(per_unit)
     rng = np.random.default_rng(seed)
     replicates = []
     skipped = 0
     for _ in range(n_boot):
-        weights = np.bincount(rng.integers(0, n_units, n_units), minlength=n_units).astype(float)
-        w = np.tensordot(weights, wins, axes=1)
-        t = np.tensordot(weights, tie_counts, axes=1)
+        drawn = pattern_of_unit[rng.integers(0, n_units, n_units)]
+        totals = np.bincount(drawn, minlength=len(patterns)).astype(float) @ patterns
+        w, t = totals[: k * k].reshape(k, k), totals[k * k :].reshape(k, k)
         # An arm can vanish from a replicate entirely; its strength is then undefined.
         seen = (w + w.T + t).sum(axis=1) > 0
         if not seen.all():
