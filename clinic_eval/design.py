@@ -10,6 +10,7 @@ import random
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import combinations
 
 
 class DesignError(ValueError):
@@ -111,7 +112,9 @@ def build_design(
     """Assign every comparison to exactly ``raters_per_item`` raters, balanced.
 
     - Load: each comparison goes to the eligible raters with the fewest items so far, then the
-      fewest of that arm set, so every rater gets a similar number and a similar mix.
+      fewest shared with the raters already chosen for it, then the fewest of that arm set: every
+      rater gets a similar number and mix, and pairs of raters rotate instead of staying fixed,
+      so agreement is measured across many rater pairs.
     - Never a rater's own case: ``authors`` maps a case id to the rater who made its original
       decision.
     - Positions: per arm set, every arm is shown in every position equally often, within
@@ -131,6 +134,7 @@ def build_design(
 
     load: Counter[str] = Counter()
     mix: dict[str, Counter[tuple[str, ...]]] = defaultdict(Counter)
+    together: Counter[frozenset[str]] = Counter()  # items each pair of raters shares
     per_rater: dict[str, list[int]] = defaultdict(list)
     for index in order:
         comparison = comparisons[index]
@@ -140,9 +144,21 @@ def build_design(
                 f"case {comparison.case_id} needs {raters_per_item} raters but only "
                 f"{len(eligible)} may rate it (a physician never rates their own case)"
             )
-        chosen = sorted(eligible, key=lambda r: (load[r], mix[r][comparison.arms], tiebreak[r]))[
-            :raters_per_item
-        ]
+        chosen: list[str] = []
+        for _ in range(raters_per_item):
+            chosen.append(
+                min(
+                    (r for r in eligible if r not in chosen),
+                    key=lambda r: (
+                        load[r],
+                        sum(together[frozenset((r, other))] for other in chosen),
+                        mix[r][comparison.arms],
+                        tiebreak[r],
+                    ),
+                )
+            )
+        for first, second in combinations(chosen, 2):
+            together[frozenset((first, second))] += 1
         for rater in chosen:
             per_rater[rater].append(index)
             load[rater] += 1

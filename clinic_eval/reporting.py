@@ -122,7 +122,8 @@ def _consistency_and_agreement(judgments: pd.DataFrame) -> dict[str, Any]:
         section["intra_rater_preference"] = agreement.intra_rater_consistency(long)
     first = long[long["repeat"] == 0].drop(columns="repeat")
     if first["rater"].nunique() >= 2:
-        section["cohen_kappa_pairs"] = agreement.pairwise_cohen_kappa(first)
+        pairs = agreement.pairwise_cohen_kappa(first)
+        section["cohen_kappa_pairs"] = pairs[pairs["n"] > 0].reset_index(drop=True)
         try:
             section["fleiss_kappa_preference"] = agreement.fleiss_kappa(
                 agreement.fleiss_table(first).to_numpy()
@@ -150,8 +151,9 @@ def report_extras(frames: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
     pairwise = first[first["mode"] == "pairwise"].rename(columns={"rater": "rater_id"})
     if len(pairwise):
         columns = ["case_id", "rater_id", "arm_a", "arm_b", "outcome"]
+        # Each stratum as a sub-report of the same shape as the whole one.
         extras["strata"] = {
-            str(stratum): {"win_rates": preference.win_rates(group[columns])}
+            str(stratum): {"preference": {"win_rates": preference.win_rates(group[columns])}}
             for stratum, group in pairwise.groupby("stratum", sort=True)
         }
         responses = frames["responses.csv"]

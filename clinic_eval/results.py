@@ -358,6 +358,11 @@ def _agreement(report: Mapping[str, Any]) -> dict[str, Any] | None:
     if not section:
         return None
     likert = section.get("likert_alpha_ordinal") or {}
+    consistency = report.get("consistency") or {}
+    fleiss = consistency.get("fleiss_kappa_preference")
+    pairs = consistency.get("cohen_kappa_pairs") or []
+    intra = [row for row in consistency.get("intra_rater_preference") or [] if row]
+    pooled = next((row for row in intra if row.get("rater") == "all"), None)
     return {
         "preference_alpha": _estimate(section.get("preference_alpha_nominal"), digits=3),
         "likert_alpha": [
@@ -365,7 +370,56 @@ def _agreement(report: Mapping[str, Any]) -> dict[str, Any] | None:
             for d, value in sorted(likert.items())
         ],
         "raters": (report.get("counts") or {}).get("raters"),
+        "fleiss_kappa": _estimate(fleiss, digits=3) if not isinstance(fleiss, Mapping) else None,
+        "fleiss_note": fleiss.get("not_estimable") if isinstance(fleiss, Mapping) else "",
+        "cohen_pairs": [
+            {
+                "raters": f"{row['rater_a']} · {row['rater_b']}",
+                "n": row.get("n"),
+                "kappa": _estimate(row.get("kappa"), digits=3),
+                "agreement": _estimate(row.get("percent_agreement"), percent=True),
+            }
+            for row in pairs
+        ],
+        "intra_rater": {
+            "n_pairs": pooled.get("n_pairs"),
+            "identical": _estimate(pooled.get("identical_share"), percent=True),
+            "kappa": _estimate(pooled.get("kappa"), digits=3),
+        }
+        if pooled
+        else None,
     }
+
+
+def _length(report: Mapping[str, Any]) -> dict[str, Any] | None:
+    length = report.get("length")
+    if not length or not length.get("decisive"):
+        return None
+    share = length.get("longer_share") or {}
+    return {
+        "longer_share": _estimate(
+            share.get("estimate"), share.get("low"), share.get("high"), percent=True
+        ),
+        "unequal": length.get("unequal"),
+        "p_value": _p(length.get("p_value")),
+        "rho": _estimate(length.get("spearman_rho"), digits=3),
+    }
+
+
+def _best_of_n(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    rows = (report.get("best_of_n") or {}).get("shares") or []
+    return [
+        {
+            "arm": row.get("arm"),
+            "share": _estimate(
+                row.get("share"), row.get("share_low"), row.get("share_high"), percent=True
+            ),
+            "chance": _estimate(row.get("chance_share"), percent=True),
+            "wins": row.get("wins"),
+            "shown": row.get("shown"),
+        }
+        for row in rows
+    ]
 
 
 def _position_bias(report: Mapping[str, Any], alpha: float) -> dict[str, Any] | None:
@@ -533,6 +587,8 @@ def results_context(
         "likert_tests": _likert_tests(report, alpha),
         "hallucination_tests": _hallucination_tests(report, alpha),
         "agreement": _agreement(report),
+        "length": _length(report),
+        "best_of_n": _best_of_n(report),
         "position_bias": _position_bias(report, alpha),
         "strata": _strata(report),
         "paradox": paradox,

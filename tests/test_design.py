@@ -135,3 +135,20 @@ def test_an_impossible_design_is_refused_with_a_reason() -> None:
         )
     with pytest.raises(DesignError, match="two or more distinct arms"):
         build_comparisons(CASES, [("SFT", "SFT")])
+
+
+def test_rater_pairs_rotate_so_agreement_covers_many_pairs() -> None:
+    raters = [f"r{i}" for i in range(6)]
+    cases = [f"c{i}" for i in range(60)]
+    design = build_design(
+        comparisons=build_comparisons(cases, [("a", "b"), ("a", "c"), ("b", "c")]),
+        raters=raters,
+        raters_per_item=2,
+        seed=4,
+    )
+    by_comparison: dict[int, list[str]] = defaultdict(list)
+    for assignment in design.assignments:
+        by_comparison[assignment.comparison].append(assignment.rater)
+    shared = Counter(frozenset(pair) for pair in by_comparison.values())
+    assert len(shared) == 15, "every pair of the six raters shares items"
+    assert max(shared.values()) - min(shared.values()) <= 2

@@ -227,7 +227,11 @@ def test_the_results_page_shows_every_panel_and_is_cached_until_data_change(
     client = logged_in(coordinator)
     url = reverse("coordinator:study_results", args=[study.pk])
     html = client.get(url).content.decode()
-    for marker in ('id="primary"', "Interim results", "data:image/svg+xml;base64,", "Win rate"):
+    markers = (
+        'id="primary"', "Interim results", "data:image/svg+xml;base64,", "Win rate",
+        "Fleiss", "Cohen's κ per pair", "Same rater, repeated items", "Length and preference",
+    )  # fmt: skip
+    for marker in markers:
         assert marker in html, marker
     assert html.count("data:image/svg+xml;base64,") >= 3
     import re
@@ -251,11 +255,13 @@ def test_the_report_adds_strata_length_consistency_and_kappas(built: object) -> 
     study = built.study  # type: ignore[attr-defined]
     report = exports.study_report(study)
     assert set(report["strata"]) == {"General"}
-    assert report["strata"]["General"]["win_rates"] == report["preference"]["win_rates"]
+    whole = report["strata"]["General"]["preference"]["win_rates"]
+    assert whole == report["preference"]["win_rates"]
     assert report["length"]["decisive"] > 0
     consistency = report["consistency"]
     assert consistency["intra_rater_preference"][-1]["rater"] == "all"
-    assert {"rater_a", "rater_b", "kappa"} <= set(consistency["cohen_kappa_pairs"][0])
+    pairs = consistency["cohen_kappa_pairs"]
+    assert {"rater_a", "rater_b", "kappa"} <= set(pairs[0]) and all(p["n"] > 0 for p in pairs)
     assert "fleiss_kappa_preference" in consistency
 
 
@@ -267,3 +273,9 @@ def test_best_of_n_studies_report_winning_shares(coordinator: User) -> None:
     judged = Judgment.objects.filter(study=built.study, assignment__is_repeat=False).count()
     assert sum(row["shown"] for row in shares.values()) == 3 * judged
     assert all(abs(row["chance_share"] - 1 / 3) < 1e-9 for row in shares.values())
+    from django.urls import reverse
+
+    from tests.conftest import logged_in
+
+    page = logged_in(coordinator).get(reverse("coordinator:study_results", args=[built.study.pk]))
+    assert "Best of N: winning share" in page.content.decode()

@@ -185,3 +185,12 @@ def test_layer_accuracy_bootstrap_columns() -> None:
     again = layer_accuracy(PRED, TRUTH, LAYERS, n_boot=200, seed=1)
     pd.testing.assert_frame_equal(table, again)
     assert (table.f1_ci_low <= table.macro_f1 + 1e-12).all()
+
+
+def test_a_single_label_layer_with_no_labels_at_all_scores_nothing_without_failing() -> None:
+    """Regression: every truth and prediction missing (a study with no decisions parsed yet)."""
+    pred = pd.DataFrame({"case_id": ["c1", "c2"], "arm": ["A", "A"], "strategy": [None, np.nan]})
+    truth = pd.DataFrame({"case_id": ["c1", "c2"], "strategy": [None, ""]})
+    table = layer_accuracy(pred, truth, {"strategy": {"multi": False}})
+    row = table[table["stratum"] == "all"].iloc[0]
+    assert row["n"] == 0 and row["missing"] == 0  # as the set-based code scored it

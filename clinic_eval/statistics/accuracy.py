@@ -153,8 +153,10 @@ def _single_label_codes(
     """
     codes, labels = pd.factorize(np.concatenate([truths, preds]))
     labels = np.asarray(labels, dtype=object)
+    # One extra "missing" slot so that code -1 (NaN/None) indexes it, even with no labels.
     blank = np.fromiter((_is_missing(label) for label in labels), bool, len(labels))
-    codes = np.where((codes >= 0) & ~blank[np.maximum(codes, 0)], codes, -1)
+    blank = np.append(blank, True)
+    codes = np.where(~blank[codes], codes, -1)
     return codes[: len(truths)], codes[len(truths) :], labels
 
 
