@@ -44,6 +44,8 @@ DEMO_PHYSICIANS = (
 # The paradox study's three-way comparison, pairwise: SFT vs GRPO vs the physician's own plan.
 DEMO_PAIRS = [["GRPO-sim", "SFT-sim"], ["Physician", "SFT-sim"], ["GRPO-sim", "Physician"]]
 DEMO_ITEMS_PER_RATER = 12
+# The pre-registered primary endpoint of both rating studies: does SFT beat GRPO?
+DEMO_PRIMARY = {"kind": "preference", "arm_a": "SFT-sim", "arm_b": "GRPO-sim", "dimension": ""}
 SIMULATED_ARM_STYLES = {
     "SFT-sim": "Structured assessment, key findings, plan and rationale; clear reasoning.",
     "DPO-sim": "Warm, patient-friendly and verbose; hedges and adds counselling points.",
@@ -110,15 +112,7 @@ def demo_seed(*, n_cases: int = 240, seed: int = 1) -> DemoAccounts:
             "repeat_fraction": 0.1,
         },
         rubric=study.rubric,
-        analysis_plan=study.analysis_plan
-        | {
-            "primary": {
-                "kind": "preference",
-                "arm_a": "SFT-sim",
-                "arm_b": "GRPO-sim",
-                "dimension": "",
-            }
-        },
+        analysis_plan=study.analysis_plan | {"primary": DEMO_PRIMARY},
         rater_ids=list(
             User.objects.filter(username__in=[u for u, _ in DEMO_PHYSICIANS]).values_list(
                 "pk", flat=True
@@ -171,15 +165,7 @@ def _demo_closed_study(coordinator: User, cases: list, responses: list, seed: in
         study=study,
         design=study.design | {"arm_sets": DEMO_PAIRS, "raters_per_item": 2},
         rubric=study.rubric,
-        analysis_plan=study.analysis_plan
-        | {
-            "primary": {
-                "kind": "preference",
-                "arm_a": "SFT-sim",
-                "arm_b": "GRPO-sim",
-                "dimension": "",
-            }
-        },  # fmt: skip
+        analysis_plan=study.analysis_plan | {"primary": DEMO_PRIMARY},
         rater_ids=[rater.pk for rater in raters],
     )
     services.study_transition(study=study, to_status=Study.Status.OPEN)
