@@ -75,6 +75,7 @@ def test_debug_mode_starts_with_embedded_defaults(tmp_path: Path) -> None:
         ("SESSION_IDLE_TIMEOUT_MINUTES", "0", "SESSION_IDLE_TIMEOUT_MINUTES must be at least 1"),
         ("DEBUG", "maybe", "DEBUG must be one of"),
         ("IMPORT_MAX_BYTES", "10", "IMPORT_MAX_BYTES must be at least 1024"),
+        ("CACHE_URL", "memcached://x", "CACHE_URL must be a redis:// URL"),
     ],
 )
 def test_bad_values_name_their_variable(
@@ -114,3 +115,17 @@ def test_sqlite_default_lives_in_the_var_directory(tmp_path: Path) -> None:
     code = "from django.conf import settings; print(settings.DATABASES['default']['NAME'])"
     result = manage(["shell", "--no-imports", "-c", code], {"DEBUG": "1"}, tmp_path)
     assert result.stdout.strip() == str(tmp_path / "clinic_eval.sqlite3"), result.stderr
+
+
+def test_a_cache_url_shares_reports_through_redis(tmp_path: Path) -> None:
+    """The results page's cache round-trips through the real Redis when CACHE_URL is set."""
+    code = (
+        "from django.core.cache import caches; cache = caches['default']; "
+        "cache.set('probe', {'a': 1}, 30); print(type(cache).__name__, cache.get('probe'))"
+    )
+    result = manage(
+        ["shell", "--no-imports", "-c", code],
+        {"DEBUG": "1", "CACHE_URL": "redis://127.0.0.1:6379/3"},
+        tmp_path,
+    )
+    assert result.stdout.strip() == "RedisCache {'a': 1}", result.stderr
