@@ -203,13 +203,15 @@ def _choice_label(key: str) -> str:
     return HALLUCINATION_LABELS.get(key, key.replace("_", " ").capitalize())
 
 
-def _shortcut_keys(keys: list[str]) -> dict[str, str]:
-    """A one-key shortcut per option: its first letter, or a digit where letters collide."""
+def _shortcut_keys(keys: list[str], reserved: set[str]) -> dict[str, str]:
+    """A one-key shortcut per option: the first letter of its name that no other option and
+    no preference choice uses (minor -> M, major -> J), else a digit."""
     shortcuts: dict[str, str] = {}
     for index, key in enumerate(keys):
-        letter = key[:1].lower()
-        taken = letter in shortcuts.values() or not letter.isalpha()
-        shortcuts[key] = str(index + 1) if taken else letter
+        free = [
+            c for c in key.lower() if c.isalpha() and c not in reserved | set(shortcuts.values())
+        ]
+        shortcuts[key] = free[0] if free else str(index + 1)
     return shortcuts
 
 
@@ -231,8 +233,13 @@ def _rating_form(item: selectors.RatingItem, values: dict, errors: dict) -> dict
     """The rating form as plain nested data, so the template only loops and prints."""
     rubric, design = item.study.rubric, item.study.design
     flag = rubric["hallucination"]
-    type_keys = _shortcut_keys(flag["types"])
-    severity_keys = _shortcut_keys(flag["severities"])
+    reserved = {
+        "t",
+        "x",
+        *(choice.lower() for choice in item.preference_choices if len(choice) == 1),
+    }
+    type_keys = _shortcut_keys(flag["types"], reserved)
+    severity_keys = _shortcut_keys(flag["severities"], reserved | set(type_keys.values()))
     responses = []
     for shown in item.responses:
         letter = shown.letter

@@ -598,3 +598,21 @@ def test_rater_requests_run_a_bounded_number_of_queries_whatever_the_queue(
     assert counts[0] == counts[1]
     item, submit, home = counts[0]
     assert item <= 12 and submit <= 32 and home <= 8, counts[0]
+
+
+def test_shortcut_keys_never_clash_with_each_other_or_the_preference(
+    rating: Study, physician: User
+) -> None:
+    import re
+
+    client = logged_in(physician)
+    html = client.get(start(client, rating)).content.decode()
+    for fieldset in re.findall(r"<fieldset.*?</fieldset>", html, re.DOTALL):
+        keys = re.findall(r'data-key="([^"]+)"', fieldset)
+        assert len(keys) == len(set(keys)), keys
+    response_a = html.split('id="title-A"', 1)[1].split('id="title-B"', 1)[0]
+    flag_keys = re.findall(
+        r'name="A-(?:hallucination|severity)" value="[^"]+" data-key="(\w)"', response_a
+    )
+    assert flag_keys == ["n", "f", "r", "m", "j"]
+    assert not {"a", "b", "t", "x"} & set(flag_keys)
