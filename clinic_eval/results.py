@@ -391,6 +391,19 @@ def _agreement(report: Mapping[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def _notes(report: Mapping[str, Any]) -> list[str]:
+    """Caveats the numbers carry, said next to them."""
+    notes = []
+    bootstrap = ((report.get("preference") or {}).get("bradley_terry") or {}).get("bootstrap")
+    if bootstrap and bootstrap.get("skipped"):
+        notes.append(
+            f"{bootstrap['skipped']} of {bootstrap['replicates']} Bradley-Terry bootstrap "
+            "replicates had no finite estimate (an arm never won or never lost in the "
+            "resample) and were skipped; the intervals may be too narrow."
+        )
+    return notes
+
+
 def _length(report: Mapping[str, Any]) -> dict[str, Any] | None:
     length = report.get("length")
     if not length or not length.get("decisive"):
@@ -587,6 +600,7 @@ def results_context(
         "likert_tests": _likert_tests(report, alpha),
         "hallucination_tests": _hallucination_tests(report, alpha),
         "agreement": _agreement(report),
+        "notes": _notes(report),
         "length": _length(report),
         "best_of_n": _best_of_n(report),
         "position_bias": _position_bias(report, alpha),

@@ -518,3 +518,27 @@ def test_pairs_cover_all_combinations() -> None:
     table = pairwise_win_rates(data)
     assert list(zip(table["arm_1"], table["arm_2"], strict=True)) == list(combinations(arms, 2))
     assert int(table["comparisons"].sum()) == len(data)
+
+
+def test_bootstrap_diagnostics_count_skipped_replicates_instead_of_warning() -> None:
+    """Six cases, each arm winning once against each other: the full-data MLE exists, but
+    many resamples leave an arm that never wins or never loses. Counted, not hidden."""
+    import warnings
+
+    judgments = pd.DataFrame(
+        {
+            "case_id": [f"c{i}" for i in range(6)],
+            "rater_id": ["r"] * 6,
+            "arm_a": ["A", "A", "B", "B", "A", "A"],
+            "arm_b": ["B", "B", "C", "C", "C", "C"],
+            "outcome": ["a", "b", "a", "b", "a", "b"],
+        }
+    )
+    diagnostics: dict[str, int] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # with diagnostics asked for, no warning is raised
+        intervals = bradley_terry_bootstrap(judgments, n_boot=200, seed=1, diagnostics=diagnostics)
+    assert diagnostics["replicates"] == 200 and 0 < diagnostics["skipped"] < 200
+    assert set(intervals) == {"A", "B", "C"}
+    with pytest.warns(RuntimeWarning, match="bootstrap replicates had no finite"):
+        bradley_terry_bootstrap(judgments, n_boot=200, seed=1)

@@ -491,6 +491,7 @@ def bradley_terry_bootstrap(
     l2: float = 0.0,
     *,
     point: BTResult | None = None,
+    diagnostics: dict[str, int] | None = None,
 ) -> dict[str, Interval]:
     """Cluster-bootstrap percentile intervals for the Bradley-Terry log-strengths.
 
@@ -503,6 +504,8 @@ def bradley_terry_bootstrap(
     Replicates in which the MLE does not exist (an arm never won or never lost) are skipped
     with a warning when ``l2 == 0``; if that happens often, pass ``l2 > 0``. ``point`` is
     ``bradley_terry(judgments, ties, l2)`` when the caller already has it (it is not refitted).
+    ``diagnostics``, when given, receives ``replicates`` and ``skipped`` instead of the warning,
+    so a report can say so next to the intervals.
     """
     if by not in ("case", "rater"):
         raise ValueError(f"by must be 'case' or 'rater', got {by!r}")
@@ -541,7 +544,9 @@ def bradley_terry_bootstrap(
             skipped += 1
             continue
         replicates.append(fit.strengths)
-    if skipped:
+    if diagnostics is not None:
+        diagnostics.update(replicates=n_boot, skipped=skipped)
+    elif skipped:
         warnings.warn(
             f"{skipped} of {n_boot} bootstrap replicates had no finite Bradley-Terry MLE and were "
             "skipped; intervals may be too narrow (consider l2 > 0)",

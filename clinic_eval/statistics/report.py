@@ -90,15 +90,19 @@ def _preference(judgments: pd.DataFrame, options: ReportOptions) -> dict[str, An
     }
     try:
         fit = preference.bradley_terry(judgments)
+        bootstrap: dict[str, int] = {}
+        # Skipped replicates are counted into the report, where a reader of the numbers sees them.
         intervals = preference.bradley_terry_bootstrap(
             judgments,
             n_boot=_boot_count(options.n_boot, len(judgments)),
             seed=options.seed,
             point=fit,
+            diagnostics=bootstrap,
         )
         section["bradley_terry"] = {
             "tie_parameter": fit.tie_parameter,
             "strengths": {arm: intervals[arm] for arm in fit.arms},
+            "bootstrap": bootstrap,
         }
     except ValueError as exc:
         section["bradley_terry"] = {"not_estimable": str(exc)}
