@@ -15,10 +15,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from clinic_eval import exports, selectors, services
+from clinic_eval.http import export_filters, logged_download
 from clinic_eval.models import Arm, Case, DataImport, Study
 from clinic_eval.permissions import IsCoordinator
 from clinic_eval.statistics.report import report_json
-from clinic_eval.views import logged_download
 
 
 class CoordinatorApi(APIView):
@@ -308,7 +308,7 @@ class StudyReportApi(CoordinatorApi):
     )
     def get(self, request: Request, study_id: int) -> HttpResponse:
         study = selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
-        filters = exports.ExportFilters(stratum=request.query_params.get("stratum", "")[:80])
+        filters = export_filters(request)
         log = services.export_log_start(
             study=study, user=request.user, what="report", filters=filters.as_dict(), via="api"
         )

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from clinic_eval import services
 from clinic_eval.models import Assignment, Response, Study, User
+from clinic_eval.study_config import position_letter
 
 # Bradley-Terry strengths, Likert means per dimension and hallucination rates per arm label.
 STRENGTH = {"SFT-sim": 0.55, "GRPO-sim": -0.15, "Physician": -0.35}
@@ -48,7 +49,7 @@ def _choice(rater: SimulatedRater, arms: list[str], design: dict) -> str:
         return "tie"
     weights = [math.exp(STRENGTH.get(arm, 0.0)) for arm in arms]
     weights[0] *= math.exp(rater.left_lean)
-    return "ABCDEFGH"[rng.choices(range(len(arms)), weights=weights)[0]]
+    return position_letter(rng.choices(range(len(arms)), weights=weights)[0])
 
 
 def _ratings(rater: SimulatedRater, arms: list[str], rubric: dict) -> tuple:

@@ -34,9 +34,9 @@ from clinic_eval.models import (
 )
 from clinic_eval.reporting import REPORT_FILES
 from clinic_eval.statistics.report import StudyTables
+from clinic_eval.study_config import position_letter
 
 CHUNK_ROWS = 5_000
-LETTERS = "ABCDEFGH"
 EXPORT_VERSION = 1
 
 
@@ -148,7 +148,7 @@ def rating_rows(study: Study, filters: ExportFilters) -> Iterator[tuple]:
         "scores",
         "judgment__assignment__is_repeat",
     ):
-        letter = LETTERS[position]
+        letter = position_letter(position)
         for dimension in dimensions:
             if dimension in scores:
                 yield item, rater, case, arm, letter, dimension, scores[dimension], repeat
@@ -175,7 +175,7 @@ def flag_rows(study: Study, filters: ExportFilters) -> Iterator[tuple]:
         "note",
         "judgment__assignment__is_repeat",
     ):
-        yield item, rater, case, arm, LETTERS[position], kind, severity, note, repeat
+        yield item, rater, case, arm, position_letter(position), kind, severity, note, repeat
 
 
 def response_rows(study: Study, filters: ExportFilters) -> Iterator[tuple]:
@@ -246,7 +246,7 @@ def unblinding_rows(study: Study, filters: ExportFilters) -> Iterator[tuple]:
         seats, "public_id", "comparison__case__external_id", "shown_order"
     ):
         for position, pk in enumerate(shown):
-            yield item, LETTERS[position], case, arms[pk], samples[pk]
+            yield item, position_letter(position), case, arms[pk], samples[pk]
 
 
 def edit_rows(study: Study, filters: ExportFilters) -> Iterator[tuple]:

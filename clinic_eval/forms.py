@@ -6,6 +6,7 @@ from django.http import QueryDict
 
 from clinic_eval import services
 from clinic_eval.models import Arm, DataImport, Study
+from clinic_eval.study_config import position_letter
 
 
 class StudyCreateForm(forms.Form):
@@ -226,7 +227,7 @@ def judgment_input(
     """
     ratings = []
     for position in range(positions):
-        letter = "ABCDEFGH"[position]
+        letter = position_letter(position)
         scores: dict[str, int | None] = {}
         for dimension in rubric.get("dimensions", []):
             raw = post.get(f"{letter}-{dimension['key']}", "")

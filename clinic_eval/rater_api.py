@@ -22,10 +22,7 @@ from rest_framework.views import APIView
 from clinic_eval import selectors, services
 from clinic_eval.models import Assignment
 from clinic_eval.permissions import IsPhysician
-from clinic_eval.services.rating import position_letter
-from clinic_eval.study_config import Rubric
-
-LETTERS = "ABCDEFGH"
+from clinic_eval.study_config import POSITION_LETTERS, Rubric, position_letter, position_of
 
 
 class RaterApi(APIView):
@@ -140,7 +137,9 @@ class RateJudgmentErrorsOutput(serializers.Serializer):
 
 
 class RateRatingInput(serializers.Serializer):
-    position = serializers.RegexField(r"^[A-H]$", help_text="The on-screen letter: A, B, ...")
+    position = serializers.ChoiceField(
+        choices=list(POSITION_LETTERS), help_text="The on-screen letter: A, B, ..."
+    )
     scores = serializers.DictField(child=serializers.IntegerField(allow_null=True))
     hallucination = serializers.CharField(required=False, allow_blank=True, default="")
     severity = serializers.CharField(required=False, allow_blank=True, default="")
@@ -231,7 +230,7 @@ def _judgment_input(payload: dict[str, Any]) -> services.JudgmentInput:
         rationale=payload["rationale"],
         ratings=tuple(
             services.RatingInput(
-                position=LETTERS.index(rating["position"]),
+                position=position_of(rating["position"]),
                 scores=dict(rating["scores"]),
                 hallucination=rating["hallucination"],
                 severity=rating["severity"],

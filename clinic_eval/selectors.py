@@ -28,6 +28,7 @@ from clinic_eval.models import (
     StudyRater,
     User,
 )
+from clinic_eval.study_config import position_letter, preference_choices
 
 
 def study_list_for_coordinator(*, user: User) -> QuerySet[Study]:
@@ -360,8 +361,6 @@ class RatingItem:
 
 
 def rating_item(*, assignment: Assignment) -> RatingItem:
-    from clinic_eval.services.rating import position_letter, preference_choices
-
     texts = dict(
         Response.objects.filter(pk__in=assignment.shown_order).values_list("pk", "display_text")
     )

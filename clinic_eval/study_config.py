@@ -131,6 +131,30 @@ class AnalysisPlan(_Strict):
     notes: Annotated[str, StringConstraints(max_length=4000)] = ""
 
 
+# Raters see responses only as positions: A, B, ... (best-of-N allows up to 6; 8 is headroom).
+POSITION_LETTERS = "ABCDEFGH"
+TIE = "tie"
+NONE_ACCEPTABLE = "none"
+
+
+def position_letter(position: int) -> str:
+    return POSITION_LETTERS[position]
+
+
+def position_of(letter: str) -> int:
+    return POSITION_LETTERS.index(letter)
+
+
+def preference_choices(design: dict, positions: int) -> list[str]:
+    """What a rater may answer: a position, a tie (pairwise), or none acceptable."""
+    choices = [position_letter(i) for i in range(positions)]
+    if design.get("mode") == "pairwise" and design.get("allow_tie", True):
+        choices.append(TIE)
+    if design.get("allow_both_unacceptable", True):
+        choices.append(NONE_ACCEPTABLE)
+    return choices
+
+
 DEFAULT_RUBRIC: dict = {
     "dimensions": [
         {

@@ -1,20 +1,20 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 from django.contrib import messages
 from django.core.cache import cache
 from django.core.paginator import Paginator
 from django.db import connection
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from clinic_eval import exports, reporting, selectors, services
+from clinic_eval import exports, selectors, services
 from clinic_eval.csvsafe import csv_safe
 from clinic_eval.design import DesignError
 from clinic_eval.forms import (
@@ -26,10 +26,11 @@ from clinic_eval.forms import (
     StudyTransitionForm,
     judgment_input,
 )
-from clinic_eval.http import wants_partial
+from clinic_eval.http import export_filters, logged_download, wants_partial
 from clinic_eval.models import Assignment, Judgment, Study, StudyRater, User
 from clinic_eval.permissions import coordinator_required, physician_required
 from clinic_eval.results import results_context
+from clinic_eval.study_config import position_letter
 
 CASES_PER_PAGE = 50
 
@@ -220,7 +221,7 @@ def _judgment_values(judgment: Judgment | None) -> dict[str, str]:
         return {}
     values = {"preference": judgment.preference, "rationale": judgment.rationale}
     for rating in judgment.ratings.all():
-        letter = "ABCDEFGH"[rating.position]
+        letter = position_letter(rating.position)
         for key, score in rating.scores.items():
             values[f"{letter}-{key}"] = str(score)
         values[f"{letter}-hallucination"] = rating.hallucination
@@ -567,42 +568,6 @@ def rater_reassign(request: HttpRequest, study_id: int, rater_id: int) -> HttpRe
 # --- Coordinator: results and exports -------------------------------------------------------
 
 
-def _export_filters(request: HttpRequest) -> exports.ExportFilters:
-    return exports.ExportFilters(stratum=request.GET.get("stratum", "").strip()[:80])
-
-
-def logged_download(
-    request: HttpRequest, study: Study, name: str, *, via: str = "web"
-) -> StreamingHttpResponse:
-    """Stream one export file or the zip, logging who took what; 404 for an unknown name."""
-    filters = _export_filters(request)
-    counter = exports.RowCounter()
-    if name == "zip":
-        chunks = exports.stream_zip(
-            study,
-            filters,
-            counter,
-            lambda: reporting.summary_files(exports.study_report(study, filters)),
-        )
-        filename, content_type = f"study-{study.pk}-export.zip", "application/zip"
-    elif name in exports.FILES_BY_NAME:
-        chunks = exports.stream_csv(exports.FILES_BY_NAME[name], study, filters, counter)
-        filename, content_type = f"study-{study.pk}-{name}", "text/csv; charset=utf-8"
-    else:
-        raise Http404
-    log = services.export_log_start(
-        study=study, user=request.user, what=name, filters=filters.as_dict(), via=via
-    )
-
-    def logged() -> Iterator[bytes]:
-        yield from chunks
-        services.export_log_finish(log=log, row_count=counter.rows)
-
-    response = StreamingHttpResponse(logged(), content_type=content_type)
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    return response
-
-
 @require_GET
 @coordinator_required
 def study_export(request: HttpRequest, study_id: int, name: str = "zip") -> StreamingHttpResponse:
@@ -623,7 +588,7 @@ def _primary_label(study: Study) -> str:
 @coordinator_required
 def study_results(request: HttpRequest, study_id: int) -> HttpResponse:
     study = selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
-    filters = _export_filters(request)
+    filters = export_filters(request)
     key = f"results:{study.pk}:{filters.stratum}:{selectors.study_data_version(study=study)}"
     results = cache.get(key)
     if results is None:

@@ -6,6 +6,7 @@ import random
 
 from clinic_eval import services
 from clinic_eval.models import Response, Study, User
+from clinic_eval.study_config import preference_choices
 from tests.rating_study import OpenStudy, open_study, physicians
 
 RATIONALES = (
@@ -27,7 +28,7 @@ def rate_everything(built: OpenStudy, *, seed: int = 3, edits: int = 2) -> int:
     for rater in built.raters:
         while (seat := services.assignment_next(rater=rater, study=study)) is not None:
             positions = len(seat.shown_order)
-            choices = services.rating.preference_choices(study.design, positions)
+            choices = preference_choices(study.design, positions)
             ratings = []
             for position in range(positions):
                 kind = rng.choice(flag["types"])

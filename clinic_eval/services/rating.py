@@ -32,9 +32,13 @@ from clinic_eval.models import (
 )
 from clinic_eval.services.errors import DomainError, JudgmentInvalid, StaleJudgment
 from clinic_eval.study_config import (
+    POSITION_LETTERS,
     AnalysisPlan,
     Design,
     Rubric,
+    position_letter,
+    position_of,
+    preference_choices,
     validate_analysis_plan,
     validate_design,
     validate_rubric,
@@ -44,10 +48,6 @@ FROZEN_STATUSES = (Study.Status.OPEN, Study.Status.CLOSED)
 MAX_RATIONALE = 5_000
 MAX_NOTE = 2_000
 NO_HALLUCINATION = "none"
-
-
-def position_letter(position: int) -> str:
-    return "ABCDEFGH"[position]
 
 
 # --- Design ---------------------------------------------------------------------------------
@@ -368,15 +368,6 @@ class JudgmentInput:
     rationale: str = ""
 
 
-def preference_choices(design: dict, positions: int) -> list[str]:
-    choices = [position_letter(i) for i in range(positions)]
-    if design.get("mode") == "pairwise" and design.get("allow_tie", True):
-        choices.append(Judgment.Preference.TIE)
-    if design.get("allow_both_unacceptable", True):
-        choices.append(Judgment.Preference.NONE)
-    return choices
-
-
 def _judgment_errors(study: Study, positions: int, data: JudgmentInput) -> dict[str, str]:
     rubric = Rubric.model_validate(study.rubric)
     errors: dict[str, str] = {}
@@ -391,7 +382,8 @@ def _judgment_errors(study: Study, positions: int, data: JudgmentInput) -> dict[
         errors["ratings"] = "Rate every response."
     flag = rubric.hallucination
     for position, rating in by_position.items():
-        letter = position_letter(position) if 0 <= position < 8 else str(position)
+        in_range = 0 <= position < len(POSITION_LETTERS)
+        letter = position_letter(position) if in_range else str(position)
         for dimension in rubric.dimensions:
             value = rating.scores.get(dimension.key)
             if value is None or not dimension.scale_min <= value <= dimension.scale_max:
@@ -453,7 +445,7 @@ def judgment_snapshot(judgment: Judgment) -> dict[str, Any]:
 
 def _preferred_response(assignment: Assignment, preference: str) -> int | None:
     if len(preference) == 1 and preference.isalpha():
-        return assignment.shown_order["ABCDEFGH".index(preference)]
+        return assignment.shown_order[position_of(preference)]
     return None
 
 
