@@ -17,7 +17,8 @@ ALLOWED_TAGS = {
     "table", "thead", "tbody", "tr", "th", "td", "del",
 }  # fmt: skip
 
-_markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable(
+# Model outputs put one decision per line; a line break must show as one, not join the lines.
+_markdown = MarkdownIt("commonmark", {"html": False, "linkify": False, "breaks": True}).enable(
     ["table", "strikethrough"]
 )
 
