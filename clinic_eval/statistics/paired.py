@@ -162,7 +162,7 @@ def _wide(
     return pd.DataFrame(table, index=index, columns=pd.Index(list(arms), name="arm"))
 
 
-def _score_tables(
+def score_tables(
     ratings: pd.DataFrame, arms: Sequence[str], dimensions: Sequence[str]
 ) -> dict[str, pd.DataFrame]:
     """Per dimension, the wide (case, rater) x arm score table of every non-missing rating."""
@@ -181,7 +181,7 @@ def _score_tables(
 
 def _paired_scores(ratings: pd.DataFrame, arms: Sequence[str], dimension: str) -> pd.DataFrame:
     """Wide table indexed by (case_id, rater_id), one column per arm, complete rows only."""
-    return _score_tables(ratings, arms, [dimension])[dimension].dropna(how="any")
+    return score_tables(ratings, arms, [dimension])[dimension].dropna(how="any")
 
 
 def _signed_rank_sums(
@@ -488,7 +488,7 @@ def pairwise_likert_tests(
     are over the pairs that enter the test, so they describe the same data as the p-value.
     Intervals are flattened into *_low / *_high columns.
     """
-    tables = _score_tables(ratings, arms, dimensions)
+    tables = score_tables(ratings, arms, dimensions)
     return _pairwise_tests(
         tables, arms, dimensions, correction, zero_method=zero_method, n_boot=n_boot, seed=seed
     )
@@ -504,7 +504,7 @@ def likert_family(
     """pairwise_likert_tests (same ``options``) and, with three or more arms, friedman per
     dimension: the same results as calling them separately, from one pass over the ratings.
     """
-    tables = _score_tables(ratings, arms, dimensions)
+    tables = score_tables(ratings, arms, dimensions)
     tests = _pairwise_tests(tables, arms, dimensions, correction, **options)
     friedmans = {}
     if len(arms) >= 3:
@@ -558,7 +558,7 @@ def _pairwise_tests(
 # --------------------------------------------------------------------------- hallucinations
 
 
-def _flag_units(flags: pd.DataFrame) -> pd.DataFrame:
+def flag_units(flags: pd.DataFrame) -> pd.DataFrame:
     """One row per rated response (case_id, rater_id, arm) with a boolean per kind and any.
 
     A rater may flag several kinds on one response (one row each); a response counts
@@ -584,7 +584,7 @@ def hallucination_rates(flags: pd.DataFrame, confidence: float = 0.95) -> pd.Dat
     physician's judgement is one observation. Columns: arm, kind, n, count, rate,
     ci_low, ci_high.
     """
-    return _rates(_flag_units(flags), confidence)
+    return _rates(flag_units(flags), confidence)
 
 
 def _rates(units: pd.DataFrame, confidence: float) -> pd.DataFrame:
@@ -629,7 +629,7 @@ def mcnemar_pairs(flags: pd.DataFrame, arm_a: str, arm_b: str) -> McNemarResult:
     mcnemar(exact=True). Exact rather than chi-square because discordant counts in a
     rating study are small.
     """
-    return _mcnemar(_flag_table(_flag_units(flags), [arm_a, arm_b]), arm_a, arm_b)
+    return _mcnemar(_flag_table(flag_units(flags), [arm_a, arm_b]), arm_a, arm_b)
 
 
 def pairwise_mcnemar(flags: pd.DataFrame, arms: Sequence[str]) -> pd.DataFrame:
@@ -638,14 +638,14 @@ def pairwise_mcnemar(flags: pd.DataFrame, arms: Sequence[str]) -> pd.DataFrame:
     Columns arm_a, arm_b, b, c, p_value, n_pairs; the responses are collapsed once for all
     pairs rather than once per pair.
     """
-    return _pairwise_mcnemar(_flag_units(flags), arms)
+    return _pairwise_mcnemar(flag_units(flags), arms)
 
 
 def hallucination_family(
     flags: pd.DataFrame, arms: Sequence[str], confidence: float = 0.95
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """hallucination_rates and pairwise_mcnemar, collapsing the flags to responses once."""
-    units = _flag_units(flags)
+    units = flag_units(flags)
     return _rates(units, confidence), _pairwise_mcnemar(units, arms)
 
 

@@ -129,7 +129,7 @@ def sign_test(wins_a: int, wins_b: int) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def _judgment_codes(
+def judgment_codes(
     judgments: pd.DataFrame,
 ) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray]:
     """Validate pairwise judgments and code them in one pass over the columns.
@@ -174,7 +174,7 @@ def win_rates(judgments: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame
 
     Rates are nan where their denominator is 0.
     """
-    arms, ia, ib, outcome = _judgment_codes(judgments)
+    arms, ia, ib, outcome = judgment_codes(judgments)
     k = len(arms)
 
     def tally(first: int, second: int) -> np.ndarray:
@@ -214,7 +214,7 @@ def pairwise_win_rates(judgments: pd.DataFrame, confidence: float = 0.95) -> pd.
     decisive`` with a Wilson interval, and ``sign_p`` (exact two-sided sign test on the decisive
     judgments; ties and both_bad excluded).
     """
-    arms, ia, ib, outcome = _judgment_codes(judgments)
+    arms, ia, ib, outcome = judgment_codes(judgments)
     k = len(arms)
     # Orient each judgment to the sorted pair (arm codes follow the sorted arm names).
     swap = ia > ib
@@ -437,7 +437,7 @@ def bradley_terry(
         raise ValueError(f"ties must be 'davidson' or 'drop', got {ties!r}")
     if l2 < 0:
         raise ValueError("l2 must be non-negative")
-    arms, ia, ib, outcome = _judgment_codes(judgments)
+    arms, ia, ib, outcome = judgment_codes(judgments)
     wins, tie_counts = _unit_counts(np.zeros(len(ia), int), ia, ib, outcome, len(arms))
     return _fit_bt(arms, wins[0], tie_counts[0], ties == "davidson", l2)
 
@@ -514,7 +514,7 @@ def bradley_terry_bootstrap(
     z_value(confidence)
     if point is None:
         point = bradley_terry(judgments, ties=ties, l2=l2)
-    arms, ia, ib, outcome = _judgment_codes(judgments)
+    arms, ia, ib, outcome = judgment_codes(judgments)
     column = "case_id" if by == "case" else "rater_id"
     unit, _ = pd.factorize(judgments[column], sort=True)
     wins, tie_counts = _unit_counts(np.asarray(unit), ia, ib, outcome, len(arms))
