@@ -1,7 +1,7 @@
 """The primary analyses are calibrated where it matters: on simulated null studies whose
 physicians and cases differ (rater taste, case effects), as real panels do.
 
-Each cell of the grid simulates 2,000 studies of 60 cases (three arms, every pair of arms
+Each cell of the grid simulates 1,200 studies of 60 cases (three arms, every pair of arms
 compared on every case, ties and "both unacceptable" present) and runs the same clustered
 estimator the report runs (``clustered.crossed_means``). At alpha = 0.05 every test must reject
 a true null at 3-7% (2-8% where only 6 physicians rate) and every 95% interval must cover the
@@ -19,7 +19,7 @@ from clinic_eval.statistics import crossed, preference
 from clinic_eval.statistics import crossed_simulation as sim
 from clinic_eval.statistics.two_way_bootstrap import bradley_terry_two_way
 
-STUDIES = 2_000
+STUDIES = 1_200
 CASES = 60
 # (raters per item, raters, rater taste SD per arm, case effect SD per arm)
 GRID = [
@@ -51,9 +51,7 @@ def test_every_primary_test_and_interval_is_calibrated_under_a_crossed_null(
     per_item, raters, taste, case = cell
     shape = sim.StudyShape(cases=CASES, raters=raters, raters_per_item=per_item)
     heterogeneity = sim.Heterogeneity(rater_taste=taste, case_effect=case)
-    studies = sim.simulate_studies(
-        shape, heterogeneity, studies=STUDIES, seed=_seed(cell)
-    )
+    studies = sim.simulate_studies(shape, heterogeneity, studies=STUDIES, seed=_seed(cell))
     low, high = _band(raters)
     tests = {
         "preference": sim.preference_shares(studies),
@@ -85,8 +83,8 @@ def test_every_primary_test_and_interval_is_calibrated_under_a_crossed_null(
         assert naive > high, "the per-judgment sign test is the one that fails here"
 
 
-BT_GRID = [(2, 6, 0.0, 0.0), (2, 6, 0.5, 1.0), (3, 20, 0.0, 0.0), (1, 20, 0.5, 1.0)]
-BT_STUDIES = 600
+BT_GRID = [(2, 6, 0.5, 1.0), (3, 20, 0.0, 0.0)]
+BT_STUDIES = 500
 
 
 @pytest.mark.parametrize("cell", BT_GRID, ids=_cell_id)
@@ -96,9 +94,7 @@ def test_bradley_terry_two_way_intervals_cover_under_a_crossed_null(
     per_item, raters, taste, case = cell
     shape = sim.StudyShape(cases=CASES, raters=raters, raters_per_item=per_item)
     heterogeneity = sim.Heterogeneity(rater_taste=taste, case_effect=case)
-    studies = sim.simulate_studies(
-        shape, heterogeneity, studies=BT_STUDIES, seed=_seed(cell)
-    )
+    studies = sim.simulate_studies(shape, heterogeneity, studies=BT_STUDIES, seed=_seed(cell))
     names = np.array(shape.arms, dtype=object)
     outcomes = np.array(["a", "b", "tie", "both_bad"], dtype=object)
     covered = []
@@ -114,7 +110,7 @@ def test_bradley_terry_two_way_intervals_cover_under_a_crossed_null(
             }
         )
         point = preference.bradley_terry(judgments)
-        result = bradley_terry_two_way(judgments, point, n_boot=200, seed=study)
+        result = bradley_terry_two_way(judgments, point, n_boot=1_000, seed=study)
         covered.extend(s["low"] <= 0 <= s["high"] for s in result["strengths"].values())
     share = float(np.mean(covered))
     print(f"{_cell_id(cell)}: Bradley-Terry two-way coverage {share:.3f}")
@@ -140,9 +136,7 @@ def test_planted_effects_are_recovered_with_intervals_that_cover() -> None:
 def test_with_no_heterogeneity_the_clustered_test_keeps_most_of_the_naive_power() -> None:
     shape = sim.StudyShape(cases=CASES, raters=20, raters_per_item=2)
     effects = sim.Effects(strength={"A": 0.35})
-    studies = sim.simulate_studies(
-        shape, sim.Heterogeneity(), effects, studies=STUDIES, seed=5
-    )
+    studies = sim.simulate_studies(shape, sim.Heterogeneity(), effects, studies=STUDIES, seed=5)
     clustered_power = sim.preference_shares(studies).rejects()[:, :2].mean()
     naive_power = (sim.sign_test_p(studies)[:, :2] < 0.05).mean()
     print(f"power with no heterogeneity: clustered {clustered_power:.3f}, naive {naive_power:.3f}")

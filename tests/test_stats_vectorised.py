@@ -73,7 +73,7 @@ def test_flag_units_and_mcnemar_equal_groupby_and_pivot() -> None:
     reference = marked.groupby(["case_id", "rater_id", "arm"], as_index=False)[
         ["any", "factual", "reasoning"]
     ].max()
-    ours = paired._flag_units(flags)
+    ours = paired.flag_units(flags)
     np.testing.assert_array_equal(ours.to_numpy(), reference.to_numpy())
 
     arms = sorted(flags["arm"].unique())

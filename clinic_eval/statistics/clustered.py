@@ -106,7 +106,16 @@ def _clusters(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cluster id per row (unique within its group), each cluster's group, clusters per group."""
     width = int(code.max(initial=0)) + 1
-    ids, keys = pd.factorize(group * width + code, sort=False)
+    key = group * width + code
+    size = groups * width
+    if size <= max(2**23, 8 * key.size):
+        # Small key range: a bincount finds the clusters in linear time, in key order.
+        present = np.flatnonzero(np.bincount(key, minlength=size))
+        rank = np.zeros(size, dtype=np.int64)
+        rank[present] = np.arange(present.size)
+        ids, keys = rank[key], present
+    else:
+        ids, keys = pd.factorize(key, sort=False)
     owner = (np.asarray(keys) // width).astype(np.int64)
     return ids.astype(np.int64), owner, np.bincount(owner, minlength=groups)
 

@@ -228,11 +228,20 @@ def normal_expectation(function: object, mean: float, sd: float) -> float:
 def true_decisive_share(
     shape: StudyShape, heterogeneity: Heterogeneity, effects: Effects, pair: Sequence[str]
 ) -> float:
-    """Population share of decisive judgments won by ``pair[0]``: E[expit(eta)]."""
+    """Population share of decisive judgments won by ``pair[0]``: a ratio of expectations,
+    since a judgment is more often decisive when the two responses differ more."""
     x, y = pair
     mean = effects.strength.get(x, 0.0) - effects.strength.get(y, 0.0)
     sd = math.sqrt(2 * heterogeneity.rater_taste**2 + 2 * heterogeneity.case_effect**2)
-    return normal_expectation(lambda eta: 1 / (1 + np.exp(-eta)), mean, sd)
+
+    def won(eta: np.ndarray) -> np.ndarray:
+        return np.exp(eta / 2) / (np.exp(eta / 2) + np.exp(-eta / 2) + shape.tie)
+
+    def decisive(eta: np.ndarray) -> np.ndarray:
+        a, b = np.exp(eta / 2), np.exp(-eta / 2)
+        return (a + b) / (a + b + shape.tie)
+
+    return normal_expectation(won, mean, sd) / normal_expectation(decisive, mean, sd)
 
 
 def true_tie_half_share(
@@ -302,7 +311,7 @@ def preference_shares(sim: SimulatedStudies, confidence: float = 0.95) -> BatchR
     return _batch(
         (sim.outcome[keep] == 0).astype(float),
         (sim.study * pairs + sim.pair)[keep],
-        (sim.study * sim.shape.cases + sim.case)[keep],
+        sim.case[keep],
         sim.rater[keep],
         (sim.studies, pairs),
         null=0.5,
@@ -317,7 +326,7 @@ def tie_half_shares(sim: SimulatedStudies, confidence: float = 0.95) -> BatchRes
     return _batch(
         score[keep],
         (sim.study * pairs + sim.pair)[keep],
-        (sim.study * sim.shape.cases + sim.case)[keep],
+        sim.case[keep],
         sim.rater[keep],
         (sim.studies, pairs),
         null=0.5,
@@ -342,7 +351,7 @@ def _paired(sim: SimulatedStudies, values: np.ndarray) -> tuple[np.ndarray, ...]
         parts[0].append(values[rows_x[at_x]] - values[rows_y[at_y]])
         study = common // (shape.cases * shape.raters)
         parts[1].append(study * len(shape.arm_pairs()) + index)
-        parts[2].append(common // shape.raters)
+        parts[2].append((common // shape.raters) % shape.cases)
         parts[3].append(common % shape.raters)
     return tuple(np.concatenate(p) for p in parts)
 
@@ -382,7 +391,7 @@ def hallucination_rates(sim: SimulatedStudies, confidence: float = 0.95) -> Batc
     return _batch(
         sim.flagged.astype(float),
         sim.response_study * k + sim.response_arm,
-        sim.response_study * sim.shape.cases + sim.response_case,
+        sim.response_case,
         sim.response_rater,
         (sim.studies, k),
         null=0.0,
@@ -400,7 +409,7 @@ def win_rates(sim: SimulatedStudies, confidence: float = 0.95) -> BatchResult:
     return _batch(
         won,
         study * k + arm,
-        np.concatenate([sim.case, sim.case]) + study * sim.shape.cases,
+        np.concatenate([sim.case, sim.case]),
         np.concatenate([sim.rater, sim.rater]),
         (sim.studies, k),
         null=0.0,

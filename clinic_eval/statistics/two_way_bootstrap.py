@@ -7,9 +7,10 @@ Owen shows this resampling overstates the variance: by linearisation its varianc
 ``V_case + V_rater + V_cell`` where the two-way cluster-robust variance is
 ``V_case + V_rater - V_cell``, so with little heterogeneity the intervals would cover about 99%.
 The replicates' deviations from the full-data estimate are therefore rescaled, per arm, so that
-their spread matches the two-way cluster-robust variance of the strength (from its influence
-values, ``clustered.crossed_variance``) with the same small-sample t reference as every other
-clustered analysis; the bootstrap keeps the intervals' asymmetry. Each bound comes with its
+the percentile interval is as wide as the two-way cluster-robust t interval of the strength
+(variance from its influence values, ``clustered.crossed_variance``, with the same small-sample
+t reference as every other clustered analysis); the bootstrap gives the interval its
+asymmetry around the estimate. Each bound comes with its
 Monte Carlo error (half the distance between the order statistics one binomial standard
 deviation either side of it).
 
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import sparse, stats
+from scipy import sparse
 
 from clinic_eval.statistics import clustered
 from clinic_eval.statistics.preference import BTResult, judgment_codes
@@ -274,31 +275,35 @@ def bradley_terry_two_way(
         k,
     )
     alpha = 1 - confidence
-    z_q = float(stats.norm.ppf(1 - alpha / 2))
     strengths: dict[str, dict[str, float]] = {}
     boot_count = len(draws)
     for index, arm in enumerate(arms):
         estimate = point.strengths[index]
         deviation = np.sort(draws[:, index] - estimate)
-        spread = float(np.std(deviation, ddof=1))
         se = float(math.sqrt(max(variance.variance[index], 0.0)))
         df = float(variance.df[index])
-        q = float(clustered.t_quantile(confidence, df))
-        scale = (se * q / z_q) / spread if spread > 0 else 0.0
-        bounds, errors = [], []
+        width = 2 * float(clustered.t_quantile(confidence, df)) * se
+        quantiles, errors = [], []
         for level in (alpha / 2, 1 - alpha / 2):
             position = level * (boot_count - 1)
             offset = math.sqrt(boot_count * level * (1 - level))
             lower = int(max(0, math.floor(position - offset)))
             upper = int(min(boot_count - 1, math.ceil(position + offset)))
-            bounds.append(estimate + scale * float(np.quantile(deviation, level)))
-            errors.append(scale * float(deviation[upper] - deviation[lower]) / 2)
+            quantiles.append(float(np.quantile(deviation, level)))
+            errors.append(float(deviation[upper] - deviation[lower]) / 2)
+        spread = quantiles[1] - quantiles[0]
+        if spread > 0 and quantiles[0] <= 0 <= quantiles[1]:
+            scale = width / spread
+            low, high = estimate + scale * quantiles[0], estimate + scale * quantiles[1]
+        else:
+            scale = 0.0
+            low, high = estimate - width / 2, estimate + width / 2
         strengths[arm] = {
             "estimate": estimate,
-            "low": bounds[0],
-            "high": bounds[1],
-            "mc_error_low": errors[0],
-            "mc_error_high": errors[1],
+            "low": low,
+            "high": high,
+            "mc_error_low": scale * errors[0],
+            "mc_error_high": scale * errors[1],
             "se": se,
             "df": df,
         }
