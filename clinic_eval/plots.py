@@ -113,7 +113,9 @@ def accuracy_by_arm(
 def preference_by_arm(report: Mapping[str, Any]) -> dict[str, tuple[float, float, float]]:
     """{arm: (win rate, low, high)} for arms with a defined win rate."""
     out = {}
-    for row in (report.get("preference") or {}).get("win_rates") or []:
+    preference = report.get("preference") or {}
+    rows = (preference.get("clustered") or {}).get("win_rates") or preference.get("win_rates")
+    for row in rows or []:
         estimate = _number(row.get("win_rate"))
         if estimate is not None:
             out[row["arm"]] = (
@@ -178,21 +180,23 @@ def _forest_panel(
 
 @_styled
 def forest_plot(report: Mapping[str, Any]) -> str | None:
-    """Pairwise effects with 95% intervals: preference, then Likert per dimension.
+    """Pairwise effects with 95% clustered intervals: preference, then Likert per dimension.
 
-    Preference: (wins − losses) / decisive judgments of the first arm against the second (the
-    sign test's quantity, 2·p − 1); Likert: matched-pairs rank-biserial correlation (positive:
-    first arm rated higher). Filled diamonds and an asterisk mark pairs significant after the
-    report's multiplicity correction.
+    Preference: (wins − losses) / decisive judgments of the first arm against the second,
+    2·p − 1 for the clustered decisive share p; Likert: the net benefit, P(first scored higher)
+    − P(second scored higher), the ordinal view (positive: first arm rated higher). Both lie in
+    [−1, 1] and carry the two-way cluster-robust interval. Filled diamonds and an asterisk mark
+    pairs significant after the report's multiplicity correction.
     """
     alpha = float((report.get("options") or {}).get("alpha", 0.05))
     preference_rows = []
-    for row in (report.get("preference") or {}).get("pairwise") or []:
-        share = _number(row.get("win_rate_1"))
+    preference = report.get("preference") or {}
+    for row in (preference.get("clustered") or {}).get("pairwise") or []:
+        share = _number(row.get("share_1"))
         if share is None:
             continue
-        low, high = _number(row.get("win_rate_1_low")), _number(row.get("win_rate_1_high"))
-        adjusted = _number(row.get("sign_p_adjusted"))
+        low, high = _number(row.get("share_1_low")), _number(row.get("share_1_high"))
+        adjusted = _number(row.get("share_1_p_adjusted"))
         preference_rows.append(
             (
                 f"{row['arm_1']} vs {row['arm_2']}",
@@ -203,17 +207,17 @@ def forest_plot(report: Mapping[str, Any]) -> str | None:
             )
         )
     likert_rows = []
-    for row in (report.get("likert") or {}).get("pairwise") or []:
-        effect = _number(row.get("rank_biserial"))
+    for row in (report.get("likert") or {}).get("clustered") or []:
+        effect = _number(row.get("net_benefit"))
         if effect is None:
             continue
-        adjusted = _number(row.get("p_adjusted"))
+        adjusted = _number(row.get("net_benefit_p_adjusted"))
         likert_rows.append(
             (
                 f"{row['dimension'].replace('_', ' ')}: {row['arm_a']} vs {row['arm_b']}",
                 effect,
-                _number(row.get("rank_biserial_ci_low")),
-                _number(row.get("rank_biserial_ci_high")),
+                _number(row.get("net_benefit_low")),
+                _number(row.get("net_benefit_high")),
                 adjusted is not None and adjusted < alpha,
             )
         )
@@ -232,7 +236,7 @@ def forest_plot(report: Mapping[str, Any]) -> str | None:
             (
                 likert_rows,
                 "Likert ratings",
-                "rank-biserial correlation (positive: first arm rated higher)",
+                "net benefit: P(first higher) − P(second higher)",
             ),
         )
         if rows
@@ -247,7 +251,8 @@ def forest_plot(report: Mapping[str, Any]) -> str | None:
     fig.text(
         0.0,
         0.0,
-        "Bars: 95% intervals. Filled diamond and *: significant after correction "
+        "Bars: 95% intervals clustered by case and rater. Filled diamond and *: significant "
+        "after correction "
         f"({(report.get('options') or {}).get('correction', 'holm')}, α = {alpha:g}).",
         color=MUTED,
         fontsize=8,

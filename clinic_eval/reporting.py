@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from clinic_eval.statistics import agreement, preference
+from clinic_eval.statistics import agreement, crossed, preference
 from clinic_eval.statistics import rubric as rubric_stats
 from clinic_eval.statistics.report import ReportOptions, StudyTables, build_report
 from clinic_eval.statistics.report import _plain as plain
@@ -176,15 +176,19 @@ def report_extras(frames: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
             keys = pd.MultiIndex.from_arrays([pairwise["case_id"], arms])
             return length.reindex(keys).tolist()
 
-        extras["length"] = preference.length_preference(
-            pd.DataFrame(
-                {
-                    "length_a": lengths(pairwise["arm_a"]),
-                    "length_b": lengths(pairwise["arm_b"]),
-                    "outcome": pairwise["outcome"].to_numpy(),
-                }
-            )
+        with_lengths = pd.DataFrame(
+            {
+                "case_id": pairwise["case_id"].to_numpy(),
+                "rater_id": pairwise["rater_id"].to_numpy(),
+                "arm_a": pairwise["arm_a"].to_numpy(),
+                "arm_b": pairwise["arm_b"].to_numpy(),
+                "length_a": lengths(pairwise["arm_a"]),
+                "length_b": lengths(pairwise["arm_b"]),
+                "outcome": pairwise["outcome"].to_numpy(),
+            }
         )
+        extras["length"] = preference.length_preference(with_lengths)
+        extras["length_adjusted"] = crossed.length_adjusted(with_lengths)
     # Rubric judgments carry no preference ("none" throughout): their agreement is per criterion.
     preferences = judgments[judgments["mode"] != "rubric"]
     if len(preferences):
@@ -339,34 +343,80 @@ def report_text(report: Mapping[str, Any]) -> str:
     else:
         names = ("judgments", "ratings", "flags", "raters", "cases")
         lines.append(", ".join(f"{name} {counts.get(name, 0)}" for name in names))
+    inference = report.get("inference") or {}
+    if inference:
+        lines.append(
+            f"Inference: {inference.get('estimator')}; generalises to "
+            f"{inference.get('generalises_to')}."
+        )
     primary = report.get("primary")
     if primary:
         lines.append("")
         lines.append(f"Primary endpoint: {' '.join(map(str, primary.get('endpoint', [])))}")
         if "not_estimable" in primary:
-            lines.append(f"  not estimable: {primary['not_estimable']}")
+            lines.append(f"  not estimable: {primary['not_estimable']} (no p-value)")
         else:
             lines.append(
-                f"  p = {_num(primary.get('p_value'))}, adjusted within family = "
+                f"  estimate {_num(primary.get('estimate'))} [{_num(primary.get('low'))}, "
+                f"{_num(primary.get('high'))}], t on {_num(primary.get('df'))} df, "
+                f"p = {_num(primary.get('p_value'))}, adjusted within family = "
                 f"{_num(primary.get('p_adjusted_in_family'))}, alpha = {primary.get('alpha')}"
             )
+        sensitivity = primary.get("sensitivity")
+        if sensitivity:
+            lines.append(
+                f"  sensitivity ({sensitivity['estimator']}, conditional on these raters and "
+                f"cases): p = {_num(sensitivity.get('p_value'))}"
+            )
+    families = report.get("families") or []
+    if families:
+        lines.append(
+            "Families: "
+            + "; ".join(f"{f['name']} {f['tests']} tests ({f['correction']})" for f in families)
+        )
     preference = report.get("preference", {})
-    if preference.get("win_rates"):
-        lines += ["", "Win rates (strict; ties and both-unacceptable are not wins)"]
-        for row in preference["win_rates"]:
+    clustered_pairs = (preference.get("clustered") or {}).get("pairwise") or []
+    if clustered_pairs:
+        lines += ["", "Preference among decisive judgments (clustered by case and rater)"]
+        for row in clustered_pairs:
+            lines.append(
+                f"  {row['arm_1']} vs {row['arm_2']}: {_pct(row['share_1'])} "
+                f"[{_pct(row['share_1_low'])}, {_pct(row['share_1_high'])}] "
+                f"p = {_num(row.get('share_1_p_value'))}, adjusted = "
+                f"{_num(row.get('share_1_p_adjusted'))}"
+                + (
+                    f"  ({row['share_1_not_estimable']})"
+                    if row.get("share_1_not_estimable")
+                    else ""
+                )
+            )
+    clustered_wins = (preference.get("clustered") or {}).get("win_rates") or []
+    if clustered_wins:
+        lines += ["", "Win rates (strict; ties and both-unacceptable are not wins; clustered)"]
+        for row in clustered_wins:
             lines.append(
                 f"  {row['arm']:<24} {_pct(row['win_rate'])} "
-                f"[{_pct(row['win_rate_low'])}, {_pct(row['win_rate_high'])}]  "
-                f"n={row['comparisons']} ties={row['ties']} both_bad={row['both_bad']}"
+                f"[{_pct(row['win_rate_low'])}, {_pct(row['win_rate_high'])}]"
             )
     likert = report.get("likert", {})
-    if likert.get("pairwise"):
-        lines += ["", "Likert (Wilcoxon signed-rank, paired by case and rater)"]
-        for row in likert["pairwise"]:
+    if likert.get("clustered"):
+        lines += ["", "Likert mean differences (clustered by case and rater)"]
+        for row in likert["clustered"]:
             lines.append(
-                f"  {row['dimension']:<24} {row['arm_a']} vs {row['arm_b']}: "
-                f"p = {_num(row.get('p_value'))}, adjusted = {_num(row.get('p_adjusted'))}"
+                f"  {row['dimension']:<24} {row['arm_a']} - {row['arm_b']}: "
+                f"{_num(row.get('mean_difference'))} [{_num(row.get('mean_difference_low'))}, "
+                f"{_num(row.get('mean_difference_high'))}] p = "
+                f"{_num(row.get('mean_difference_p_value'))}, adjusted = "
+                f"{_num(row.get('mean_difference_p_adjusted'))}"
             )
+    lines += ["", "Sensitivity: per-judgment tests, conditional on these raters and cases"]
+    for row in preference.get("pairwise") or []:
+        lines.append(f"  sign test {row['arm_1']} vs {row['arm_2']}: p = {_num(row.get('sign_p'))}")
+    for row in likert.get("pairwise") or []:
+        lines.append(
+            f"  Wilcoxon {row['dimension']} {row['arm_a']} vs {row['arm_b']}: "
+            f"p = {_num(row.get('p_value'))}"
+        )
     lines += _rubric_lines(report.get("rubric"))
     accuracy = [row for row in report.get("accuracy") or [] if row.get("stratum") == "all"]
     if accuracy:
@@ -428,6 +478,11 @@ def _pct(value: Any) -> str:
 
 
 SUMMARY_TABLES = {
+    "summary/preference_clustered.csv": ("preference", "clustered", "pairwise"),
+    "summary/win_rates_clustered.csv": ("preference", "clustered", "win_rates"),
+    "summary/likert_clustered.csv": ("likert", "clustered"),
+    "summary/hallucination_rates_clustered.csv": ("hallucination", "clustered", "rates"),
+    "summary/hallucination_clustered.csv": ("hallucination", "clustered", "pairwise"),
     "summary/win_rates.csv": ("preference", "win_rates"),
     "summary/pairwise_preference.csv": ("preference", "pairwise"),
     "summary/likert_means.csv": ("likert", "means"),
@@ -444,9 +499,11 @@ def summary_files(report: Mapping[str, Any]) -> dict[str, str]:
     from clinic_eval.statistics.report import report_json
 
     files = {"report.json": report_json(report)}
-    for name, (section, key) in SUMMARY_TABLES.items():
-        rows = report.get(section)
-        if key is not None:
+    for name, path in SUMMARY_TABLES.items():
+        rows: Any = report
+        for key in path:
+            if key is None:
+                break
             rows = rows.get(key) if isinstance(rows, Mapping) else None
         if not isinstance(rows, list) or not rows:
             continue

@@ -20,11 +20,7 @@ from django.utils.safestring import SafeString
 
 from clinic_eval import plots
 
-TESTS = {
-    "preference": "Exact two-sided sign test on decisive judgments (ties and "
-    '"both unacceptable" left out)',
-    "likert": "Wilcoxon signed-rank test, paired by case and rater",
-}
+SENSITIVITY = "Sensitivity: conditional on these raters and cases (each judgment independent)"
 
 
 def _number(value: Any) -> float | None:
@@ -139,14 +135,20 @@ def _layers(report: Mapping[str, Any]) -> list[dict[str, str]]:
 
 def _headline(report: Mapping[str, Any]) -> dict[str, Any]:
     preference = report.get("preference") or {}
-    win_rows = {row["arm"]: row for row in preference.get("win_rates") or []}
+    clustered_rows = (preference.get("clustered") or {}).get("win_rates")
+    win_rows = {row["arm"]: row for row in clustered_rows or preference.get("win_rates") or []}
+    comparisons = {row["arm"]: row.get("comparisons") for row in preference.get("win_rates") or []}
     strengths = plots.bt_strengths(report)
     likert_means = (report.get("likert") or {}).get("means") or []
     dimensions = sorted({row["dimension"] for row in likert_means})
     means = {(row["dimension"], row["arm"]): row for row in likert_means}
+    hallucination_section = report.get("hallucination") or {}
     hallucination = {
+        row["arm"]: {"rate": row["rate"], "ci_low": row["rate_low"], "ci_high": row["rate_high"]}
+        for row in (hallucination_section.get("clustered") or {}).get("rates") or []
+    } or {
         row["arm"]: row
-        for row in (report.get("hallucination") or {}).get("rates") or []
+        for row in hallucination_section.get("rates") or []
         if row.get("kind") == "any"
     }
     layers = _layers(report)
@@ -163,7 +165,7 @@ def _headline(report: Mapping[str, Any]) -> dict[str, Any]:
         rows.append(
             {
                 "arm": arm,
-                "comparisons": win.get("comparisons"),
+                "comparisons": comparisons.get(arm),
                 "win_rate": _estimate(
                     win.get("win_rate"),
                     win.get("win_rate_low"),
@@ -220,50 +222,61 @@ def _primary(report: Mapping[str, Any], primary_label: str) -> dict[str, Any]:
         return {"registered": False, "label": primary_label}
     endpoint = list(primary.get("endpoint") or [])
     kind = endpoint[0] if endpoint else ""
+    row = primary.get("row") or {}
+    sensitivity = primary.get("sensitivity") or {}
     block: dict[str, Any] = {
         "registered": True,
         "label": primary_label or (_endpoint_label(endpoint) if endpoint else ""),
         "endpoint": endpoint,
         "kind": kind,
-        "test": TESTS.get(kind, ""),
+        "test": primary.get("estimator", ""),
+        "generalises_to": primary.get("generalises_to", ""),
         "not_estimable": primary.get("not_estimable"),
+        "sensitivity": {
+            "label": SENSITIVITY,
+            "test": sensitivity.get("estimator", ""),
+            "p_value": _p(sensitivity.get("p_value")),
+        }
+        if sensitivity
+        else None,
+    }
+    prefix = "share_1" if kind == "preference" else "mean_difference"
+    block |= {
+        "cases": row.get(f"{prefix}_cases"),
+        "raters": row.get(f"{prefix}_raters"),
+        "design_effect": _estimate(row.get(f"{prefix}_design_effect"), digits=2),
     }
     if block["not_estimable"]:
         return block
-    row = primary.get("row") or {}
     alpha = float(primary.get("alpha", 0.05))
     block |= {
         "p_value": _p(primary.get("p_value")),
         "p_adjusted": _p(primary.get("p_adjusted_in_family")),
         "significant": bool(primary.get("significant")),
         "alpha": alpha,
+        "df": _estimate(primary.get("df"), digits=1),
     }
+    estimate, low, high = primary.get("estimate"), primary.get("low"), primary.get("high")
     if kind == "preference":
         first, second = row.get("arm_1"), row.get("arm_2")
-        share, low, high = (
-            row.get("win_rate_1"),
-            row.get("win_rate_1_low"),
-            row.get("win_rate_1_high"),
-        )
-        if len(endpoint) == 3 and endpoint[1] == second and None not in (share, low, high):
+        if len(endpoint) == 3 and endpoint[1] == second and None not in (estimate, low, high):
             # Read it in the registered direction: "arm_a against arm_b".
             first, second = second, first
-            share, low, high = (round(1 - v, 10) for v in (share, high, low))
+            estimate, low, high = (round(1 - v, 10) for v in (estimate, high, low))
         block |= {
             "effect_label": f"Share of decisive judgments won by {first} against {second}",
-            "effect": _estimate(share, low, high, percent=True),
+            "effect": _estimate(estimate, low, high, percent=True),
             "n": row.get("decisive"),
             "n_label": "decisive judgments",
         }
     else:
+        first, second = row.get("arm_a"), row.get("arm_b")
+        if len(endpoint) == 4 and endpoint[2] == second and None not in (estimate, low, high):
+            first, second = second, first
+            estimate, low, high = (round(-v, 10) for v in (estimate, high, low))
         block |= {
-            "effect_label": f"Rank-biserial correlation, {row.get('arm_a')} vs {row.get('arm_b')} "
-            "(positive: first rated higher)",
-            "effect": _estimate(
-                row.get("rank_biserial"),
-                row.get("rank_biserial_ci_low"),
-                row.get("rank_biserial_ci_high"),
-            ),
+            "effect_label": f"Mean score difference, {first} minus {second}",
+            "effect": _estimate(estimate, low, high),
             "n": row.get("n_pairs"),
             "n_label": "paired ratings",
         }
@@ -350,43 +363,93 @@ def _rubric(report: Mapping[str, Any], alpha: float) -> dict[str, Any] | None:
     }
 
 
-def _pairwise_preference(report: Mapping[str, Any], alpha: float) -> list[dict[str, Any]]:
-    rows = []
-    for row in (report.get("preference") or {}).get("pairwise") or []:
-        rows.append(
-            {
-                "arm_1": row["arm_1"],
-                "arm_2": row["arm_2"],
-                "comparisons": row.get("comparisons"),
-                "wins_1": row.get("wins_1"),
-                "wins_2": row.get("wins_2"),
-                "ties": row.get("ties"),
-                "both_bad": row.get("both_bad"),
-                "win_rate_1": _estimate(
-                    row.get("win_rate_1"),
-                    row.get("win_rate_1_low"),
-                    row.get("win_rate_1_high"),
-                    percent=True,
-                ),
-                "p_value": _p(row.get("sign_p")),
-                "p_adjusted": _p(row.get("sign_p_adjusted")),
-                "significant": _significant(row.get("sign_p_adjusted"), alpha),
-            }
-        )
-    return rows
+def _clustered_cells(row: Mapping[str, Any], prefix: str, alpha: float, **kind: Any) -> dict:
+    """The display cells of one clustered estimate: value with interval, p, adjusted p."""
+    return {
+        "value": _estimate(
+            row.get(prefix), row.get(f"{prefix}_low"), row.get(f"{prefix}_high"), **kind
+        ),
+        "p_value": _p(row.get(f"{prefix}_p_value")),
+        "p_adjusted": _p(row.get(f"{prefix}_p_adjusted")),
+        "significant": _significant(row.get(f"{prefix}_p_adjusted"), alpha),
+        "df": _estimate(row.get(f"{prefix}_df"), digits=1),
+        "design_effect": _estimate(row.get(f"{prefix}_design_effect"), digits=2),
+        "not_estimable": row.get(f"{prefix}_not_estimable") or "",
+        "note": row.get(f"{prefix}_note") or "",
+    }
+
+
+def _pairwise_preference(report: Mapping[str, Any], alpha: float) -> dict[str, Any] | None:
+    preference = report.get("preference") or {}
+    clustered = (preference.get("clustered") or {}).get("pairwise") or []
+    if not clustered:
+        return None
+    rows = [
+        {
+            "arm_1": row["arm_1"],
+            "arm_2": row["arm_2"],
+            "decisive": row.get("decisive"),
+            "cases": row.get("share_1_cases"),
+            "raters": row.get("share_1_raters"),
+            "share": _clustered_cells(row, "share_1", alpha, percent=True),
+            "tie_half": _clustered_cells(row, "tie_half_1", alpha, percent=True),
+        }
+        for row in clustered
+    ]
+    sensitivity = [
+        {
+            "arm_1": row["arm_1"],
+            "arm_2": row["arm_2"],
+            "comparisons": row.get("comparisons"),
+            "wins_1": row.get("wins_1"),
+            "wins_2": row.get("wins_2"),
+            "ties": row.get("ties"),
+            "both_bad": row.get("both_bad"),
+            "win_rate_1": _estimate(
+                row.get("win_rate_1"),
+                row.get("win_rate_1_low"),
+                row.get("win_rate_1_high"),
+                percent=True,
+            ),
+            "p_value": _p(row.get("sign_p")),
+            "p_adjusted": _p(row.get("sign_p_adjusted")),
+        }
+        for row in preference.get("pairwise") or []
+    ]
+    return {
+        "rows": rows,
+        "sensitivity": sensitivity,
+        "estimator": clustered[0].get("estimator"),
+        "generalises_to": clustered[0].get("generalises_to"),
+        "sensitivity_label": SENSITIVITY,
+    }
 
 
 def _likert_tests(report: Mapping[str, Any], alpha: float) -> dict[str, Any]:
     likert = report.get("likert") or {}
-    rows = []
+    clustered = likert.get("clustered") or []
+    rows = [
+        {
+            "dimension": _label(row["dimension"]),
+            "arm_a": row["arm_a"],
+            "arm_b": row["arm_b"],
+            "mean_a": _estimate(row.get("mean_a")),
+            "mean_b": _estimate(row.get("mean_b")),
+            "n_pairs": row.get("n_pairs"),
+            "cases": row.get("mean_difference_cases"),
+            "raters": row.get("mean_difference_raters"),
+            "difference": _clustered_cells(row, "mean_difference", alpha),
+            "net_benefit": _clustered_cells(row, "net_benefit", alpha),
+        }
+        for row in clustered
+    ]
+    sensitivity = []
     for row in likert.get("pairwise") or []:
-        rows.append(
+        sensitivity.append(
             {
                 "dimension": _label(row["dimension"]),
                 "arm_a": row["arm_a"],
                 "arm_b": row["arm_b"],
-                "mean_a": _estimate(row.get("mean_a")),
-                "mean_b": _estimate(row.get("mean_b")),
                 "n_pairs": row.get("n_pairs"),
                 "rank_biserial": _estimate(
                     row.get("rank_biserial"),
@@ -402,7 +465,6 @@ def _likert_tests(report: Mapping[str, Any], alpha: float) -> dict[str, Any]:
                 "method": row.get("method"),
                 "p_value": _p(row.get("p_value")),
                 "p_adjusted": _p(row.get("p_adjusted")),
-                "significant": _significant(row.get("p_adjusted"), alpha),
             }
         )
     friedman = [
@@ -414,22 +476,59 @@ def _likert_tests(report: Mapping[str, Any], alpha: float) -> dict[str, Any]:
         }
         for dimension, result in sorted((likert.get("friedman") or {}).items())
     ]
-    return {"rows": rows, "friedman": friedman}
+    return {
+        "rows": rows,
+        "sensitivity": sensitivity,
+        "sensitivity_label": SENSITIVITY,
+        "friedman": friedman,
+        "estimator": clustered[0].get("estimator") if clustered else "",
+        "generalises_to": clustered[0].get("generalises_to") if clustered else "",
+    }
 
 
-def _hallucination_tests(report: Mapping[str, Any], alpha: float) -> list[dict[str, Any]]:
+def _hallucination_tests(report: Mapping[str, Any], alpha: float) -> dict[str, Any] | None:
+    section = report.get("hallucination") or {}
+    clustered = (section.get("clustered") or {}).get("pairwise") or []
+    if not clustered:
+        return None
+    return {
+        "rows": [
+            {
+                "arm_a": row["arm_a"],
+                "arm_b": row["arm_b"],
+                "n_pairs": row.get("n_pairs"),
+                "only_a": row.get("only_a"),
+                "only_b": row.get("only_b"),
+                "difference": _clustered_cells(row, "difference", alpha, percent=True),
+            }
+            for row in clustered
+        ],
+        "sensitivity": [
+            {
+                "arm_a": row["arm_a"],
+                "arm_b": row["arm_b"],
+                "b": row.get("b"),
+                "c": row.get("c"),
+                "n_pairs": row.get("n_pairs"),
+                "p_value": _p(row.get("p_value")),
+                "p_adjusted": _p(row.get("p_adjusted")),
+            }
+            for row in section.get("pairwise") or []
+        ],
+        "sensitivity_label": SENSITIVITY,
+        "estimator": clustered[0].get("estimator"),
+    }
+
+
+def _families(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [
         {
-            "arm_a": row["arm_a"],
-            "arm_b": row["arm_b"],
-            "b": row.get("b"),
-            "c": row.get("c"),
-            "n_pairs": row.get("n_pairs"),
-            "p_value": _p(row.get("p_value")),
-            "p_adjusted": _p(row.get("p_adjusted")),
-            "significant": _significant(row.get("p_adjusted"), alpha),
+            "name": _label(family["name"]),
+            "tests": family.get("tests"),
+            "members": family.get("members"),
+            "correction": "Holm" if family.get("correction") == "holm" else "Benjamini-Hochberg",
         }
-        for row in (report.get("hallucination") or {}).get("pairwise") or []
+        for family in report.get("families") or []
     ]
 
 
@@ -474,13 +573,16 @@ def _agreement(report: Mapping[str, Any]) -> dict[str, Any] | None:
 def _notes(report: Mapping[str, Any]) -> list[str]:
     """Caveats the numbers carry, said next to them."""
     notes = []
-    bootstrap = ((report.get("preference") or {}).get("bradley_terry") or {}).get("bootstrap")
+    fit = (report.get("preference") or {}).get("bradley_terry") or {}
+    bootstrap = fit.get("bootstrap")
     if bootstrap and bootstrap.get("skipped"):
         notes.append(
             f"{bootstrap['skipped']} of {bootstrap['replicates']} Bradley-Terry bootstrap "
             "replicates had no finite estimate (an arm never won or never lost in the "
-            "resample) and were skipped; the intervals may be too narrow."
+            "resample) and were skipped."
         )
+    if fit.get("interval_not_estimable"):
+        notes.append(f"Bradley-Terry intervals not estimable: {fit['interval_not_estimable']}.")
     return notes
 
 
@@ -489,7 +591,20 @@ def _length(report: Mapping[str, Any]) -> dict[str, Any] | None:
     if not length or not length.get("decisive"):
         return None
     share = length.get("longer_share") or {}
+    adjusted = report.get("length_adjusted") or {}
     return {
+        "adjusted": {
+            "odds_ratio": _estimate(
+                adjusted.get("odds_ratio_per_doubling"),
+                adjusted.get("odds_ratio_low"),
+                adjusted.get("odds_ratio_high"),
+            ),
+            "p_value": _p(adjusted.get("p_value")),
+            "not_estimable": adjusted.get("not_estimable") or "",
+            "decisive": adjusted.get("decisive"),
+        }
+        if adjusted
+        else None,
         "longer_share": _estimate(
             share.get("estimate"), share.get("low"), share.get("high"), percent=True
         ),
@@ -516,11 +631,31 @@ def _best_of_n(report: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def _position_bias(report: Mapping[str, Any], alpha: float) -> dict[str, Any] | None:
-    bias = (report.get("preference") or {}).get("position_bias")
+    preference = report.get("preference") or {}
+    bias = preference.get("position_bias")
     if not bias:
         return None
     share = bias.get("left_share") or {}
+    clustered = preference.get("position_bias_clustered") or {}
+    left = clustered.get("left_share") or {}
+    heterogeneity = clustered.get("rater_heterogeneity") or {}
+    p_value = left.get("p_value")
     return {
+        "clustered": _estimate(
+            left.get("estimate"), left.get("low"), left.get("high"), percent=True
+        ),
+        "clustered_p": _p(p_value),
+        "not_estimable": left.get("not_estimable") or "",
+        "per_rater": [
+            {
+                "rater": row["rater"],
+                "decisive": row["decisive"],
+                "share": _estimate(row["left_share"], row["low"], row["high"], percent=True),
+            }
+            for row in clustered.get("per_rater") or []
+        ],
+        "heterogeneity_p": _p(heterogeneity.get("p_value")),
+        "heterogeneity_df": heterogeneity.get("df"),
         "left_share": _estimate(
             share.get("estimate"), share.get("low"), share.get("high"), percent=True
         ),
@@ -530,7 +665,7 @@ def _position_bias(report: Mapping[str, Any], alpha: float) -> dict[str, Any] | 
         "ties": bias.get("ties"),
         "both_bad": bias.get("both_bad"),
         "p_value": _p(bias.get("p_value")),
-        "biased": _significant(bias.get("p_value"), alpha),
+        "biased": _significant(p_value if p_value is not None else bias.get("p_value"), alpha),
     }
 
 
@@ -607,9 +742,9 @@ PLOTS: tuple[tuple[str, str, str], ...] = (
     (
         "forest",
         "Pairwise effects",
-        "Forest plot of pairwise effects with 95% intervals: preference as (wins minus "
-        "losses) over decisive judgments per arm pair, and Likert rank-biserial correlation "
-        "per dimension and pair; significant pairs after correction are marked.",
+        "Forest plot of pairwise effects with 95% intervals clustered by case and rater: "
+        "preference as (wins minus losses) over decisive judgments per arm pair, and the Likert "
+        "net benefit per dimension and pair; significant pairs after correction are marked.",
     ),
     (
         "likert",
@@ -619,7 +754,8 @@ PLOTS: tuple[tuple[str, str, str], ...] = (
     (
         "bradley_terry",
         "Bradley-Terry strengths",
-        "Bradley-Terry log-strength per arm with bootstrap intervals.",
+        "Bradley-Terry log-strength per arm with two-way bootstrap intervals (cases and raters "
+        "resampled).",
     ),
     (
         "accuracy_preference",
@@ -686,6 +822,9 @@ def results_context(
         "pairwise_preference": _pairwise_preference(report, alpha),
         "likert_tests": _likert_tests(report, alpha),
         "hallucination_tests": _hallucination_tests(report, alpha),
+        "families": _families(report),
+        "sensitivity_label": SENSITIVITY,
+        "inference": report.get("inference") or {},
         "agreement": _agreement(report),
         "notes": _notes(report),
         "length": _length(report),

@@ -86,7 +86,10 @@ def test_every_panel_is_on_the_page_with_the_primary_endpoint_first(
     assert html.index('id="plots"') < html.index('id="agreement"')
     assert len(_svgs(html)) == 4
     assert "Preference: SFT vs GRPO" in html
-    assert "Exact two-sided sign test" in html
+    assert "generalises to physicians and cases like these" in html
+    assert html.index('id="pairwise-clustered"') < html.index('id="pairwise-sensitivity"')
+    assert "conditional on these raters and cases" in html
+    assert 'id="families"' in html and "Holm" in html
     assert 'id="paradox"' in html, "GRPO is most accurate, SFT most preferred"
     assert "Not available" not in html
 
@@ -169,6 +172,10 @@ def test_a_single_arm_gives_no_plots(report: dict[str, Any]) -> None:
     preference = single["preference"]
     preference["win_rates"] = [r for r in preference["win_rates"] if r["arm"] == "SFT"]
     preference["pairwise"] = []
+    preference["clustered"]["pairwise"] = []
+    preference["clustered"]["win_rates"] = [
+        r for r in preference["clustered"]["win_rates"] if r["arm"] == "SFT"
+    ]
     preference["bradley_terry"]["strengths"] = {
         "SFT": preference["bradley_terry"]["strengths"]["SFT"]
     }
@@ -213,13 +220,17 @@ def test_an_unestimable_primary_and_bradley_terry_are_said_so(report: dict[str, 
 def test_headline_numbers_are_the_reports(report: dict[str, Any], results: dict[str, Any]) -> None:
     rows = {row["arm"]: row for row in results["headline"]["rows"]}
     assert [row["arm"] for row in results["headline"]["rows"]] == ["SFT", "GRPO", "Physician"]
-    for win in report["preference"]["win_rates"]:
+    # The headline shows the clustered intervals, not the per-judgment Wilson ones.
+    for win in report["preference"]["clustered"]["win_rates"]:
         estimate = rows[win["arm"]]["win_rate"]
         assert (estimate.estimate, estimate.low, estimate.high) == (
             win["win_rate"],
             win["win_rate_low"],
             win["win_rate_high"],
         )
+    wilson = {row["arm"]: row for row in report["preference"]["win_rates"]}
+    for arm, row in rows.items():
+        assert row["comparisons"] == wilson[arm]["comparisons"]
     for arm, interval in report["preference"]["bradley_terry"]["strengths"].items():
         assert rows[arm]["bt_strength"].estimate == interval["estimate"]
         assert rows[arm]["bt_strength"].low == interval["low"]
@@ -228,9 +239,13 @@ def test_headline_numbers_are_the_reports(report: dict[str, Any], results: dict[
     for mean in report["likert"]["means"]:
         index = dimensions.index(mean["dimension"])
         assert rows[mean["arm"]]["likert"][index].estimate == mean["mean"]
-    for rate in report["hallucination"]["rates"]:
-        if rate["kind"] == "any":
-            assert rows[rate["arm"]]["hallucination"].estimate == rate["rate"]
+    for rate in report["hallucination"]["clustered"]["rates"]:
+        cell = rows[rate["arm"]]["hallucination"]
+        assert (cell.estimate, cell.low, cell.high) == (
+            rate["rate"],
+            rate["rate_low"],
+            rate["rate_high"],
+        )
     for acc in report["accuracy"]:
         if acc["stratum"] == "all":
             cell = rows[acc["arm"]]["accuracy"][0]
@@ -248,20 +263,41 @@ def test_primary_pairwise_and_panels_are_the_reports(
     row = report["primary"]["row"]
     _, registered_a, _ = report["primary"]["endpoint"]
     # Read in the registered direction: the share won by the endpoint's first arm.
-    expected = row["win_rate_1"] if registered_a == row["arm_1"] else 1 - row["win_rate_1"]
+    estimate = report["primary"]["estimate"]
+    expected = estimate if registered_a == row["arm_1"] else 1 - estimate
     assert primary["effect"].estimate == pytest.approx(expected, abs=1e-12)
+    assert estimate == row["share_1"], "the primary is the clustered analysis"
+    assert report["primary"]["sensitivity"]["p_value"] == next(
+        r["sign_p"]
+        for r in report["preference"]["pairwise"]
+        if (r["arm_1"], r["arm_2"]) == (row["arm_1"], row["arm_2"])
+    )
     assert primary["effect_label"].startswith(f"Share of decisive judgments won by {registered_a}")
     assert primary["n"] == report["primary"]["row"]["decisive"]
 
     pairs = results["pairwise_preference"]
-    assert [p["p_adjusted"].value for p in pairs] == [
+    assert [p["share"]["p_adjusted"].value for p in pairs["rows"]] == [
+        r["share_1_p_adjusted"] for r in report["preference"]["clustered"]["pairwise"]
+    ]
+    assert [p["p_adjusted"].value for p in pairs["sensitivity"]] == [
         r["sign_p_adjusted"] for r in report["preference"]["pairwise"]
     ]
-    likert = results["likert_tests"]["rows"]
-    assert [(r["p_value"].value, r["p_adjusted"].value) for r in likert] == [
+    likert = results["likert_tests"]
+    assert [
+        (r["difference"]["p_value"].value, r["difference"]["p_adjusted"].value)
+        for r in likert["rows"]
+    ] == [
+        (r["mean_difference_p_value"], r["mean_difference_p_adjusted"])
+        for r in report["likert"]["clustered"]
+    ]
+    assert [(r["p_value"].value, r["p_adjusted"].value) for r in likert["sensitivity"]] == [
         (r["p_value"], r["p_adjusted"]) for r in report["likert"]["pairwise"]
     ]
-    assert all(r["significant"] for r in likert if {r["arm_a"], r["arm_b"]} == {"SFT", "GRPO"})
+    assert all(
+        r["difference"]["significant"]
+        for r in likert["rows"]
+        if {r["arm_a"], r["arm_b"]} == {"SFT", "GRPO"}
+    )
 
     agreement = results["agreement"]
     assert agreement["preference_alpha"].estimate == pytest.approx(
@@ -276,6 +312,9 @@ def test_primary_pairwise_and_panels_are_the_reports(
         bias["left_share"].estimate
         == report["preference"]["position_bias"]["left_share"]["estimate"]
     )
+    clustered_bias = report["preference"]["position_bias_clustered"]
+    assert bias["clustered"].estimate == clustered_bias["left_share"]["estimate"]
+    assert len(bias["per_rater"]) == report["counts"]["raters"]
     assert bias["biased"] is False
 
     strata = results["strata"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -19,9 +19,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from clinic_eval.statistics import accuracy, agreement, paired, preference
+from clinic_eval.statistics import (
+    accuracy,
+    agreement,
+    clustered,
+    crossed,
+    paired,
+    preference,
+    two_way_bootstrap,
+)
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2
 # Bradley-Terry replicates each refit the model; past this many judgments the replicate count
 # is scaled down, since intervals on that much data are narrow and refits only cost time.
 BOOTSTRAP_BUDGET = 4_000_000
@@ -79,37 +87,78 @@ def _boot_count(requested: int, rows: int) -> int:
     return int(min(requested, max(MIN_BOOT, BOOTSTRAP_BUDGET // rows)))
 
 
+def _adjusted(table: pd.DataFrame, column: str, options: ReportOptions) -> None:
+    table[column.removesuffix("_value") + "_adjusted"] = paired.adjust_p_values(
+        table[column].to_numpy(dtype=float), method=options.correction
+    )
+
+
 def _preference(judgments: pd.DataFrame, options: ReportOptions) -> dict[str, Any]:
+    crossed_pairs = crossed.preference_pairs(judgments)
+    _adjusted(crossed_pairs, "share_1_p_value", options)
+    _adjusted(crossed_pairs, "tie_half_1_p_value", options)
     pairwise = preference.pairwise_win_rates(judgments)
     pairwise["sign_p_adjusted"] = paired.adjust_p_values(
         pairwise["sign_p"].to_numpy(), method=options.correction
     )
     section: dict[str, Any] = {
+        "clustered": {
+            "pairwise": crossed_pairs,
+            "win_rates": crossed.win_rates(judgments),
+        },
+        # Sensitivity rows: the per-judgment analysis, conditional on these raters and cases.
         "win_rates": preference.win_rates(judgments),
         "pairwise": pairwise,
+        "conditional": {
+            "estimator": "exact sign test and Wilson intervals, each judgment independent",
+            "generalises_to": clustered.CONDITIONAL,
+        },
     }
+    section["bradley_terry"] = _bradley_terry(judgments, options)
+    if {"left_arm", "right_arm"} <= set(judgments.columns):
+        positional = judgments.assign(outcome=_positional(judgments))
+        section["position_bias"] = preference.position_bias(positional)
+        section["position_bias_clustered"] = crossed.position_bias(positional)
+    return section
+
+
+def _bradley_terry(judgments: pd.DataFrame, options: ReportOptions) -> dict[str, Any]:
     try:
         fit = preference.bradley_terry(judgments)
-        bootstrap: dict[str, int] = {}
-        # Skipped replicates are counted into the report, where a reader of the numbers sees them.
-        intervals = preference.bradley_terry_bootstrap(
-            judgments,
-            n_boot=_boot_count(options.n_boot, len(judgments)),
-            seed=options.seed,
-            point=fit,
-            diagnostics=bootstrap,
-        )
-        section["bradley_terry"] = {
-            "tie_parameter": fit.tie_parameter,
-            "strengths": {arm: intervals[arm] for arm in fit.arms},
-            "bootstrap": bootstrap,
-        }
     except ValueError as exc:
-        section["bradley_terry"] = {"not_estimable": str(exc)}
-    if {"left_arm", "right_arm"} <= set(judgments.columns):
-        section["position_bias"] = preference.position_bias(
-            judgments.assign(outcome=_positional(judgments))
-        )
+        return {"not_estimable": str(exc)}
+    replicates = _boot_count(max(options.n_boot, 1000), len(judgments))
+    two_way = two_way_bootstrap.bradley_terry_two_way(
+        judgments, fit, n_boot=replicates, seed=options.seed
+    )
+    section: dict[str, Any] = {
+        "tie_parameter": fit.tie_parameter,
+        "estimator": two_way.get("estimator"),
+        "generalises_to": two_way.get("generalises_to"),
+    }
+    if "strengths" in two_way:
+        section["strengths"] = two_way["strengths"]
+        section["bootstrap"] = two_way["bootstrap"]
+    else:
+        section["strengths"] = {
+            arm: {"estimate": value, "low": None, "high": None}
+            for arm, value in zip(fit.arms, fit.strengths, strict=True)
+        }
+        section["interval_not_estimable"] = two_way.get("not_estimable")
+    # Sensitivity: resampling cases only treats the physicians as fixed.
+    by_case: dict[str, int] = {}
+    intervals = preference.bradley_terry_bootstrap(
+        judgments,
+        n_boot=_boot_count(options.n_boot, len(judgments)),
+        seed=options.seed,
+        point=fit,
+        diagnostics=by_case,
+    )
+    section["case_bootstrap"] = {
+        "strengths": {arm: intervals[arm] for arm in fit.arms},
+        "bootstrap": by_case,
+        "generalises_to": "cases like these, rated by these physicians",
+    }
     return section
 
 
@@ -136,8 +185,22 @@ def _likert(ratings: pd.DataFrame, options: ReportOptions) -> dict[str, Any]:
         n_boot=options.n_boot,
         seed=options.seed,
     )
+    crossed_tests = crossed.likert_pairs(ratings, arms, dimensions)
+    if not crossed_tests.empty:
+        _adjusted(crossed_tests, "mean_difference_p_value", options)
+        _adjusted(crossed_tests, "net_benefit_p_value", options)
     means = ratings.groupby(["dimension", "arm"])["score"].agg(["mean", "count"]).reset_index()
-    return {"means": means, "pairwise": tests, "friedman": friedman}
+    return {
+        "means": means,
+        "clustered": crossed_tests,
+        "pairwise": tests,
+        "friedman": friedman,
+        "conditional": {
+            "estimator": "Wilcoxon signed-rank over (case, rater) pairs, each pair independent; "
+            "Friedman as a descriptive omnibus",
+            "generalises_to": clustered.CONDITIONAL,
+        },
+    }
 
 
 def _hallucination(flags: pd.DataFrame, options: ReportOptions) -> dict[str, Any]:
@@ -147,7 +210,18 @@ def _hallucination(flags: pd.DataFrame, options: ReportOptions) -> dict[str, Any
         table["p_adjusted"] = paired.adjust_p_values(
             table["p_value"].to_numpy(), method=options.correction
         )
-    return {"rates": rates, "pairwise": table}
+    crossed_rates, crossed_pairs = crossed.hallucination(flags, arms)
+    if not crossed_pairs.empty:
+        _adjusted(crossed_pairs, "difference_p_value", options)
+    return {
+        "clustered": {"rates": crossed_rates, "pairwise": crossed_pairs},
+        "rates": rates,
+        "pairwise": table,
+        "conditional": {
+            "estimator": "exact McNemar and Wilson intervals, each rated response independent",
+            "generalises_to": clustered.CONDITIONAL,
+        },
+    }
 
 
 def _unit_codes(case_id: pd.Series, *parts: pd.Series) -> np.ndarray:
@@ -226,37 +300,104 @@ def _agreement(tables: StudyTables) -> dict[str, Any]:
 
 
 def _primary(report: dict[str, Any], options: ReportOptions) -> dict[str, Any] | None:
+    """The pre-registered endpoint from the clustered analysis, with its per-judgment
+    sensitivity row beside it."""
     if not options.primary:
         return None
     kind, *rest = options.primary
-    rows: Sequence[dict[str, Any]]
+    endpoint = list(options.primary)
     if kind == "preference":
         arm_a, arm_b = sorted(rest)
-        rows = report["preference"]["pairwise"]
+        preference_section = report.get("preference", {})
+        rows = (preference_section.get("clustered") or {}).get("pairwise") or []
+        naive_rows = preference_section.get("pairwise") or []
         match = [r for r in rows if (r["arm_1"], r["arm_2"]) == (arm_a, arm_b)]
-        p_key, adjusted_key = "sign_p", "sign_p_adjusted"
+        naive = [r for r in naive_rows if (r["arm_1"], r["arm_2"]) == (arm_a, arm_b)]
+        prefix, naive_key = "share_1", "sign_p"
     else:
         dimension, arm_a, arm_b = rest
-        rows = report.get("likert", {}).get("pairwise", [])
-        match = [
-            r
-            for r in rows
-            if r["dimension"] == dimension and {r["arm_a"], r["arm_b"]} == {arm_a, arm_b}
-        ]
-        p_key, adjusted_key = "p_value", "p_adjusted"
+        likert = report.get("likert", {})
+
+        def same(r: Mapping[str, Any]) -> bool:
+            return r["dimension"] == dimension and {r["arm_a"], r["arm_b"]} == {arm_a, arm_b}
+
+        match = [r for r in likert.get("clustered") or [] if same(r)]
+        naive = [r for r in likert.get("pairwise") or [] if same(r)]
+        prefix, naive_key = "mean_difference", "p_value"
     if not match:
-        return {"endpoint": list(options.primary), "not_estimable": "no data for this endpoint"}
+        return {"endpoint": endpoint, "not_estimable": "no data for this endpoint"}
     row = match[0]
-    return {
-        "endpoint": list(options.primary),
-        "p_value": row[p_key],
-        # The primary endpoint is pre-registered, so its own p-value is the confirmatory one;
-        # the adjusted value shows where it stands within the exploratory family.
-        "p_adjusted_in_family": row[adjusted_key],
-        "significant": row[p_key] is not None and row[p_key] < options.alpha,
+    sensitivity = (
+        {
+            "p_value": naive[0][naive_key],
+            "estimator": "sign test" if kind == "preference" else "Wilcoxon signed-rank",
+            "generalises_to": clustered.CONDITIONAL,
+            "row": naive[0],
+        }
+        if naive
+        else None
+    )
+    block: dict[str, Any] = {
+        "endpoint": endpoint,
+        "estimator": row["estimator"],
+        "generalises_to": row["generalises_to"],
         "alpha": options.alpha,
         "row": row,
+        "sensitivity": sensitivity,
     }
+    if row.get(f"{prefix}_not_estimable"):
+        return {**block, "not_estimable": row[f"{prefix}_not_estimable"]}
+    p_value = row[f"{prefix}_p_value"]
+    return {
+        **block,
+        "estimate": row[prefix],
+        "low": row[f"{prefix}_low"],
+        "high": row[f"{prefix}_high"],
+        "df": row[f"{prefix}_df"],
+        "p_value": p_value,
+        # The primary endpoint is pre-registered, so its own p-value is the confirmatory one;
+        # the adjusted value shows where it stands within its family.
+        "p_adjusted_in_family": row[f"{prefix}_p_adjusted"],
+        "significant": p_value is not None and p_value < options.alpha,
+    }
+
+
+def _families(report: Mapping[str, Any], options: ReportOptions) -> list[dict[str, Any]]:
+    """The multiplicity families the report corrects within, stated as the plan does."""
+    families = []
+    preference_rows = ((report.get("preference") or {}).get("clustered") or {}).get("pairwise")
+    if preference_rows:
+        families.append(
+            {
+                "name": "preference",
+                "tests": len(preference_rows),
+                "members": "every arm pair, decisive share (and separately the tie-as-half rate)",
+            }
+        )
+    likert_rows = (report.get("likert") or {}).get("clustered")
+    if likert_rows:
+        families.append(
+            {
+                "name": "likert",
+                "tests": len(likert_rows),
+                "members": "every arm pair on every dimension, mean difference (and separately "
+                "the net benefit)",
+            }
+        )
+    hallucination_rows = ((report.get("hallucination") or {}).get("clustered") or {}).get(
+        "pairwise"
+    )
+    if hallucination_rows:
+        families.append(
+            {
+                "name": "hallucination",
+                "tests": len(hallucination_rows),
+                "members": "every arm pair, difference in the share of flagged responses",
+            }
+        )
+    for family in families:
+        family["correction"] = options.correction
+    return families
 
 
 def build_report(tables: StudyTables, options: ReportOptions) -> dict[str, Any]:
@@ -300,6 +441,12 @@ def build_report(tables: StudyTables, options: ReportOptions) -> dict[str, Any]:
             report[name] = future.result()
     plain = _plain(report)
     plain["primary"] = _primary(plain, options)
+    plain["families"] = _families(plain, options)
+    plain["inference"] = {
+        "estimator": clustered.ESTIMATOR,
+        "generalises_to": clustered.GENERALISES_TO,
+        "sensitivity": clustered.CONDITIONAL,
+    }
     return plain
 
 
