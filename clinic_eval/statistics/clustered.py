@@ -108,10 +108,10 @@ def _clusters(
     width = int(code.max(initial=0)) + 1
     key = group * width + code
     size = groups * width
-    if size <= max(2**23, 8 * key.size):
+    if size <= max(2**24, 8 * key.size):
         # Small key range: a bincount finds the clusters in linear time, in key order.
         present = np.flatnonzero(np.bincount(key, minlength=size))
-        rank = np.zeros(size, dtype=np.int64)
+        rank = np.zeros(size, dtype=np.int32)
         rank[present] = np.arange(present.size)
         ids, keys = rank[key], present
     else:
@@ -125,52 +125,127 @@ def _factor(clusters: np.ndarray) -> np.ndarray:
         return np.where(clusters > 1, clusters / (clusters - 1.0), np.nan)
 
 
+@dataclass(frozen=True)
+class CrossedDesign:
+    """Which rows share a case, a rater or a cell (case and rater), per group: everything
+    about the clustering that does not depend on the values, computed once and reused for
+    every estimate on the same rows."""
+
+    groups: int
+    n: np.ndarray
+    case_ids: np.ndarray
+    rater_ids: np.ndarray
+    cell_ids: np.ndarray
+    case_owner: np.ndarray
+    rater_owner: np.ndarray
+    cell_owner: np.ndarray
+    cases: np.ndarray
+    raters: np.ndarray
+    cells: np.ndarray
+    n_c: np.ndarray  # rows per case cluster
+    m_r: np.ndarray  # rows per rater cluster
+    n_x: np.ndarray  # rows per cell
+    cell_case: np.ndarray
+    cell_rater: np.ndarray
+    frobenius: np.ndarray  # per group, ||N'N||^2 (N: case x rater counts)
+
+    @property
+    def nested_cases(self) -> np.ndarray:
+        """One rater per case: the case and cell clusters are the same."""
+        return self.cells == self.cases
+
+    @property
+    def nested_raters(self) -> np.ndarray:
+        return self.cells == self.raters
+
+
+def crossed_design(
+    group: np.ndarray, case: np.ndarray, rater: np.ndarray, groups: int | None = None
+) -> CrossedDesign:
+    group = np.asarray(group, dtype=np.int64)
+    case = np.asarray(case, dtype=np.int64)
+    rater = np.asarray(rater, dtype=np.int64)
+    k = int(groups if groups is not None else group.max(initial=-1) + 1)
+    case_ids, case_owner, cases = _clusters(group, case, k)
+    rater_ids, rater_owner, raters = _clusters(group, rater, k)
+    cell_ids, cell_owner, cells = _clusters(
+        group, case * (int(rater.max(initial=0)) + 1) + rater, k
+    )
+    first_row = np.zeros(len(cell_owner), dtype=np.int64)
+    first_row[cell_ids] = np.arange(len(cell_ids))
+    cell_case, cell_rater = case_ids[first_row], rater_ids[first_row]
+    n_x = np.bincount(cell_ids, minlength=len(cell_owner)).astype(float)
+    return CrossedDesign(
+        groups=k,
+        n=np.bincount(group, minlength=k).astype(float),
+        case_ids=case_ids,
+        rater_ids=rater_ids,
+        cell_ids=cell_ids,
+        case_owner=case_owner,
+        rater_owner=rater_owner,
+        cell_owner=cell_owner,
+        cases=cases,
+        raters=raters,
+        cells=cells,
+        n_c=np.bincount(case_ids, minlength=len(case_owner)).astype(float),
+        m_r=np.bincount(rater_ids, minlength=len(rater_owner)).astype(float),
+        n_x=n_x,
+        cell_case=cell_case,
+        cell_rater=cell_rater,
+        frobenius=_gram_frobenius(cell_case, cell_rater, n_x, cell_owner, k),
+    )
+
+
 def crossed_variance(
     influence: np.ndarray,
-    group: np.ndarray,
-    case: np.ndarray,
-    rater: np.ndarray,
+    group: np.ndarray | None = None,
+    case: np.ndarray | None = None,
+    rater: np.ndarray | None = None,
     groups: int | None = None,
+    *,
+    design: CrossedDesign | None = None,
 ) -> CrossedVariance:
     """Two-way cluster-robust variance of estimates given their influence values.
 
     ``influence`` holds each row's contribution to its group's estimate minus the estimate
     (for a mean: ``(y - mean) / n``); ``group``, ``case`` and ``rater`` are non-negative
-    integer codes. Returns arrays indexed by group.
+    integer codes, or ``design`` is their ``crossed_design``. Returns arrays by group.
     """
+    if design is None:
+        if group is None or case is None or rater is None:
+            raise ValueError("give group, case and rater codes, or a design")
+        design = crossed_design(group, case, rater, groups)
+    d = design
+    k = d.groups
     influence = np.asarray(influence, dtype=float)
-    group = np.asarray(group, dtype=np.int64)
-    case = np.asarray(case, dtype=np.int64)
-    rater = np.asarray(rater, dtype=np.int64)
-    k = int(groups if groups is not None else group.max(initial=-1) + 1)
-    n = np.bincount(group, minlength=k).astype(float)
-    cell_code = case * (int(rater.max(initial=0)) + 1) + rater
-    parts = {}
-    for name, code in (("case", case), ("rater", rater), ("cell", cell_code)):
-        ids, owner, clusters = _clusters(group, code, k)
-        sums = np.bincount(ids, influence)
-        sizes = np.bincount(ids).astype(float)
-        parts[name] = (ids, owner, clusters, sums, sizes)
-    factor = {name: _factor(part[2]) for name, part in parts.items()}
-    raw = {name: np.bincount(part[1], part[3] ** 2, minlength=k) for name, part in parts.items()}
+    factor = {
+        "case": _factor(d.cases),
+        "rater": _factor(d.raters),
+        "cell": _factor(d.cells),
+    }
+    raw = {
+        name: np.bincount(owner, np.bincount(ids, influence, minlength=len(owner)) ** 2, k)
+        for name, ids, owner in (
+            ("case", d.case_ids, d.case_owner),
+            ("rater", d.rater_ids, d.rater_owner),
+            ("cell", d.cell_ids, d.cell_owner),
+        )
+    }
     v_case, v_rater, v_cell = (factor[n_] * raw[n_] for n_ in ("case", "rater", "cell"))
-    cases, raters, cells = (parts[n_][2] for n_ in ("case", "rater", "cell"))
-    # One rater per case: the case and cell clusters are the same, and so on.
-    nested_cases = cells == cases
-    nested_raters = cells == raters
+    nested_cases, nested_raters = d.nested_cases, d.nested_raters
     variance = v_case + v_rater - v_cell
     variance = np.where(nested_cases, v_rater, variance)
     variance = np.where(nested_raters, v_case, variance)
     variance = np.where(nested_cases & nested_raters, v_cell, variance)
     fallback = ~(variance > 0) & np.isfinite(variance)
     variance = np.where(fallback, np.maximum(v_case, v_rater), variance)
-    df = _satterthwaite_df(parts, factor, raw, n, k, nested_cases, nested_raters)
+    df = _satterthwaite_df(d, factor, raw)
     return CrossedVariance(
         variance=variance,
         df=df,
-        n=n,
-        cases=cases,
-        raters=raters,
+        n=d.n,
+        cases=d.cases,
+        raters=d.raters,
         variance_case=v_case,
         variance_rater=v_rater,
         variance_cell=v_cell,
@@ -179,13 +254,7 @@ def crossed_variance(
 
 
 def _satterthwaite_df(
-    parts: dict[str, tuple[np.ndarray, ...]],
-    factor: dict[str, np.ndarray],
-    raw: dict[str, np.ndarray],
-    n: np.ndarray,
-    k: int,
-    nested_cases: np.ndarray,
-    nested_raters: np.ndarray,
+    d: CrossedDesign, factor: dict[str, np.ndarray], raw: dict[str, np.ndarray]
 ) -> np.ndarray:
     """Degrees of freedom of V under a working model fitted to V's own parts (module doc).
 
@@ -199,13 +268,10 @@ def _satterthwaite_df(
     2 E[V]^2 / Var(V), with each part counted G / (G - 1) times more, which gives G - 1 for one
     dimension of G equal clusters.
     """
-    case_ids, case_owner, _, _, n_c = parts["case"]
-    rater_ids, rater_owner, _, _, m_r = parts["rater"]
-    cell_ids, cell_owner, _, _, n_x = parts["cell"]
-    # Each cell's case and rater cluster.
-    first_row = np.zeros(len(n_x), dtype=np.int64)
-    first_row[cell_ids] = np.arange(len(cell_ids))
-    cell_case, cell_rater = case_ids[first_row], rater_ids[first_row]
+    k, n = d.groups, d.n
+    case_owner, rater_owner, cell_owner = d.case_owner, d.rater_owner, d.cell_owner
+    n_c, m_r, n_x = d.n_c, d.m_r, d.n_x
+    cell_case, cell_rater = d.cell_case, d.cell_rater
 
     def per_group(owner: np.ndarray, values: np.ndarray) -> np.ndarray:
         return np.bincount(owner, values, minlength=k)
@@ -213,7 +279,7 @@ def _satterthwaite_df(
     x2, x4 = n_x**2, n_x**4
     p_c = np.bincount(cell_case, x2, minlength=len(n_c))  # sum over the case's cells of n_x^2
     q_r = np.bincount(cell_rater, x2, minlength=len(m_r))
-    a_cc, a_rr, a_xx = per_group(case_owner, n_c**2), per_group(rater_owner, m_r**2), None
+    a_cc, a_rr = per_group(case_owner, n_c**2), per_group(rater_owner, m_r**2)
     a_xx = per_group(cell_owner, x2)
     q_case, q_rater, q_cell = (factor[name] * raw[name] for name in ("case", "rater", "cell"))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -230,8 +296,7 @@ def _satterthwaite_df(
     w_case = ac * n_c**2 + bc * p_c + sc * n_c
     w_rater = ar * q_r + br * m_r**2 + sr * m_r
     w_cell = (ax + bx) * x2 + sx * n_x
-    # ||N'N||^2 per group (N: case x rater cell counts), from every pair of cells of a case.
-    frobenius = _gram_frobenius(cell_case, cell_rater, n_x, cell_owner, k)
+    frobenius = d.frobenius
     case_pairs = per_group(case_owner, p_c**2) - per_group(cell_owner, x4)
     rater_pairs = per_group(rater_owner, q_r**2) - per_group(cell_owner, x4)
     nx_case, mr_cell = n_c[cell_case], m_r[cell_rater]
@@ -258,6 +323,7 @@ def _satterthwaite_df(
             - 2 * (f_c * f_x) ** 1.5 * cov_su
             - 2 * (f_r * f_x) ** 1.5 * cov_tu
         )
+    nested_cases, nested_raters = d.nested_cases, d.nested_raters
     numerator = np.where(nested_cases, e_r, numerator)
     half_variance = np.where(nested_cases, f_r**3 * var_t, half_variance)
     numerator = np.where(nested_raters, e_c, numerator)
@@ -269,7 +335,7 @@ def _satterthwaite_df(
         df = numerator**2 / half_variance
     # No variance anywhere in the working model (every value equal): fall back to the smaller
     # cluster count less one, the conservative textbook choice.
-    smallest = np.minimum(parts["case"][2], parts["rater"][2]) - 1.0
+    smallest = np.minimum(d.cases, d.raters) - 1.0
     df = np.where(np.isfinite(df) & (df > 0), df, smallest)
     return np.clip(df, 1.0, np.maximum(n - 1.0, 1.0))
 
@@ -304,16 +370,19 @@ def crossed_means(
     case: np.ndarray,
     rater: np.ndarray,
     groups: int | None = None,
+    *,
+    design: CrossedDesign | None = None,
 ) -> CrossedMeans:
-    """Mean of ``values`` per group with its two-way cluster-robust variance."""
+    """Mean of ``values`` per group with its two-way cluster-robust variance; ``design`` is
+    ``crossed_design(group, case, rater, groups)`` when the caller already has it."""
     values = np.asarray(values, dtype=float)
     group = np.asarray(group, dtype=np.int64)
-    k = int(groups if groups is not None else group.max(initial=-1) + 1)
-    n = np.bincount(group, minlength=k).astype(float)
+    design = design or crossed_design(group, case, rater, groups)
+    n = design.n
     with np.errstate(divide="ignore", invalid="ignore"):
-        mean = np.bincount(group, values, minlength=k) / n
+        mean = np.bincount(group, values, minlength=design.groups) / n
     influence = (values - mean[group]) / n[group]
-    return CrossedMeans(mean, crossed_variance(influence, group, case, rater, k))
+    return CrossedMeans(mean, crossed_variance(influence, design=design))
 
 
 def too_few_clusters(cases: int, raters: int) -> str:

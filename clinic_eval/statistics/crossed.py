@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -60,17 +60,60 @@ def _labels(**extra: str) -> dict[str, str]:
 # --- Preferences ----------------------------------------------------------------------------
 
 
-def preference_pairs(judgments: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+@dataclass(frozen=True)
+class CodedJudgments:
+    """Pairwise judgments as integer codes, computed once and shared by every analysis."""
+
+    arms: tuple[str, ...]
+    ia: np.ndarray
+    ib: np.ndarray
+    outcome: np.ndarray  # positions in preference.OUTCOMES: a, b, tie, both_bad
+    case: np.ndarray
+    rater: np.ndarray
+
+    @property
+    def codes(self) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray]:
+        """What ``preference.judgment_codes`` returns, for the per-judgment analyses."""
+        return self.arms, self.ia, self.ib, self.outcome
+
+    @property
+    def cases(self) -> int:
+        return int(self.case.max(initial=-1)) + 1
+
+    @property
+    def raters(self) -> int:
+        return int(self.rater.max(initial=-1)) + 1
+
+
+def code_judgments(judgments: pd.DataFrame) -> CodedJudgments:
+    arms, ia, ib, outcome = judgment_codes(judgments)
+    return CodedJudgments(
+        arms=arms,
+        ia=ia,
+        ib=ib,
+        outcome=outcome,
+        case=clustered.codes(judgments["case_id"]),
+        rater=clustered.codes(judgments["rater_id"]),
+    )
+
+
+def _coded(judgments: pd.DataFrame | CodedJudgments) -> CodedJudgments:
+    return judgments if isinstance(judgments, CodedJudgments) else code_judgments(judgments)
+
+
+def preference_pairs(
+    judgments: pd.DataFrame | CodedJudgments, confidence: float = 0.95
+) -> pd.DataFrame:
     """Per unordered arm pair (``arm_1 < arm_2``): the probability that arm_1 is preferred
     among decisive judgments, and its tie-as-half rate (ties count half, "both unacceptable"
     left out), each with a clustered interval and a t-test against 1/2."""
-    arms, ia, ib, outcome = judgment_codes(judgments)
+    coded = _coded(judgments)
+    arms, ia, ib, outcome = coded.arms, coded.ia, coded.ib, coded.outcome
     k = len(arms)
     swap = ia > ib
     pair = np.where(swap, ib, ia) * k + np.where(swap, ia, ib)
     first_won = ((outcome == 0) & ~swap) | ((outcome == 1) & swap)
-    case = clustered.codes(judgments["case_id"])
-    rater = clustered.codes(judgments["rater_id"])
+    case, rater = coded.case, coded.rater
     present = np.unique(pair)
     group = np.searchsorted(present, pair)
     decisive = outcome <= 1
@@ -100,12 +143,12 @@ def preference_pairs(judgments: pd.DataFrame, confidence: float = 0.95) -> pd.Da
     return table.assign(**_labels())
 
 
-def win_rates(judgments: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+def win_rates(judgments: pd.DataFrame | CodedJudgments, confidence: float = 0.95) -> pd.DataFrame:
     """Per arm: the strict win rate (wins over every judgment it took part in) and the
     tie-as-half rate, with clustered intervals on the logit scale."""
-    arms, ia, ib, outcome = judgment_codes(judgments)
-    case = clustered.codes(judgments["case_id"])
-    rater = clustered.codes(judgments["rater_id"])
+    coded = _coded(judgments)
+    arms, ia, ib, outcome = coded.arms, coded.ia, coded.ib, coded.outcome
+    case, rater = coded.case, coded.rater
     arm = np.concatenate([ia, ib])
     won = np.concatenate([outcome == 0, outcome == 1]).astype(float)
     tied = np.concatenate([outcome == 2, outcome == 2])
@@ -136,18 +179,22 @@ def likert_pairs(
     arms: Sequence[str],
     dimensions: Sequence[str],
     confidence: float = 0.95,
+    *,
+    tables: dict[str, pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
     """Per dimension and arm pair: the mean score difference arm_a - arm_b over the
     (case, rater) pairs that scored both, and the ordinal view, the net benefit P(a scored
     higher) - P(b scored higher), which uses only the order of the scores; each with a
     clustered interval and a t-test against 0."""
-    tables = score_tables(ratings, arms, dimensions)
+    tables = tables if tables is not None else score_tables(ratings, arms, dimensions)
     rows: list[dict[str, object]] = []
     values, signs, groups, case_parts, rater_parts = [], [], [], [], []
     for dimension in dimensions:
         wide = tables[dimension]
-        case_code = clustered.codes(wide.index.get_level_values(PAIR_KEYS[0]))
-        rater_code = clustered.codes(wide.index.get_level_values(PAIR_KEYS[1]))
+        # The wide table's index already holds integer codes of its cases and raters.
+        index = wide.index
+        case_code = np.asarray(index.codes[index.names.index(PAIR_KEYS[0])], dtype=np.int64)
+        rater_code = np.asarray(index.codes[index.names.index(PAIR_KEYS[1])], dtype=np.int64)
         for arm_a, arm_b in itertools.combinations(arms, 2):
             a, b = wide[arm_a].to_numpy(), wide[arm_b].to_numpy()
             both = ~np.isnan(a) & ~np.isnan(b)
@@ -171,8 +218,9 @@ def likert_pairs(
         return pd.DataFrame()
     group = np.concatenate(groups)
     case, rater = np.concatenate(case_parts), np.concatenate(rater_parts)
-    difference = crossed_means(np.concatenate(values), group, case, rater, len(rows))
-    net = crossed_means(np.concatenate(signs), group, case, rater, len(rows))
+    design = clustered.crossed_design(group, case, rater, len(rows))
+    difference = crossed_means(np.concatenate(values), group, case, rater, design=design)
+    net = crossed_means(np.concatenate(signs), group, case, rater, design=design)
     table = pd.DataFrame(rows)
     table = table.assign(
         **_columns("mean_difference", estimates(difference, confidence=confidence)),
@@ -185,13 +233,17 @@ def likert_pairs(
 
 
 def hallucination(
-    flags: pd.DataFrame, arms: Sequence[str], confidence: float = 0.95
+    flags: pd.DataFrame,
+    arms: Sequence[str],
+    confidence: float = 0.95,
+    *,
+    units: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per arm, the share of rated responses with any hallucination flag; per arm pair, the
     difference of those shares over (case, rater) pairs that rated both (a clustered
     McNemar: Obuchowski 1998's idea with crossed clusters). Clustered intervals; the rates'
     on the logit scale."""
-    units = flag_units(flags)
+    units = units if units is not None else flag_units(flags)
     arm_code = pd.Index(list(arms)).get_indexer(units["arm"])
     keep = arm_code >= 0
     units = units[keep].reset_index(drop=True)
@@ -251,15 +303,29 @@ def hallucination(
 # --- Position and length --------------------------------------------------------------------
 
 
-def position_bias(judgments: pd.DataFrame, confidence: float = 0.95) -> dict[str, object]:
+def position_bias(
+    judgments: pd.DataFrame,
+    confidence: float = 0.95,
+    *,
+    coded: CodedJudgments | None = None,
+) -> dict[str, object]:
     """Share of decisive judgments that went to the response shown first (left), clustered;
     each rater's own share; and a chi-square test of whether raters differ in that share
-    (the rater effect on position)."""
-    outcome = judgments["outcome"].to_numpy()
-    decisive = np.isin(outcome, ("left", "right"))
-    left = (outcome[decisive] == "left").astype(float)
+    (the rater effect on position). ``judgments`` has ``left_arm`` beside the pairwise columns.
+    """
+    coded = coded or code_judgments(judgments)
+    a_on_left = judgments["left_arm"].to_numpy() == judgments["arm_a"].to_numpy()
+    decisive = coded.outcome <= 1
+    left = ((coded.outcome == 0) == a_on_left)[decisive].astype(float)
     rows = judgments.loc[decisive]
-    overall = clustered.crossed_mean(left, rows["case_id"], rows["rater_id"], null=0.5)
+    fit = crossed_means(
+        left,
+        np.zeros(left.size, np.int64),
+        coded.case[decisive],
+        coded.rater[decisive],
+        1,
+    )
+    overall = estimates(fit, null=0.5, confidence=confidence)[0]
     per_rater = (
         pd.DataFrame({"rater": rows["rater_id"].astype(str).to_numpy(), "left": left})
         .groupby("rater", sort=True)["left"]

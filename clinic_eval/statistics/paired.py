@@ -499,12 +499,15 @@ def likert_family(
     arms: Sequence[str],
     dimensions: Sequence[str],
     correction: Correction = "holm",
+    *,
+    tables: dict[str, pd.DataFrame] | None = None,
     **options: Any,
 ) -> tuple[pd.DataFrame, dict[str, FriedmanResult]]:
     """pairwise_likert_tests (same ``options``) and, with three or more arms, friedman per
-    dimension: the same results as calling them separately, from one pass over the ratings.
+    dimension: the same results as calling them separately, from one pass over the ratings
+    (``tables``: ``score_tables(ratings, arms, dimensions)`` when the caller has them).
     """
-    tables = score_tables(ratings, arms, dimensions)
+    tables = tables if tables is not None else score_tables(ratings, arms, dimensions)
     tests = _pairwise_tests(tables, arms, dimensions, correction, **options)
     friedmans = {}
     if len(arms) >= 3:
@@ -642,10 +645,15 @@ def pairwise_mcnemar(flags: pd.DataFrame, arms: Sequence[str]) -> pd.DataFrame:
 
 
 def hallucination_family(
-    flags: pd.DataFrame, arms: Sequence[str], confidence: float = 0.95
+    flags: pd.DataFrame,
+    arms: Sequence[str],
+    confidence: float = 0.95,
+    *,
+    units: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """hallucination_rates and pairwise_mcnemar, collapsing the flags to responses once."""
-    units = flag_units(flags)
+    """hallucination_rates and pairwise_mcnemar, collapsing the flags to responses once
+    (``units``: ``flag_units(flags)`` when the caller has it)."""
+    units = units if units is not None else flag_units(flags)
     return _rates(units, confidence), _pairwise_mcnemar(units, arms)
 
 

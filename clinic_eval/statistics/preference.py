@@ -159,7 +159,12 @@ def judgment_codes(
     return arms, index[:n], index[n:], outcome
 
 
-def win_rates(judgments: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+Codes = tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray]
+
+
+def win_rates(
+    judgments: pd.DataFrame, confidence: float = 0.95, *, codes: Codes | None = None
+) -> pd.DataFrame:
     """Per-arm tallies and win rates, one row per arm (index ``arm``, sorted).
 
     Columns:
@@ -172,9 +177,10 @@ def win_rates(judgments: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame
       that denominator (fractional successes): ``both_bad`` is left out of the denominator
       because it says nothing about which of the two responses was better.
 
-    Rates are nan where their denominator is 0.
+    Rates are nan where their denominator is 0. ``codes`` is ``judgment_codes(judgments)``
+    when the caller already has it.
     """
-    arms, ia, ib, outcome = judgment_codes(judgments)
+    arms, ia, ib, outcome = codes or judgment_codes(judgments)
     k = len(arms)
 
     def tally(first: int, second: int) -> np.ndarray:
@@ -206,7 +212,9 @@ def win_rates(judgments: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame
     return pd.concat([counts, pd.DataFrame(rows, index=counts.index)], axis=1)
 
 
-def pairwise_win_rates(judgments: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+def pairwise_win_rates(
+    judgments: pd.DataFrame, confidence: float = 0.95, *, codes: Codes | None = None
+) -> pd.DataFrame:
     """Head-to-head tallies per unordered arm pair, one row each (``arm_1 < arm_2``).
 
     Columns: ``arm_1``, ``arm_2``, ``comparisons`` (all judgments of the pair), ``wins_1``,
@@ -214,7 +222,7 @@ def pairwise_win_rates(judgments: pd.DataFrame, confidence: float = 0.95) -> pd.
     decisive`` with a Wilson interval, and ``sign_p`` (exact two-sided sign test on the decisive
     judgments; ties and both_bad excluded).
     """
-    arms, ia, ib, outcome = judgment_codes(judgments)
+    arms, ia, ib, outcome = codes or judgment_codes(judgments)
     k = len(arms)
     # Orient each judgment to the sorted pair (arm codes follow the sorted arm names).
     swap = ia > ib
@@ -420,6 +428,8 @@ def bradley_terry(
     judgments: pd.DataFrame,
     ties: Literal["davidson", "drop"] = "davidson",
     l2: float = 0.0,
+    *,
+    codes: Codes | None = None,
 ) -> BTResult:
     """Fit a Bradley-Terry model with Davidson (1970) ties by maximum likelihood.
 
@@ -437,7 +447,7 @@ def bradley_terry(
         raise ValueError(f"ties must be 'davidson' or 'drop', got {ties!r}")
     if l2 < 0:
         raise ValueError("l2 must be non-negative")
-    arms, ia, ib, outcome = judgment_codes(judgments)
+    arms, ia, ib, outcome = codes or judgment_codes(judgments)
     wins, tie_counts = _unit_counts(np.zeros(len(ia), int), ia, ib, outcome, len(arms))
     return _fit_bt(arms, wins[0], tie_counts[0], ties == "davidson", l2)
 

@@ -94,42 +94,43 @@ def _adjusted(table: pd.DataFrame, column: str, options: ReportOptions) -> None:
 
 
 def _preference(judgments: pd.DataFrame, options: ReportOptions) -> dict[str, Any]:
-    crossed_pairs = crossed.preference_pairs(judgments)
+    coded = crossed.code_judgments(judgments)
+    crossed_pairs = crossed.preference_pairs(coded)
     _adjusted(crossed_pairs, "share_1_p_value", options)
     _adjusted(crossed_pairs, "tie_half_1_p_value", options)
-    pairwise = preference.pairwise_win_rates(judgments)
+    pairwise = preference.pairwise_win_rates(judgments, codes=coded.codes)
     pairwise["sign_p_adjusted"] = paired.adjust_p_values(
         pairwise["sign_p"].to_numpy(), method=options.correction
     )
     section: dict[str, Any] = {
         "clustered": {
             "pairwise": crossed_pairs,
-            "win_rates": crossed.win_rates(judgments),
+            "win_rates": crossed.win_rates(coded),
         },
         # Sensitivity rows: the per-judgment analysis, conditional on these raters and cases.
-        "win_rates": preference.win_rates(judgments),
+        "win_rates": preference.win_rates(judgments, codes=coded.codes),
         "pairwise": pairwise,
         "conditional": {
             "estimator": "exact sign test and Wilson intervals, each judgment independent",
             "generalises_to": clustered.CONDITIONAL,
         },
     }
-    section["bradley_terry"] = _bradley_terry(judgments, options)
     if {"left_arm", "right_arm"} <= set(judgments.columns):
         positional = judgments.assign(outcome=_positional(judgments))
         section["position_bias"] = preference.position_bias(positional)
-        section["position_bias_clustered"] = crossed.position_bias(positional)
+        section["position_bias_clustered"] = crossed.position_bias(judgments, coded=coded)
     return section
 
 
 def _bradley_terry(judgments: pd.DataFrame, options: ReportOptions) -> dict[str, Any]:
+    coded = crossed.code_judgments(judgments)
     try:
-        fit = preference.bradley_terry(judgments)
+        fit = preference.bradley_terry(judgments, codes=coded.codes)
     except ValueError as exc:
         return {"not_estimable": str(exc)}
     replicates = _boot_count(max(options.n_boot, 1000), len(judgments))
     two_way = two_way_bootstrap.bradley_terry_two_way(
-        judgments, fit, n_boot=replicates, seed=options.seed
+        coded, fit, n_boot=replicates, seed=options.seed
     )
     section: dict[str, Any] = {
         "tie_parameter": fit.tie_parameter,
@@ -137,28 +138,14 @@ def _bradley_terry(judgments: pd.DataFrame, options: ReportOptions) -> dict[str,
         "generalises_to": two_way.get("generalises_to"),
     }
     if "strengths" in two_way:
-        section["strengths"] = two_way["strengths"]
-        section["bootstrap"] = two_way["bootstrap"]
+        for key in ("strengths", "bootstrap", "case_clustered", "independent"):
+            section[key] = two_way[key]
     else:
         section["strengths"] = {
             arm: {"estimate": value, "low": None, "high": None}
             for arm, value in zip(fit.arms, fit.strengths, strict=True)
         }
         section["interval_not_estimable"] = two_way.get("not_estimable")
-    # Sensitivity: resampling cases only treats the physicians as fixed.
-    by_case: dict[str, int] = {}
-    intervals = preference.bradley_terry_bootstrap(
-        judgments,
-        n_boot=_boot_count(options.n_boot, len(judgments)),
-        seed=options.seed,
-        point=fit,
-        diagnostics=by_case,
-    )
-    section["case_bootstrap"] = {
-        "strengths": {arm: intervals[arm] for arm in fit.arms},
-        "bootstrap": by_case,
-        "generalises_to": "cases like these, rated by these physicians",
-    }
     return section
 
 
@@ -177,15 +164,17 @@ def _positional(judgments: pd.DataFrame) -> pd.Series:
 def _likert(ratings: pd.DataFrame, options: ReportOptions) -> dict[str, Any]:
     arms = sorted(ratings["arm"].unique())
     dimensions = sorted(ratings["dimension"].unique())
+    tables = paired.score_tables(ratings, arms, dimensions)
     tests, friedman = paired.likert_family(
         ratings,
         arms,
         dimensions,
         correction=options.correction,
+        tables=tables,
         n_boot=options.n_boot,
         seed=options.seed,
     )
-    crossed_tests = crossed.likert_pairs(ratings, arms, dimensions)
+    crossed_tests = crossed.likert_pairs(ratings, arms, dimensions, tables=tables)
     if not crossed_tests.empty:
         _adjusted(crossed_tests, "mean_difference_p_value", options)
         _adjusted(crossed_tests, "net_benefit_p_value", options)
@@ -205,12 +194,13 @@ def _likert(ratings: pd.DataFrame, options: ReportOptions) -> dict[str, Any]:
 
 def _hallucination(flags: pd.DataFrame, options: ReportOptions) -> dict[str, Any]:
     arms = sorted(flags["arm"].unique())
-    rates, table = paired.hallucination_family(flags, arms)
+    units = paired.flag_units(flags)
+    rates, table = paired.hallucination_family(flags, arms, units=units)
     if not table.empty:
         table["p_adjusted"] = paired.adjust_p_values(
             table["p_value"].to_numpy(), method=options.correction
         )
-    crossed_rates, crossed_pairs = crossed.hallucination(flags, arms)
+    crossed_rates, crossed_pairs = crossed.hallucination(flags, arms, units=units)
     if not crossed_pairs.empty:
         _adjusted(crossed_pairs, "difference_p_value", options)
     return {
@@ -421,6 +411,8 @@ def build_report(tables: StudyTables, options: ReportOptions) -> dict[str, Any]:
     sections: dict[str, Callable[[], Any]] = {}
     if len(tables.judgments):
         sections["preference"] = partial(_preference, tables.judgments, options)
+        # Bradley-Terry is its own section so that on large studies it runs beside the rest.
+        sections["bradley_terry"] = partial(_bradley_terry, tables.judgments, options)
     if len(tables.ratings):
         sections["likert"] = partial(_likert, tables.ratings, options)
     if len(tables.flags):
@@ -439,6 +431,8 @@ def build_report(tables: StudyTables, options: ReportOptions) -> dict[str, Any]:
         futures = {name: pool.submit(section) for name, section in sections.items()}
         for name, future in futures.items():
             report[name] = future.result()
+    if "bradley_terry" in report:
+        report["preference"]["bradley_terry"] = report.pop("bradley_terry")
     plain = _plain(report)
     plain["primary"] = _primary(plain, options)
     plain["families"] = _families(plain, options)

@@ -28,7 +28,8 @@ import pandas as pd
 from scipy import sparse
 
 from clinic_eval.statistics import clustered
-from clinic_eval.statistics.preference import BTResult, judgment_codes
+from clinic_eval.statistics.crossed import CodedJudgments, code_judgments
+from clinic_eval.statistics.preference import BTResult
 
 ESTIMATOR = (
     "Bradley-Terry (Davidson ties); two-way bootstrap resampling cases and raters, "
@@ -195,15 +196,15 @@ def influence(
 
 def _resample_counts(rng: np.random.Generator, units: int, replicates: int) -> np.ndarray:
     """How often each unit is drawn when ``units`` are resampled with replacement."""
-    draws = rng.integers(0, units, (replicates, units))
-    offsets = np.arange(replicates)[:, None] * units
-    return np.bincount((draws + offsets).ravel(), minlength=replicates * units).reshape(
-        replicates, units
-    )
+    counts = np.empty((replicates, units))
+    for row in range(replicates):
+        # One bincount per replicate stays in cache; one over all replicates at once does not.
+        counts[row] = np.bincount(rng.integers(0, units, units), minlength=units)
+    return counts
 
 
 def bradley_terry_two_way(
-    judgments: pd.DataFrame,
+    judgments: pd.DataFrame | CodedJudgments,
     point: BTResult,
     *,
     n_boot: int = 1000,
@@ -211,14 +212,15 @@ def bradley_terry_two_way(
     confidence: float = 0.95,
     use_ties: bool = True,
 ) -> dict[str, object]:
-    """Two-way bootstrap intervals for the log-strengths of ``point`` (module doc)."""
-    arms, ia, ib, outcome = judgment_codes(judgments)
+    """Two-way bootstrap intervals for the log-strengths of ``point`` (module doc), with the
+    one-way (case-clustered) and independent-judgment Wald intervals as sensitivity."""
+    coded = judgments if isinstance(judgments, CodedJudgments) else code_judgments(judgments)
+    arms, ia, ib, outcome = coded.arms, coded.ia, coded.ib, coded.outcome
     if tuple(arms) != tuple(point.arms):
         raise ValueError("the point fit is for other arms")
     k = len(arms)
-    case = clustered.codes(judgments["case_id"])
-    rater = clustered.codes(judgments["rater_id"])
-    n_cases, n_raters = int(case.max(initial=-1)) + 1, int(rater.max(initial=-1)) + 1
+    case, rater = coded.case, coded.rater
+    n_cases, n_raters = coded.cases, coded.raters
     reason = clustered.too_few_clusters(n_cases, n_raters)
     base = {"estimator": ESTIMATOR, "generalises_to": clustered.GENERALISES_TO}
     if reason:
@@ -231,27 +233,28 @@ def bradley_terry_two_way(
     cell = np.where(
         outcome == 2, k * k + np.minimum(ia, ib) * k + np.maximum(ia, ib), winner * k + loser
     )
-    key = (case[used].astype(np.int64) * n_raters + rater[used]) * (2 * k * k) + cell[used]
-    distinct, count = np.unique(key, return_counts=True)
-    d_cell = distinct % (2 * k * k)
-    d_pair = distinct // (2 * k * k)
-    d_case, d_rater = d_pair // n_raters, d_pair % n_raters
-
+    cells = 2 * k * k
+    # Judgment counts by case (rows) and (rater, cell) (columns): a replicate's tables are
+    # sum over cases and raters of case weight x rater weight x count.
+    counts = sparse.csr_matrix(
+        (np.ones(int(used.sum())), (case[used], rater[used] * cells + cell[used])),
+        shape=(n_cases, n_raters * cells),
+    )
+    counts.sum_duplicates()
     rng = np.random.default_rng(seed)
     start = (np.asarray(point.strengths), point.tie_parameter)
-    indicator = sparse.csr_matrix(
-        (np.ones(distinct.size), (np.arange(distinct.size), d_cell)),
-        shape=(distinct.size, 2 * k * k),
-    )
+    by_case = counts.T.tocsr()
     replicates, skipped = [], 0
-    # Replicates weighted at once, as many as keep the weight matrix near 20 million cells.
-    block = int(max(1, min(250, 20_000_000 // max(distinct.size, 1))))
+    # Replicates weighted at once, as many as keep the dense intermediate near 20 million cells.
+    block = int(
+        max(1, min(250, 20_000_000 // max(n_raters * cells, 1), 5_000_000 // max(n_cases, 1)))
+    )
     for first in range(0, n_boot, block):
         size = min(block, n_boot - first)
         case_weight = _resample_counts(rng, n_cases, size)
         rater_weight = _resample_counts(rng, n_raters, size)
-        weight = case_weight[:, d_case] * rater_weight[:, d_rater] * count  # (size, cells)
-        tables = np.asarray((indicator.T @ weight.T).T, dtype=float)
+        by_rater = np.asarray(by_case @ case_weight.T).reshape(n_raters, cells, size)
+        tables = np.einsum("rcb,br->bc", by_rater, rater_weight)
         wins = tables[:, : k * k].reshape(size, k, k)
         upper = tables[:, k * k :].reshape(size, k, k)
         ties = upper + upper.transpose(0, 2, 1)
@@ -266,16 +269,19 @@ def bradley_terry_two_way(
 
     psi = influence(point, ia, ib, outcome, use_ties)
     rows = np.flatnonzero(used)
-    group = np.repeat(np.arange(k), rows.size)
-    variance = clustered.crossed_variance(
-        psi[rows].T.reshape(-1),
-        group,
-        np.tile(case[rows], k),
-        np.tile(rater[rows], k),
-        k,
+    # Every arm's influence values live on the same rows: one clustering serves them all.
+    design = clustered.crossed_design(np.zeros(rows.size, np.int64), case[rows], rater[rows], 1)
+    parts = [clustered.crossed_variance(psi[rows, index], design=design) for index in range(k)]
+    variance = clustered.CrossedVariance(
+        **{
+            field: np.concatenate([getattr(part, field) for part in parts])
+            for field in clustered.CrossedVariance.__dataclass_fields__
+        }
     )
     alpha = 1 - confidence
     strengths: dict[str, dict[str, float]] = {}
+    case_only: dict[str, dict[str, float]] = {}
+    independent: dict[str, dict[str, float]] = {}
     boot_count = len(draws)
     for index, arm in enumerate(arms):
         estimate = point.strengths[index]
@@ -298,6 +304,20 @@ def bradley_terry_two_way(
         else:
             scale = 0.0
             low, high = estimate - width / 2, estimate + width / 2
+        case_se = float(math.sqrt(max(variance.variance_case[index], 0.0)))
+        case_q = float(clustered.t_quantile(confidence, max(n_cases - 1, 1)))
+        independent_se = float(math.sqrt(max(variance.variance_cell[index], 0.0)))
+        z = float(clustered.t_quantile(confidence, np.inf))
+        case_only[arm] = {
+            "estimate": estimate,
+            "low": estimate - case_q * case_se,
+            "high": estimate + case_q * case_se,
+        }
+        independent[arm] = {
+            "estimate": estimate,
+            "low": estimate - z * independent_se,
+            "high": estimate + z * independent_se,
+        }
         strengths[arm] = {
             "estimate": estimate,
             "low": low,
@@ -311,4 +331,14 @@ def bradley_terry_two_way(
         **base,
         "strengths": strengths,
         "bootstrap": {"replicates": n_boot, "skipped": skipped},
+        "case_clustered": {
+            "strengths": case_only,
+            "estimator": "Wald, clustered by case only",
+            "generalises_to": "cases like these, rated by these physicians",
+        },
+        "independent": {
+            "strengths": independent,
+            "estimator": "Wald, each judgment independent",
+            "generalises_to": clustered.CONDITIONAL,
+        },
     }
