@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/clinic_eval
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: demo test lint format migrations-check browser
+.PHONY: demo test lint format migrations-check browser r-reference
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else 1)' \
@@ -48,7 +48,16 @@ browser:
 		|| { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; } \
 		|| { echo "Could not install chromium: run 'apt-get install chromium' as root"; exit 1; }; }
 
-test: $(VENV)/.installed-dev $(VENV)/.installed-vllm browser
+# R's lme4, lmerTest and ordinal: the reference the mixed-model tests re-run (about 3 minutes).
+r-reference:
+	@Rscript -e 'library(lme4); library(lmerTest); library(ordinal)' >/dev/null 2>&1 || { \
+		echo "Installing R with lme4, lmerTest and ordinal for the reference tests"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get install -y -qq r-base-core r-cran-lme4 r-cran-lmertest r-cran-ordinal >/dev/null 2>&1 \
+		|| { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq r-base-core r-cran-lme4 r-cran-lmertest r-cran-ordinal >/dev/null; } \
+		|| echo "Could not install R; the R reference test will be skipped (committed output still checked)"; }
+
+test: $(VENV)/.installed-dev $(VENV)/.installed-vllm browser r-reference
 	DATABASE_URL="$${DATABASE_URL:-$(TEST_DATABASE_URL)}" \
 	CELERY_BROKER_URL="$${CELERY_BROKER_URL:-$(TEST_BROKER_URL)}" \
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -240,6 +240,7 @@ def _primary(report: Mapping[str, Any], primary_label: str) -> dict[str, Any]:
         if sensitivity
         else None,
     }
+    block["model_based"] = _model_based(primary.get("model_based"), kind)
     prefix = "share_1" if kind == "preference" else "mean_difference"
     block |= {
         "cases": row.get(f"{prefix}_cases"),
@@ -256,13 +257,12 @@ def _primary(report: Mapping[str, Any], primary_label: str) -> dict[str, Any]:
         "alpha": alpha,
         "df": _estimate(primary.get("df"), digits=1),
     }
+    # The report gives the estimate in the registered direction, "arm_a against arm_b".
     estimate, low, high = primary.get("estimate"), primary.get("low"), primary.get("high")
+    first, second = (
+        (endpoint[1], endpoint[2]) if kind == "preference" else (endpoint[2:4] + ["", ""])[:2]
+    )
     if kind == "preference":
-        first, second = row.get("arm_1"), row.get("arm_2")
-        if len(endpoint) == 3 and endpoint[1] == second and None not in (estimate, low, high):
-            # Read it in the registered direction: "arm_a against arm_b".
-            first, second = second, first
-            estimate, low, high = (round(1 - v, 10) for v in (estimate, high, low))
         block |= {
             "effect_label": f"Share of decisive judgments won by {first} against {second}",
             "effect": _estimate(estimate, low, high, percent=True),
@@ -270,10 +270,6 @@ def _primary(report: Mapping[str, Any], primary_label: str) -> dict[str, Any]:
             "n_label": "decisive judgments",
         }
     else:
-        first, second = row.get("arm_a"), row.get("arm_b")
-        if len(endpoint) == 4 and endpoint[2] == second and None not in (estimate, low, high):
-            first, second = second, first
-            estimate, low, high = (round(-v, 10) for v in (estimate, high, low))
         block |= {
             "effect_label": f"Mean score difference, {first} minus {second}",
             "effect": _estimate(estimate, low, high),
@@ -281,6 +277,49 @@ def _primary(report: Mapping[str, Any], primary_label: str) -> dict[str, Any]:
             "n_label": "paired ratings",
         }
     return block
+
+
+def _model_based(section: Mapping[str, Any] | None, kind: str) -> dict[str, Any] | None:
+    """The primary endpoint's mixed-model companion, as the page shows it."""
+    if not section:
+        return None
+    shown: dict[str, Any] = {
+        "model": section.get("model", ""),
+        "not_run": section.get("not_run", ""),
+        "message": section.get("message", ""),
+        "fallback": section.get("fallback", ""),
+    }
+    if shown["not_run"]:
+        return shown
+    if kind == "preference":
+        probability = section.get("probability") or {}
+        shown["effect_label"] = "Probability of preference for the median case and physician"
+        shown["effect"] = _estimate(
+            probability.get("estimate"),
+            probability.get("low"),
+            probability.get("high"),
+            percent=True,
+        )
+    else:
+        shown["effect_label"] = "Mean difference"
+        shown["effect"] = _estimate(
+            section.get("estimate"), section.get("low"), section.get("high")
+        )
+        ordinal = section.get("ordinal") or {}
+        shown["ordinal"] = (
+            {
+                "log_odds_ratio": _estimate(ordinal.get("log_odds_ratio"), digits=2),
+                "p_value": _p(ordinal.get("p_value")),
+            }
+            if "log_odds_ratio" in ordinal
+            else None
+        )
+    shown |= {
+        "p_value": _p(section.get("p_value")),
+        "sd_case": _estimate(section.get("sd_case"), digits=2),
+        "sd_rater": _estimate(section.get("sd_rater"), digits=2),
+    }
+    return shown
 
 
 def _rubric_scores(rows: list[Mapping[str, Any]], key: str = "arm") -> list[dict[str, Any]]:

@@ -57,3 +57,49 @@ def test_position_is_balanced_and_agreement_is_reported() -> None:
         "reasoning_clarity",
         "treatment_feasibility",
     }
+
+
+def test_the_primary_endpoint_is_the_clustered_analysis_with_its_companions() -> None:
+    report = report_for()
+    primary = report["primary"]
+    assert primary["estimator"].startswith("two-way cluster-robust")
+    assert primary["generalises_to"] == "physicians and cases like these"
+    assert primary["low"] < primary["estimate"] < primary["high"]
+    assert primary["df"] < report["counts"]["raters"], "few raters, few degrees of freedom"
+    assert primary["sensitivity"]["estimator"] == "sign test"
+    model = primary["model_based"]
+    assert model["model"].startswith("logistic mixed model")
+    assert model["estimate"] > 0 and model["p_value"] < 0.05, "SFT is preferred over GRPO"
+    assert model["sd_case"] >= 0 and model["sd_rater"] >= 0
+    families = {family["name"]: family for family in report["families"]}
+    assert families["preference"]["tests"] == 3 and families["likert"]["tests"] == 6
+    assert all(family["correction"] == "holm" for family in families.values())
+
+
+def test_one_rater_gives_no_clustered_p_value_and_says_why() -> None:
+    tables = simulate_study(judgments=400, strengths=STRENGTHS, raters=1, seed=2)
+    report = build_report(tables, OPTIONS)
+    primary = report["primary"]
+    assert "only 1 rater" in primary["not_estimable"]
+    assert "p_value" not in primary
+    assert "only 1 rater" in primary["model_based"]["not_run"]
+    for row in report["preference"]["clustered"]["pairwise"]:
+        assert row["share_1_p_value"] is None and "only 1 rater" in row["share_1_not_estimable"]
+    # The per-judgment sensitivity test still runs, clearly labelled.
+    assert primary["sensitivity"]["p_value"] is not None
+
+
+def test_a_likert_primary_has_the_mixed_model_and_the_ordinal_model_beside_it() -> None:
+    tables = simulate_study(
+        judgments=1_500, strengths=STRENGTHS, accuracy=ACCURACY, raters=8, seed=1
+    )
+    options = ReportOptions(
+        layers=LAYERS, seed=3, n_boot=100, primary=("likert", "reasoning_clarity", "SFT", "GRPO")
+    )
+    report = build_report(tables, options)
+    primary = report["primary"]
+    assert primary["estimate"] > 0 and primary["significant"]
+    model = primary["model_based"]
+    assert model["model"].startswith("linear mixed model")
+    assert abs(model["estimate"] - primary["estimate"]) < 0.1, "same target, another estimator"
+    assert model["df"] > 1 and model["ordinal"]["log_odds_ratio"] > 0

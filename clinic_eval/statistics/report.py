@@ -24,6 +24,7 @@ from clinic_eval.statistics import (
     agreement,
     clustered,
     crossed,
+    mixed,
     paired,
     preference,
     two_way_bootstrap,
@@ -338,11 +339,21 @@ def _primary(report: dict[str, Any], options: ReportOptions) -> dict[str, Any] |
     if row.get(f"{prefix}_not_estimable"):
         return {**block, "not_estimable": row[f"{prefix}_not_estimable"]}
     p_value = row[f"{prefix}_p_value"]
+    estimate, low, high = row[prefix], row[f"{prefix}_low"], row[f"{prefix}_high"]
+    # Read in the registered direction, "arm_a against arm_b", whichever order the row has.
+    registered_first = options.primary[1] if kind == "preference" else options.primary[2]
+    row_first = row["arm_1"] if kind == "preference" else row["arm_a"]
+    if registered_first != row_first and None not in (estimate, low, high):
+        if kind == "preference":
+            estimate, low, high = (round(1 - v, 10) for v in (estimate, high, low))
+        else:
+            estimate, low, high = (round(-v, 10) for v in (estimate, high, low))
     return {
         **block,
-        "estimate": row[prefix],
-        "low": row[f"{prefix}_low"],
-        "high": row[f"{prefix}_high"],
+        "direction": " vs ".join(options.primary[1:] if kind == "preference" else rest[1:]),
+        "estimate": estimate,
+        "low": low,
+        "high": high,
         "df": row[f"{prefix}_df"],
         "p_value": p_value,
         # The primary endpoint is pre-registered, so its own p-value is the confirmatory one;
@@ -350,6 +361,118 @@ def _primary(report: dict[str, Any], options: ReportOptions) -> dict[str, Any] |
         "p_adjusted_in_family": row[f"{prefix}_p_adjusted"],
         "significant": p_value is not None and p_value < options.alpha,
     }
+
+
+# A full mixed-model fit costs about a second per thousand rows here, so the report runs one
+# only for the primary endpoint and only up to this many rows; beyond it the clustered
+# estimator (which is the primary analysis at every size) stands alone, and the report says so.
+MODEL_BASED_MAX_ROWS = 5_000
+
+
+def _model_based(tables: StudyTables, options: ReportOptions) -> dict[str, Any] | None:
+    """The primary endpoint as a mixed model with crossed random intercepts (the lme4 /
+    ordinal fit a reviewer asks for), beside the clustered analysis."""
+    if not options.primary:
+        return None
+    kind, *rest = options.primary
+    if kind == "preference":
+        arm_a, arm_b = rest
+        j = tables.judgments
+        pair = ((j["arm_a"] == arm_a) & (j["arm_b"] == arm_b)) | (
+            (j["arm_a"] == arm_b) & (j["arm_b"] == arm_a)
+        )
+        decisive = j[pair & j["outcome"].isin(["a", "b"])]
+        a_won = np.where(
+            decisive["arm_a"] == arm_a, decisive["outcome"] == "a", decisive["outcome"] == "b"
+        ).astype(float)
+        rows = len(decisive)
+        model = (
+            "logistic mixed model, random intercepts for case and rater (lme4 glmer, "
+            "Laplace); the estimate is the log-odds that "
+            f"{arm_a} is preferred for the median case and physician"
+        )
+        base = {"model": model, "rows": rows, "generalises_to": clustered.GENERALISES_TO}
+        if reason := _model_reason(rows, decisive["case_id"], decisive["rater_id"]):
+            return {**base, "not_run": reason}
+        fit = mixed.glmm_logit(
+            a_won,
+            np.ones((rows, 1)),
+            clustered.codes(decisive["case_id"]),
+            clustered.codes(decisive["rater_id"]),
+        )
+        return {**base, **_fit_summary(fit, options, probability=True)}
+    dimension, arm_a, arm_b = rest
+    ratings = tables.ratings
+    wide = paired.score_tables(ratings, [arm_a, arm_b], [dimension])[dimension].dropna()
+    rows = len(wide)
+    model = (
+        "linear mixed model on the paired difference, random intercepts for case and rater "
+        "(lme4 lmer, REML, Satterthwaite df as lmerTest), and a cumulative-logit mixed model "
+        "on the two arms' scores (ordinal clmm)"
+    )
+    base = {"model": model, "rows": rows, "generalises_to": clustered.GENERALISES_TO}
+    case_labels = wide.index.get_level_values("case_id")
+    rater_labels = wide.index.get_level_values("rater_id")
+    if reason := _model_reason(rows, case_labels, rater_labels):
+        return {**base, "not_run": reason}
+    case, rater = clustered.codes(case_labels), clustered.codes(rater_labels)
+    difference = (wide[arm_a] - wide[arm_b]).to_numpy()
+    fit = mixed.lmm(difference, np.ones((rows, 1)), case, rater)
+    section = {**base, **_fit_summary(fit, options)}
+    scores = np.concatenate([wide[arm_a].to_numpy(), wide[arm_b].to_numpy()])
+    if np.all(scores == np.round(scores)) and len(np.unique(scores)) >= 2:
+        arm = np.concatenate([np.ones(rows), np.zeros(rows)])[:, None]
+        ordinal = mixed.clmm_logit(scores, arm, np.tile(case, 2), np.tile(rater, 2))
+        section["ordinal"] = {
+            "log_odds_ratio": ordinal.coefficients[0],
+            "se": ordinal.se[0],
+            "p_value": ordinal.p_values[0],
+            "sd_case": ordinal.sd_case,
+            "sd_rater": ordinal.sd_rater,
+            "message": ordinal.message,
+        }
+    else:
+        section["ordinal"] = {"not_run": "averaged scores are not on the ordinal scale"}
+    return section
+
+
+def _model_reason(rows: int, case: Any, rater: Any) -> str:
+    if rows > MODEL_BASED_MAX_ROWS:
+        return (
+            f"{rows:,} rows: a full mixed-model fit is not run above "
+            f"{MODEL_BASED_MAX_ROWS:,}; the cluster-robust analysis is the primary one"
+        )
+    return clustered.too_few_clusters(
+        int(pd.Series(case).nunique()), int(pd.Series(rater).nunique())
+    )
+
+
+def _fit_summary(fit: mixed.MixedFit, options: ReportOptions, *, probability: bool = False):
+    estimate, se, df = fit.coefficients[0], fit.se[0], fit.df[0]
+    q = float(clustered.t_quantile(1 - options.alpha, df))
+    low, high = estimate - q * se, estimate + q * se
+    summary: dict[str, Any] = {
+        "estimate": estimate,
+        "low": low,
+        "high": high,
+        "se": se,
+        "df": df,
+        "p_value": fit.p_values[0],
+        "sd_case": fit.sd_case,
+        "sd_rater": fit.sd_rater,
+        "sd_residual": fit.sd_residual,
+        "converged": fit.converged,
+        "message": fit.message,
+    }
+    if probability:
+        summary["probability"] = {
+            "estimate": 1 / (1 + math.exp(-estimate)),
+            "low": 1 / (1 + math.exp(-low)),
+            "high": 1 / (1 + math.exp(-high)),
+        }
+    if not fit.converged:
+        summary["fallback"] = "the fit did not converge; read the clustered analysis"
+    return summary
 
 
 def _families(report: Mapping[str, Any], options: ReportOptions) -> list[dict[str, Any]]:
@@ -419,6 +542,8 @@ def build_report(tables: StudyTables, options: ReportOptions) -> dict[str, Any]:
         sections["hallucination"] = partial(_hallucination, tables.flags, options)
     if len(tables.judgments):
         sections["agreement"] = partial(_agreement, tables)
+    if options.primary:
+        sections["model_based"] = partial(_model_based, tables, options)
     if len(tables.predictions) and len(tables.truth) and options.layers:
         sections["accuracy"] = partial(
             accuracy.layer_accuracy, tables.predictions, tables.truth, options.layers
@@ -433,8 +558,11 @@ def build_report(tables: StudyTables, options: ReportOptions) -> dict[str, Any]:
             report[name] = future.result()
     if "bradley_terry" in report:
         report["preference"]["bradley_terry"] = report.pop("bradley_terry")
+    model_based = report.pop("model_based", None)
     plain = _plain(report)
     plain["primary"] = _primary(plain, options)
+    if plain["primary"] is not None:
+        plain["primary"]["model_based"] = _plain(model_based)
     plain["families"] = _families(plain, options)
     plain["inference"] = {
         "estimator": clustered.ESTIMATOR,
