@@ -119,9 +119,30 @@ def demo_seed(*, n_cases: int = 240, seed: int = 1) -> DemoAccounts:
             )
         ),
     )
+    _demo_power(study, coordinator)
     services.study_transition(study=study, to_status=Study.Status.OPEN)
     _demo_closed_study(coordinator, cases[:DEMO_CLOSED_CASES], responses, seed)
     return DemoAccounts(study=study, created=True, accounts=accounts)
+
+
+DEMO_POWER_SIMULATIONS = 300
+
+
+def _demo_power(study: Study, coordinator: User) -> None:
+    """The planner's answer for the open study's design, frozen into its plan when it opens."""
+    from clinic_eval.power import services as power_services
+    from clinic_eval.power.views import power_form
+
+    study.refresh_from_db()
+    form = power_form(study, coordinator)
+    data = {name: form.initial.get(name) for name in form.fields}
+    data |= {"effect": 0.62, "simulations": DEMO_POWER_SIMULATIONS}
+    form = power_form(study, coordinator, {k: "" if v is None else v for k, v in data.items()})
+    if not form.is_valid():
+        raise RuntimeError(f"the demo's planner inputs are invalid: {form.errors.as_text()}")
+    power_services.power_analysis_start(
+        study=study, requested_by=coordinator, form=form, run_here=True
+    )
 
 
 def _demo_study(

@@ -9,6 +9,7 @@ hash salt, no date) and, being matplotlib's, holds no scripts.
 
 from __future__ import annotations
 
+import base64
 import functools
 import io
 import math
@@ -55,6 +56,13 @@ WIDTH = 5.6
 WIDE = 8.5
 # Lowest to highest score: red through grey to blue, readable in grayscale as light-dark-light.
 LIKERT_COLOURS = ("#b3261e", "#e8918a", "#c9ced6", "#8fb3de", "#1f5fa8")
+
+
+def svg_data_uri(svg: str | None) -> str | None:
+    """An SVG as an ``img`` source that the content security policy allows."""
+    if svg is None:
+        return None
+    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")
 
 
 def _styled(plot: Callable[P, str | None]) -> Callable[P, str | None]:
@@ -340,8 +348,43 @@ def _likert_colours(count: int) -> list[str]:
 
 
 @_styled
+def power_curve_plot(curve: Sequence[Mapping[str, Any]], target: float = 0.8) -> str | None:
+    """Power of the primary analysis against the number of cases, with Monte Carlo error bars
+    and the target power as a dotted line (the planner's small plot)."""
+    points = sorted(
+        (row["cases"], row["power"], row.get("mc_error") or 0.0)
+        for row in curve
+        if _number(row.get("power")) is not None
+    )
+    if len(points) < 2:
+        return None
+    fig = _figure(2.2)
+    ax = fig.subplots()
+    cases = [p[0] for p in points]
+    ax.errorbar(
+        cases,
+        [p[1] for p in points],
+        yerr=[1.96 * p[2] for p in points],
+        color=ACCENT,
+        marker="o",
+        markersize=4,
+        linewidth=1.4,
+        capsize=2,
+    )
+    ax.axhline(target, color=MUTED, linewidth=0.8, linestyle=":")
+    ax.set_ylim(0, 1)
+    ax.yaxis.set_major_formatter(ticker.PercentFormatter(1.0))
+    ax.set_xlabel("cases (same physicians and raters per item)")
+    ax.set_ylabel("power")
+    ax.grid(axis="y")
+    ax.set_axisbelow(True)
+    fig.tight_layout()
+    return _svg(fig)
+
+
+@_styled
 def bradley_terry_plot(report: Mapping[str, Any]) -> str | None:
-    """Bradley-Terry log-strengths per arm with their cluster-bootstrap intervals."""
+    """Bradley-Terry log-strengths per arm with their two-way bootstrap intervals."""
     strengths = bt_strengths(report)
     if len(strengths) < 2:
         return None
@@ -356,7 +399,7 @@ def bradley_terry_plot(report: Mapping[str, Any]) -> str | None:
     ax.axvline(0, color=MUTED, linewidth=0.8, linestyle=":")
     ax.set_yticks(positions, order)
     ax.set_ylim(-0.7, len(order) - 0.3)
-    ax.set_xlabel("log-strength (Bradley-Terry with Davidson ties); bars: bootstrap interval")
+    ax.set_xlabel("log-strength (Bradley-Terry, Davidson ties); bars: two-way bootstrap interval")
     ax.grid(axis="x")
     ax.set_axisbelow(True)
     ax.spines["left"].set_visible(False)

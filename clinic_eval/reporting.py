@@ -20,7 +20,7 @@ import pandas as pd
 from clinic_eval.statistics import agreement, crossed, preference
 from clinic_eval.statistics import rubric as rubric_stats
 from clinic_eval.statistics.report import ReportOptions, StudyTables, build_report
-from clinic_eval.statistics.report import _plain as plain
+from clinic_eval.statistics.report import plain_json as plain
 
 RUBRIC_FILES = ("rubric_criteria.csv", "rubric_grades.csv", "grader_verdicts.csv")
 REPORT_FILES = (

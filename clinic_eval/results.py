@@ -8,7 +8,6 @@ value (``.estimate``, ``.value``) beside their text, and the plots as base64 SVG
 
 from __future__ import annotations
 
-import base64
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -108,9 +107,7 @@ def _label(name: str) -> str:
 
 
 def _data_uri(svg: str | None) -> str | None:
-    if svg is None:
-        return None
-    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")
+    return plots.svg_data_uri(svg)
 
 
 def _arms(report: Mapping[str, Any]) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from django.core.exceptions import ValidationError
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
@@ -139,6 +139,25 @@ class AnalysisPlan(_Strict):
     alpha: float = Field(default=0.05, gt=0.0, lt=0.5)
     correction: Literal["holm", "bh"] = "holm"
     notes: Annotated[str, StringConstraints(max_length=4000)] = ""
+    # Every confirmatory test treats cases and physicians as samples (docs/statistics.md); the
+    # per-judgment tests run beside them as sensitivity analyses.
+    estimator: Literal["crossed_cluster_robust"] = "crossed_cluster_robust"
+    # The power analysis the coordinator ran, frozen into the plan when the study opens.
+    power: dict[str, Any] | None = None
+
+
+# The families the plan's correction applies within; the report states them beside its tables.
+PLAN_FAMILIES = (
+    (
+        "Preference",
+        "every arm pair: the share of decisive judgments (and, separately, the tie-as-half rate)",
+    ),
+    (
+        "Likert",
+        "every arm pair on every dimension: the mean difference (and, separately, the net benefit)",
+    ),
+    ("Hallucination", "every arm pair: the difference in the share of flagged responses"),
+)
 
 
 # Raters see responses only as positions: A, B, ... (best-of-N allows up to 6; 8 is headroom).

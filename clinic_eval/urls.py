@@ -9,6 +9,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from alignment_jobs import urls as job_urls
 from clinic_eval import api, auth_api, rater_api, rubric_views, views
+from clinic_eval.power import views as power_views
 
 coordinator_patterns = [
     path("", views.study_list, name="study_list"),
@@ -24,6 +25,12 @@ coordinator_patterns = [
         name="study_design_preview",
     ),
     path("studies/<int:study_id>/design.csv", views.study_design_csv, name="study_design_csv"),
+    path("studies/<int:study_id>/power/", power_views.study_power, name="study_power"),
+    path(
+        "studies/<int:study_id>/power/<int:analysis_id>/",
+        power_views.study_power_status,
+        name="study_power_status",
+    ),
     path("studies/<int:study_id>/balance.csv", views.study_balance_csv, name="study_balance_csv"),
     path("studies/<int:study_id>/monitor/", views.study_monitor, name="study_monitor"),
     path("studies/<int:study_id>/audit/", views.study_audit, name="study_audit"),

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable
+from typing import Any
 
 from django.contrib import messages
 from django.core.cache import cache
@@ -31,8 +32,9 @@ from clinic_eval.forms import (
 from clinic_eval.http import export_filters, logged_download, wants_partial
 from clinic_eval.models import Assignment, AuditEvent, Judgment, Study, StudyRater, User
 from clinic_eval.permissions import coordinator_required, physician_required
+from clinic_eval.power import views as power_views
 from clinic_eval.results import results_context
-from clinic_eval.study_config import position_letter
+from clinic_eval.study_config import PLAN_FAMILIES, position_letter
 
 CASES_PER_PAGE = 50
 
@@ -483,7 +485,6 @@ def rater_rated(request: HttpRequest, study_id: str) -> HttpResponse:
 @coordinator_required
 def study_design(request: HttpRequest, study_id: int) -> HttpResponse:
     study = selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
-    frozen = study.status in services.rating.FROZEN_STATUSES
     form = StudyDesignForm(request.POST or None, study=study)
     if request.method == "POST" and form.is_valid():
         try:
@@ -493,12 +494,26 @@ def study_design(request: HttpRequest, study_id: int) -> HttpResponse:
         else:
             messages.success(request, "Design saved. Check its balance below, then open the study.")
             return redirect("coordinator:study_design", study_id=study.pk)
+    return render_design_page(request, study, form=form)
+
+
+def render_design_page(
+    request: HttpRequest,
+    study: Study,
+    *,
+    form: StudyDesignForm | None = None,
+    power_form: Any = None,
+) -> HttpResponse:
+    """The design page, with its planner card (the planner's own views render it too)."""
+    frozen = study.status in services.rating.FROZEN_STATUSES
     context = {
         "study": study,
-        "form": form,
+        "form": form or StudyDesignForm(None, study=study),
         "frozen": frozen,
         "summary": selectors.design_summary(study=study) if frozen else None,
         "transition_form": StudyTransitionForm(),
+        **power_views.power_context(study, request.user, power_form),
+        "plan_families": PLAN_FAMILIES,
     }
     return render(request, "coordinator/study_design.html", context)
 

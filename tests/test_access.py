@@ -21,6 +21,7 @@ from clinic_eval.models import (
     CaseRubric,
     DataImport,
     Judgment,
+    PowerAnalysis,
     Response,
     RubricCriterion,
     Study,
@@ -71,6 +72,8 @@ RULES: dict[str, str] = {
     "api:study_export_file": COORDINATOR,
     "coordinator:study_design_preview": COORDINATOR,
     "coordinator:study_design_csv": COORDINATOR,
+    "coordinator:study_power": COORDINATOR,
+    "coordinator:study_power_status": COORDINATOR,
     "coordinator:study_balance_csv": COORDINATOR,
     "coordinator:study_monitor": COORDINATOR,
     "coordinator:study_audit": COORDINATOR,
@@ -154,6 +157,7 @@ def objects(study: Study, physician: User) -> dict[str, int]:
     job = GenerationJob.objects.create(study=study, shard_size=8)
     response = ResponseFactory(case=case, arm=arm, review=Response.Review.HELD)
     rubric = a_rubric(study, case)
+    analysis = PowerAnalysis.objects.create(study=study, inputs={"kind": "preference"})
     return {
         "study_id": study.pk,
         "case_id": case.pk,
@@ -165,6 +169,7 @@ def objects(study: Study, physician: User) -> dict[str, int]:
         "name": "judgments.csv",
         "rubric_id": rubric.pk,
         "criterion_id": rubric.criteria.first().pk,
+        "analysis_id": analysis.pk,
     }
 
 

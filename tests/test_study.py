@@ -169,6 +169,20 @@ def test_seed_demo_builds_the_study_once(settings: Settings) -> None:
     assert closed.status == Study.Status.CLOSED and closed.simulated_ratings
     assert closed.judgments.count() == closed.assignments.count() > 100
     assert not User.objects.filter(username__startswith="sim-rater-", is_active=True).exists()
+    # The simulated physicians differ as real ones do, so the clustered analysis is wider than
+    # the per-judgment one on every pair: the page shows both, and they differ.
+    from clinic_eval import exports
+
+    report = exports.study_report(closed)
+    clustered = report["preference"]["clustered"]["pairwise"]
+    wilson = {(r["arm_1"], r["arm_2"]): r for r in report["preference"]["pairwise"]}
+    for row in clustered:
+        naive = wilson[(row["arm_1"], row["arm_2"])]
+        assert row["share_1_design_effect"] > 1
+        assert row["share_1_high"] - row["share_1_low"] > (
+            naive["win_rate_1_high"] - naive["win_rate_1_low"]
+        )
+    assert report["primary"]["p_value"] > report["primary"]["sensitivity"]["p_value"]
     labels = dict(study.arms.values_list("label", "kind"))
     assert labels == {
         "SFT-sim": "imported",

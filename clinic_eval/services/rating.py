@@ -33,6 +33,7 @@ from clinic_eval.models import (
     StudyRater,
     User,
 )
+from clinic_eval.power.services import power_freeze_into_plan
 from clinic_eval.services.audit import audit_record, changed_fields
 from clinic_eval.services.errors import DomainError, JudgmentInvalid, StaleJudgment
 from clinic_eval.study_config import (
@@ -233,6 +234,8 @@ def design_freeze(*, study: Study) -> Study:
         ],
         batch_size=2_000,
     )
+    # The latest power analysis becomes part of the pre-registered plan, under the hash.
+    power_freeze_into_plan(study=study)
     study.design_hash = _design_hash(study, plan, inputs.usernames, inputs.rubrics)
     study.opened_at = timezone.now()
     study.save(update_fields=["design_hash", "opened_at"])

@@ -82,6 +82,11 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def plain_json(value: Any) -> Any:
+    """``value`` as the report stores it: dataclasses and frames as plain JSON, NaN as None."""
+    return _plain(value)
+
+
 def _boot_count(requested: int, rows: int) -> int:
     if rows <= 0:
         return requested
