@@ -44,6 +44,8 @@ def open_study(
     texts: dict[str, str] | None = None,
     authors: dict[int, User] | None = None,
     title: str = "Blinded rating test",
+    analysis_plan: dict | None = None,
+    open_it: bool = True,
     **design: object,
 ) -> OpenStudy:
     study = services.study_create(title=title, created_by=coordinator)
@@ -90,11 +92,12 @@ def open_study(
         study=study,
         design=config,
         rubric=default_rubric(),
-        analysis_plan=default_analysis_plan(),
+        analysis_plan=default_analysis_plan() | (analysis_plan or {}),
         rater_ids=[r.pk for r in raters],
     )
-    services.study_transition(study=study, to_status=Study.Status.READY)
-    study = services.study_transition(study=study, to_status=Study.Status.OPEN)
+    study = services.study_transition(study=study, to_status=Study.Status.READY)
+    if open_it:
+        study = services.study_transition(study=study, to_status=Study.Status.OPEN)
     return OpenStudy(study=study, raters=list(raters), arms=arms, cases=cases, responses=responses)
 
 

@@ -451,9 +451,16 @@ def estimates(
             results.append(_empty(mean, reason, **base))
             continue
         df = float(v.df[g])
-        if proportion and mean in (0.0, 1.0):
+        if mean in (0.0, 1.0) and (proportion or 0.0 < null < 1.0):
+            # Every observation went one way: no variance to cluster. Exact binomial inference
+            # with the smaller cluster count as the sample size is the conservative answer.
             n_eff = min(cases, raters, n)
             interval = _clopper_pearson(mean * n_eff, n_eff, confidence)
+            p_value = (
+                float(stats.binomtest(int(mean * n_eff), n_eff, null).pvalue)
+                if test and 0.0 < null < 1.0
+                else math.nan
+            )
             results.append(
                 CrossedEstimate(
                     estimate=mean,
@@ -462,8 +469,8 @@ def estimates(
                     se=0.0,
                     df=df,
                     statistic=math.nan,
-                    p_value=math.nan,
-                    note="every observation has the same value; Clopper-Pearson interval with "
+                    p_value=p_value,
+                    note="every observation has the same value; exact binomial inference with "
                     f"an effective sample size of {n_eff} (the smaller cluster count)",
                     **base,
                 )

@@ -201,6 +201,8 @@ def plan(
         tick()
     at_design = next(p for p in curve if p.cases == max(3, int(round(inputs.cases))))
     mde, note = _minimum_detectable_effect(inputs, seed, tick)
+    if progress is not None:
+        progress(total, total)
     seats = int(
         math.ceil(
             inputs.cases

@@ -66,7 +66,9 @@ class Command(BaseCommand):
         form = power_form(study, user, {k: "" if v is None else v for k, v in data.items()})
         if not form.is_valid():
             errors = "; ".join(
-                f"{field}: {' '.join(messages)}" if field != "__all__" else " ".join(messages)
+                f"{form.fields[field].label}: {' '.join(messages)}"
+                if field in form.fields
+                else " ".join(messages)
                 for field, messages in form.errors.items()
             )
             raise CommandError(errors)
