@@ -93,6 +93,23 @@ def run_one(size: int, n_boot: int) -> dict:
     elapsed = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
+    # The clustered analyses alone (serially), to show what they add to the per-judgment ones.
+    from clinic_eval.statistics import crossed, two_way_bootstrap
+
+    started = time.perf_counter()
+    coded = crossed.code_judgments(tables.judgments)
+    crossed.preference_pairs(coded)
+    crossed.win_rates(coded)
+    arms = sorted(tables.ratings["arm"].unique())
+    crossed.likert_pairs(tables.ratings, arms, sorted(tables.ratings["dimension"].unique()))
+    crossed.hallucination(tables.flags, arms)
+    two_way_bootstrap.bradley_terry_two_way(
+        coded,
+        bradley_terry(tables.judgments),
+        n_boot=report["preference"]["bradley_terry"]["bootstrap"]["replicates"],
+    )
+    clustered_seconds = time.perf_counter() - started
+
     started = time.perf_counter()
     ours = bradley_terry(tables.judgments)
     ours_seconds = time.perf_counter() - started
@@ -106,6 +123,8 @@ def run_one(size: int, n_boot: int) -> dict:
         "ratings": len(tables.ratings),
         "flags": len(tables.flags),
         "seconds": round(elapsed, 3),
+        "clustered_seconds": round(clustered_seconds, 3),
+        "replicates": report["preference"]["bradley_terry"]["bootstrap"]["replicates"],
         "rss_before_mib": round(before, 1),
         "peak_rss_mib": round(peak, 1),
         "report_bytes": len(report_json(report)),
@@ -134,7 +153,8 @@ def main() -> None:
         f"bootstrap replicates requested: {args.n_boot}"
     )
     print(
-        f"{'judgments':>10} {'ratings':>10} {'flags':>9} {'report s':>9} {'peak MiB':>9} "
+        f"{'judgments':>10} {'ratings':>10} {'flags':>9} {'report s':>9} {'clust s':>8} "
+        f"{'BT reps':>7} {'peak MiB':>9} "
         f"{'pre MiB':>8} {'BT s':>7} {'FastChat s':>10} {'ratio':>6} {'corr':>9}"
     )
     for size in (int(s) for s in args.sizes.split(",")):
@@ -149,12 +169,15 @@ def main() -> None:
         row = json.loads(output.strip().splitlines()[-1])
         print(
             f"{row['judgments']:>10,} {row['ratings']:>10,} {row['flags']:>9,} "
-            f"{row['seconds']:>9.2f} {row['peak_rss_mib']:>9.1f} {row['rss_before_mib']:>8.1f} "
+            f"{row['seconds']:>9.2f} {row['clustered_seconds']:>8.2f} {row['replicates']:>7} "
+            f"{row['peak_rss_mib']:>9.1f} {row['rss_before_mib']:>8.1f} "
             f"{row['bt_seconds']:>7.3f} {row['fastchat_seconds']:>10.3f} "
             f"{row['bt_seconds'] / row['fastchat_seconds']:>6.3f} {row['correlation']:>9.6f}"
         )
     print(
-        "report s: build_report wall time (simulation excluded); peak MiB: ru_maxrss of the whole "
+        "report s: build_report wall time (simulation excluded), clustered and per-judgment "
+        "analyses together; clust s: the clustered analyses alone, one thread; BT reps: two-way "
+        "bootstrap replicates; peak MiB: ru_maxrss of the whole "
         "process; pre MiB: its RSS just before build_report.\nBT s: one bradley_terry fit; "
         "FastChat s: one compute_mle_elo-style fit on the same battles; ratio = BT s / FastChat s; "
         "corr: Pearson correlation of the two centred strength vectors."

@@ -110,7 +110,7 @@ def test_bradley_terry_two_way_intervals_cover_under_a_crossed_null(
             }
         )
         point = preference.bradley_terry(judgments)
-        result = bradley_terry_two_way(judgments, point, n_boot=1_000, seed=study)
+        result = bradley_terry_two_way(judgments, point, n_boot=400, seed=study)
         covered.extend(s["low"] <= 0 <= s["high"] for s in result["strengths"].values())
     share = float(np.mean(covered))
     print(f"{_cell_id(cell)}: Bradley-Terry two-way coverage {share:.3f}")

@@ -263,23 +263,22 @@ def hallucination(
         }
     ).assign(**_labels())
 
-    pair_key = pd.MultiIndex.from_arrays([case, rater])
-    by_arm = {
-        a: pd.Series(flagged[arm_code == i], index=pair_key[arm_code == i])
-        for i, a in enumerate(arms)
-    }
+    # (case, rater) as one integer key; each arm has at most one unit per key.
+    key = case * (int(rater.max(initial=0)) + 1) + rater
     rows, values, groups, case_parts, rater_parts = [], [], [], [], []
-    for arm_a, arm_b in itertools.combinations(arms, 2):
-        joined = pd.concat([by_arm[arm_a], by_arm[arm_b]], axis=1, join="inner")
-        difference = (joined.iloc[:, 0] - joined.iloc[:, 1]).to_numpy()
+    for index_a, index_b in itertools.combinations(range(len(arms)), 2):
+        at_a, at_b = np.flatnonzero(arm_code == index_a), np.flatnonzero(arm_code == index_b)
+        _, in_a, in_b = np.intersect1d(key[at_a], key[at_b], return_indices=True)
+        first, second = at_a[in_a], at_b[in_b]
+        difference = flagged[first] - flagged[second]
         values.append(difference)
         groups.append(np.full(difference.size, len(rows)))
-        case_parts.append(joined.index.get_level_values(0).to_numpy())
-        rater_parts.append(joined.index.get_level_values(1).to_numpy())
+        case_parts.append(case[first])
+        rater_parts.append(rater[first])
         rows.append(
             {
-                "arm_a": arm_a,
-                "arm_b": arm_b,
+                "arm_a": arms[index_a],
+                "arm_b": arms[index_b],
                 "n_pairs": int(difference.size),
                 "only_a": int((difference > 0).sum()),
                 "only_b": int((difference < 0).sum()),
