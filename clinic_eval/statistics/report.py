@@ -35,6 +35,8 @@ REPORT_VERSION = 2
 # is scaled down, since intervals on that much data are narrow and refits only cost time.
 BOOTSTRAP_BUDGET = 4_000_000
 MIN_BOOT = 200
+TWO_WAY_REPLICATES = 1000
+TWO_WAY_FULL_UP_TO = 100_000
 # Report sections computed at once on large studies (the target machine has two cores). Below
 # PARALLEL_FROM judgments the sections take well under a second and contending for the GIL
 # cost more than the second core gave (0.6 s became 0.9 s at 10^4 judgments).
@@ -134,7 +136,13 @@ def _bradley_terry(judgments: pd.DataFrame, options: ReportOptions) -> dict[str,
         fit = preference.bradley_terry(judgments, codes=coded.codes)
     except ValueError as exc:
         return {"not_estimable": str(exc)}
-    replicates = _boot_count(max(options.n_boot, 1000), len(judgments))
+    # 1,000 replicates up to 10^5 judgments; beyond, fewer (at least 200), each bound with its
+    # Monte Carlo error beside it. The interval's width is analytic either way.
+    replicates = (
+        max(options.n_boot, TWO_WAY_REPLICATES)
+        if len(judgments) <= TWO_WAY_FULL_UP_TO
+        else _boot_count(TWO_WAY_REPLICATES, len(judgments))
+    )
     two_way = two_way_bootstrap.bradley_terry_two_way(
         coded, fit, n_boot=replicates, seed=options.seed
     )
