@@ -250,8 +250,21 @@ def test_the_closed_demo_study_shows_every_results_panel(demo: str) -> None:
         for heading in ("Primary endpoint", "Agreement", "Position", "stratum"):
             assert heading.lower() in text.lower(), heading
         assert "SFT-sim" in text and "GRPO-sim" in text
+        # Issue 13: the clustered primary numbers first, the per-judgment ones beneath them.
+        assert "generalises to physicians and cases like these" in text
+        assert page.locator("#primary-sensitivity").is_visible()
+        assert page.locator("#primary-model-based").is_visible()
+        clustered_top = page.locator("#pairwise-clustered").bounding_box()["y"]
+        assert clustered_top < page.locator("#pairwise-sensitivity").bounding_box()["y"]
         page.screenshot(path=str(artifacts / "results-demo-1366x768-full.png"), full_page=True)
         page.screenshot(path=str(artifacts / "results-demo-1366x768-viewport.png"))
+        # The open demo study's design page shows the power frozen into its plan.
+        page.get_by_role("link", name="Studies").first.click()
+        page.get_by_role("link", name=DEMO_TITLE).click()
+        page.get_by_role("link", name="Design and balance").click()
+        frozen = page.locator("#power-frozen")
+        assert frozen.is_visible() and "Power for an effect of" in frozen.inner_text()
+        assert frozen.locator("img").evaluate("img => img.naturalWidth") > 0
     assert console.problems == []
 
 
