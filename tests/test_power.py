@@ -97,18 +97,7 @@ def test_inputs_out_of_range_are_refused_in_words(change: dict, message: str) ->
 def test_heterogeneity_is_estimated_from_a_study_like_the_one_simulated() -> None:
     shape = sim.StudyShape(cases=150, raters=12, raters_per_item=3, arms=("A", "B"))
     studies = sim.simulate_studies(shape, sim.Heterogeneity(0.5, 0.7), studies=1, seed=9)
-    names = np.array(["A", "B"], dtype=object)
-    outcomes = np.array(["a", "b", "tie", "both_bad"], dtype=object)
-    judgments = pd.DataFrame(
-        {
-            "case_id": studies.case,
-            "rater_id": studies.rater,
-            "arm_a": names[studies.arm_a],
-            "arm_b": names[studies.arm_b],
-            "outcome": outcomes[studies.outcome],
-        }
-    )
-    estimate = power.heterogeneity_from_tables(judgments, pd.DataFrame(), "preference")
+    estimate = power.heterogeneity_from_tables(studies.judgments(0), pd.DataFrame(), "preference")
     assert estimate.rater_taste == pytest.approx(0.5, abs=0.25)
     assert estimate.case_effect == pytest.approx(0.7, abs=0.3)
     assert "logistic mixed model" in estimate.source

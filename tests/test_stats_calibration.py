@@ -12,7 +12,6 @@ same cells. ``benchmarks/calibration.py`` prints the full table with more studie
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from clinic_eval.statistics import crossed, preference
@@ -95,20 +94,9 @@ def test_bradley_terry_two_way_intervals_cover_under_a_crossed_null(
     shape = sim.StudyShape(cases=CASES, raters=raters, raters_per_item=per_item)
     heterogeneity = sim.Heterogeneity(rater_taste=taste, case_effect=case)
     studies = sim.simulate_studies(shape, heterogeneity, studies=BT_STUDIES, seed=_seed(cell))
-    names = np.array(shape.arms, dtype=object)
-    outcomes = np.array(["a", "b", "tie", "both_bad"], dtype=object)
     covered = []
     for study in range(BT_STUDIES):
-        rows = studies.study == study
-        judgments = pd.DataFrame(
-            {
-                "case_id": studies.case[rows],
-                "rater_id": studies.rater[rows],
-                "arm_a": names[studies.arm_a[rows]],
-                "arm_b": names[studies.arm_b[rows]],
-                "outcome": outcomes[studies.outcome[rows]],
-            }
-        )
+        judgments = studies.judgments(study)
         point = preference.bradley_terry(judgments)
         result = bradley_terry_two_way(judgments, point, n_boot=400, seed=study)
         covered.extend(s["low"] <= 0 <= s["high"] for s in result["strengths"].values())
@@ -146,35 +134,15 @@ def test_with_no_heterogeneity_the_clustered_test_keeps_most_of_the_naive_power(
 def test_the_batched_estimator_is_the_one_the_report_runs() -> None:
     shape = sim.StudyShape(cases=30, raters=6, raters_per_item=2)
     studies = sim.simulate_studies(shape, sim.Heterogeneity(0.4, 0.6), studies=3, seed=2)
-    names = np.array(shape.arms, dtype=object)
-    outcomes = np.array(["a", "b", "tie", "both_bad"], dtype=object)
     batch = sim.preference_shares(studies)
     likert = sim.likert_differences(studies)
     for study in range(3):
-        rows = studies.study == study
-        judgments = pd.DataFrame(
-            {
-                "case_id": studies.case[rows],
-                "rater_id": studies.rater[rows],
-                "arm_a": names[studies.arm_a[rows]],
-                "arm_b": names[studies.arm_b[rows]],
-                "outcome": outcomes[studies.outcome[rows]],
-            }
-        )
-        table = crossed.preference_pairs(judgments)
+        table = crossed.preference_pairs(studies.judgments(study))
         assert np.allclose(table["share_1"], batch.estimate[study])
         assert np.allclose(table["share_1_low"], batch.low[study])
         assert np.allclose(table["share_1_p_value"], batch.p_value[study])
-        responses = studies.response_study == study
-        ratings = pd.DataFrame(
-            {
-                "case_id": studies.response_case[responses],
-                "rater_id": studies.response_rater[responses],
-                "arm": names[studies.response_arm[responses]],
-                "dimension": "reasoning_clarity",
-                "score": studies.scores[responses, 0],
-            }
+        tests = crossed.likert_pairs(
+            studies.ratings(study), list(shape.arms), ["reasoning_clarity"]
         )
-        tests = crossed.likert_pairs(ratings, list(shape.arms), ["reasoning_clarity"])
         assert np.allclose(tests["mean_difference"], likert.estimate[study])
         assert np.allclose(tests["mean_difference_p_value"], likert.p_value[study])

@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 DIMENSIONS = ("reasoning_clarity", "treatment_feasibility")
 
@@ -91,6 +92,35 @@ class SimulatedStudies:
     response_arm: np.ndarray
     scores: np.ndarray  # (responses, dimensions)
     flagged: np.ndarray
+
+    def judgments(self, study: int) -> pd.DataFrame:
+        """One study's judgments as the report's tidy table."""
+        rows = self.study == study
+        names = np.array(self.shape.arms, dtype=object)
+        outcomes = np.array(["a", "b", "tie", "both_bad"], dtype=object)
+        return pd.DataFrame(
+            {
+                "case_id": self.case[rows],
+                "rater_id": self.rater[rows],
+                "arm_a": names[self.arm_a[rows]],
+                "arm_b": names[self.arm_b[rows]],
+                "outcome": outcomes[self.outcome[rows]],
+            }
+        )
+
+    def ratings(self, study: int, dimension: int = 0) -> pd.DataFrame:
+        """One study's scores on one dimension as the report's tidy table."""
+        rows = self.response_study == study
+        names = np.array(self.shape.arms, dtype=object)
+        return pd.DataFrame(
+            {
+                "case_id": self.response_case[rows],
+                "rater_id": self.response_rater[rows],
+                "arm": names[self.response_arm[rows]],
+                "dimension": DIMENSIONS[dimension],
+                "score": self.scores[rows, dimension],
+            }
+        )
 
 
 def _seats(
@@ -356,34 +386,33 @@ def _paired(sim: SimulatedStudies, values: np.ndarray) -> tuple[np.ndarray, ...]
     return tuple(np.concatenate(p) for p in parts)
 
 
+def _paired_means(
+    sim: SimulatedStudies, values: np.ndarray, confidence: float, transform: bool = False
+) -> BatchResult:
+    """Per study and pair: the mean of the first arm's value minus the second's (its sign,
+    with ``transform``) over the (case, rater) units that rated both."""
+    difference, group, case, rater = _paired(sim, values)
+    return _batch(
+        np.sign(difference) if transform else difference,
+        group,
+        case,
+        rater,
+        (sim.studies, len(sim.shape.arm_pairs())),
+        null=0.0,
+        confidence=confidence,
+    )
+
+
 def likert_differences(
     sim: SimulatedStudies, dimension: int = 0, confidence: float = 0.95, *, ordinal: bool = False
 ) -> BatchResult:
     """Per study and pair: the mean score difference (or, ``ordinal``, the net benefit)."""
-    difference, group, case, rater = _paired(sim, sim.scores[:, dimension])
-    values = np.sign(difference) if ordinal else difference
-    return _batch(
-        values,
-        group,
-        case,
-        rater,
-        (sim.studies, len(sim.shape.arm_pairs())),
-        null=0.0,
-        confidence=confidence,
-    )
+    return _paired_means(sim, sim.scores[:, dimension], confidence, transform=ordinal)
 
 
 def hallucination_differences(sim: SimulatedStudies, confidence: float = 0.95) -> BatchResult:
-    difference, group, case, rater = _paired(sim, sim.flagged.astype(float))
-    return _batch(
-        difference,
-        group,
-        case,
-        rater,
-        (sim.studies, len(sim.shape.arm_pairs())),
-        null=0.0,
-        confidence=confidence,
-    )
+    """Per study and pair: the difference in the share of flagged responses."""
+    return _paired_means(sim, sim.flagged.astype(float), confidence)
 
 
 def hallucination_rates(sim: SimulatedStudies, confidence: float = 0.95) -> BatchResult:
