@@ -155,17 +155,27 @@ def report_extras(frames: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
     if len(best):
         rows = pd.DataFrame(
             {
+                "case_id": best["case_id"].to_numpy(),
+                "rater_id": best["rater"].to_numpy(),
                 "arms": [tuple(shown.split(" | ")) for shown in best["shown_arms"]],
                 "winner": [arm or None for arm in best["preferred_arm"]],
             }
         )
-        extras["best_of_n"] = {"shares": preference.best_of_n_shares(rows)}
+        extras["best_of_n"] = {
+            "clustered": crossed.best_of_n_shares(rows),
+            "shares": preference.best_of_n_shares(rows[["arms", "winner"]]),
+        }
     pairwise = first[first["mode"] == "pairwise"].rename(columns={"rater": "rater_id"})
     if len(pairwise):
         columns = ["case_id", "rater_id", "arm_a", "arm_b", "outcome"]
         # Each stratum as a sub-report of the same shape as the whole one.
         extras["strata"] = {
-            str(stratum): {"preference": {"win_rates": preference.win_rates(group[columns])}}
+            str(stratum): {
+                "preference": {
+                    "clustered": {"win_rates": crossed.win_rates(group[columns])},
+                    "win_rates": preference.win_rates(group[columns]),
+                }
+            }
             for stratum, group in pairwise.groupby("stratum", sort=True)
         }
         responses = frames["responses.csv"]

@@ -651,7 +651,22 @@ def _length(report: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def _best_of_n(report: Mapping[str, Any]) -> list[dict[str, Any]]:
-    rows = (report.get("best_of_n") or {}).get("shares") or []
+    section = report.get("best_of_n") or {}
+    clustered = section.get("clustered") or []
+    if clustered:
+        return [
+            {
+                "arm": row.get("arm"),
+                "share": _estimate(
+                    row.get("share"), row.get("share_low"), row.get("share_high"), percent=True
+                ),
+                "chance": _estimate(row.get("chance_share"), percent=True),
+                "wins": round((row.get("share") or 0) * (row.get("shown") or 0)),
+                "shown": row.get("shown"),
+            }
+            for row in clustered
+        ]
+    rows = section.get("shares") or []
     return [
         {
             "arm": row.get("arm"),
@@ -715,12 +730,15 @@ def _strata(report: Mapping[str, Any]) -> dict[str, Any] | None:
     if isinstance(strata, Mapping) and strata:
         rows = []
         for stratum, sub in sorted(strata.items()):
-            for row in (sub.get("preference") or {}).get("win_rates") or []:
+            sub_preference = sub.get("preference") or {}
+            clustered = (sub_preference.get("clustered") or {}).get("win_rates")
+            counts = {r["arm"]: r.get("comparisons") for r in sub_preference.get("win_rates") or []}
+            for row in clustered or sub_preference.get("win_rates") or []:
                 rows.append(
                     {
                         "stratum": stratum,
                         "arm": row["arm"],
-                        "n": row.get("comparisons"),
+                        "n": counts.get(row["arm"], row.get("comparisons")),
                         "win_rate": _estimate(
                             row.get("win_rate"),
                             row.get("win_rate_low"),

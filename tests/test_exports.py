@@ -255,8 +255,9 @@ def test_the_report_adds_strata_length_consistency_and_kappas(built: object) -> 
     study = built.study  # type: ignore[attr-defined]
     report = exports.study_report(study)
     assert set(report["strata"]) == {"General"}
-    whole = report["strata"]["General"]["preference"]["win_rates"]
-    assert whole == report["preference"]["win_rates"]
+    whole = report["strata"]["General"]["preference"]
+    assert whole["win_rates"] == report["preference"]["win_rates"]
+    assert whole["clustered"]["win_rates"] == report["preference"]["clustered"]["win_rates"]
     assert report["length"]["decisive"] > 0
     consistency = report["consistency"]
     assert consistency["intra_rater_preference"][-1]["rater"] == "all"
@@ -273,6 +274,10 @@ def test_best_of_n_studies_report_winning_shares(coordinator: User) -> None:
     judged = Judgment.objects.filter(study=built.study, assignment__is_repeat=False).count()
     assert sum(row["shown"] for row in shares.values()) == 3 * judged
     assert all(abs(row["chance_share"] - 1 / 3) < 1e-9 for row in shares.values())
+    clustered = {row["arm"]: row for row in report["best_of_n"]["clustered"]}
+    for arm, row in shares.items():
+        assert clustered[arm]["share"] == row["share"] and clustered[arm]["shown"] == row["shown"]
+        assert clustered[arm]["generalises_to"] == "physicians and cases like these"
     from django.urls import reverse
 
     from tests.conftest import logged_in

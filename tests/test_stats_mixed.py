@@ -122,3 +122,11 @@ def test_a_singular_fit_says_so() -> None:
     assert fit.sd_case == 0 and fit.sd_rater == 0
     assert "singular fit" in fit.message
     assert fit.se[0] == pytest.approx(np.std(y, ddof=1) / np.sqrt(y.size), rel=1e-6)
+
+
+def test_a_model_without_a_finite_estimate_says_so_and_gives_no_standard_error() -> None:
+    case = np.repeat(np.arange(30), 2)
+    rater = np.tile(np.arange(6), 10)
+    fit = mixed.glmm_logit(np.ones(60), np.ones((60, 1)), case, rater)
+    assert not fit.converged and "separated" in fit.message
+    assert np.isnan(fit.se[0]) and np.isnan(fit.p_values[0])

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from clinic_eval.statistics.report import ReportOptions, build_report, report_json
+import pytest
+
+from clinic_eval.statistics.report import ReportOptions, StudyTables, build_report, report_json
 from clinic_eval.statistics.simulate import LAYERS, simulate_study
 
 # The alignment paradox, planted: GRPO is the most accurate, SFT the most preferred.
@@ -103,3 +105,20 @@ def test_a_likert_primary_has_the_mixed_model_and_the_ordinal_model_beside_it() 
     assert model["model"].startswith("linear mixed model")
     assert abs(model["estimate"] - primary["estimate"]) < 0.1, "same target, another estimator"
     assert model["df"] > 1 and model["ordinal"]["log_odds_ratio"] > 0
+
+
+def test_when_every_decisive_judgment_goes_one_way_the_report_says_how_it_concluded() -> None:
+    tables = simulate_study(
+        judgments=600, strengths={"SFT": 12.0, "GRPO": -12.0}, raters=8, both_bad=0.0, seed=4
+    )
+    judgments = tables.judgments[tables.judgments["outcome"] != "tie"]
+    report = build_report(
+        StudyTables(judgments=judgments.reset_index(drop=True)),
+        ReportOptions(seed=1, n_boot=100, primary=("preference", "SFT", "GRPO")),
+    )
+    primary = report["primary"]
+    assert primary["estimate"] == 1.0
+    assert "exact binomial" in primary["row"]["share_1_note"]
+    assert primary["p_value"] == pytest.approx(2 * 0.5**8), "8 physicians: the smaller count"
+    model = primary["model_based"]
+    assert "did not converge" in model["fallback"] and "separated" in model["fallback"]

@@ -171,6 +171,41 @@ def win_rates(judgments: pd.DataFrame | CodedJudgments, confidence: float = 0.95
     return table.assign(**_labels())
 
 
+def best_of_n_shares(rows: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """Per arm in best-of-N tasks: the share of its showings in which it was chosen as best,
+    with a clustered interval (logit scale) and the share chance would give. ``rows`` has
+    ``case_id``, ``rater_id``, ``arms`` (the arms shown) and ``winner`` (None: none chosen)."""
+    arm_rows, won, chance, case_labels, rater_labels = [], [], [], [], []
+    for case_id, rater_id, arms, winner in zip(
+        rows["case_id"], rows["rater_id"], rows["arms"], rows["winner"], strict=True
+    ):
+        for arm in arms:
+            arm_rows.append(arm)
+            won.append(1.0 if winner == arm else 0.0)
+            chance.append(1 / len(arms))
+            case_labels.append(case_id)
+            rater_labels.append(rater_id)
+    if not arm_rows:
+        return pd.DataFrame()
+    arm_code, names = pd.factorize(pd.Series(arm_rows, dtype=object), sort=True)
+    fit = crossed_means(
+        np.asarray(won),
+        arm_code,
+        clustered.codes(case_labels),
+        clustered.codes(rater_labels),
+        len(names),
+    )
+    shown = np.bincount(arm_code, minlength=len(names))
+    return pd.DataFrame(
+        {
+            "arm": list(names),
+            "shown": shown.astype(int),
+            "chance_share": np.bincount(arm_code, np.asarray(chance), len(names)) / shown,
+            **_columns("share", estimates(fit, confidence=confidence, proportion=True, test=False)),
+        }
+    ).assign(**_labels())
+
+
 # --- Likert ---------------------------------------------------------------------------------
 
 

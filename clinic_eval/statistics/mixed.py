@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import optimize, sparse, stats
 
-MAX_ROWS = 200_000  # beyond this many rows per fit the report keeps to the clustered estimators
+# A fixed effect beyond this (log-odds) means the maximum is at infinity, not a real estimate.
+SEPARATION = 15.0
 
 
 @dataclass(frozen=True)
@@ -559,7 +560,15 @@ def _laplace_fit(
     beta = natural[2 + thresholds :]
     se_all = np.sqrt(np.clip(np.diag(covariance), 0, None))
     se_beta = se_all[offset + thresholds :]
-    z = beta / se_beta
+    if np.any(np.abs(beta) > SEPARATION) or not np.all(se_beta > 0):
+        # Every judgment (or score) went one way: the likelihood grows without bound.
+        converged = False
+        message = (message + "; " if message else "") + (
+            "no finite estimate: the responses are separated (every one went the same way)"
+        )
+        se_beta = np.full_like(beta, math.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = beta / se_beta
     return MixedFit(
         model=model,
         coefficients=tuple(float(v) for v in beta),

@@ -477,14 +477,17 @@ def _fit_summary(fit: mixed.MixedFit, options: ReportOptions, *, probability: bo
         "converged": fit.converged,
         "message": fit.message,
     }
-    if probability:
+    if probability and math.isfinite(low) and math.isfinite(high):
         summary["probability"] = {
             "estimate": 1 / (1 + math.exp(-estimate)),
             "low": 1 / (1 + math.exp(-low)),
             "high": 1 / (1 + math.exp(-high)),
         }
     if not fit.converged:
-        summary["fallback"] = "the fit did not converge; read the clustered analysis"
+        summary["fallback"] = (
+            f"the mixed model did not converge ({fit.message or 'no reason given'}); the "
+            "clustered analysis above is the one to read"
+        )
     return summary
 
 
