@@ -34,8 +34,15 @@ def _reachable(url: str, default_port: int) -> bool:
         return False
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
+# The pure statistics tests touch no database or broker: they run on a laptop with nothing
+# started (``pytest tests/test_stats_*.py``). Everything else needs the real services.
+SERVICE_FREE = "test_stats_"
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
     """Refuse to run the suite half-way: it needs real PostgreSQL and Redis (see README)."""
+    if session.items and all(item.path.name.startswith(SERVICE_FREE) for item in session.items):
+        return
     database_url = os.environ.get("DATABASE_URL", "")
     broker_url = os.environ.get("CELERY_BROKER_URL", "")
     problems = []
