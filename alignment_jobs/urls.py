@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from django.urls import path
 
-from alignment_jobs import api, rubric_views, views
+from alignment_jobs.generation import api, views
+from alignment_jobs.rubric_jobs import views as rubric_views
 
 urlpatterns = [
     path("studies/<int:study_id>/jobs/", views.job_list, name="job_list"),

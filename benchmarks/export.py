@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from clinic_eval.studies import services
+
 ROOT = Path(__file__).resolve().parents[1]
 SERVER = "postgres://postgres@127.0.0.1:5432"
 DATABASE = "clinic_eval_bench_export"
@@ -72,7 +74,7 @@ def load_study(rating_rows: int, seed: int) -> int:
     from django.db import connection
     from django.utils import timezone
 
-    from clinic_eval import services
+    pass
     from clinic_eval.models import Arm, Case, Response, Study, StudyRater, User
 
     rng = random.Random(seed)
@@ -168,8 +170,8 @@ def measure(kind: str, study_id: int) -> None:
     django_setup()
     from django.db import connection
 
-    from clinic_eval import exports
     from clinic_eval.models import Study
+    from clinic_eval.results import exports
 
     study = Study.objects.get(pk=study_id)
     # Warm up what a running server has already paid for once: the connection, lazy imports.

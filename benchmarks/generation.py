@@ -25,6 +25,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from alignment_jobs.generation import jobs, shards, specs
+from clinic_eval.studies import services
+
 ROOT = Path(__file__).resolve().parents[1]
 SIZES: dict[str, dict[str, int]] = {
     "tiny": {},  # build_tiny_models' defaults: hidden 128, 2 layers, 4 heads
@@ -112,7 +115,7 @@ def build_prompts(base: Path, cases: Sequence[dict]) -> tuple[list[Any], list[st
     from transformers import AutoTokenizer
 
     from alignment_jobs import engines, prompts
-    from clinic_eval.vocabulary import DEFAULT_DECISION_LAYERS
+    from clinic_eval.studies.vocabulary import DEFAULT_DECISION_LAYERS
 
     tokenizer = AutoTokenizer.from_pretrained(base)
     requests, texts = [], []
@@ -196,21 +199,22 @@ def job_row(
     """DB rows, then job_launch + shard_run as a worker runs them; also engine.generate's time."""
     from django.test import override_settings
 
-    from alignment_jobs import services as jobs
+    pass
     from alignment_jobs.prompts import sha256_text
-    from clinic_eval import services as clinic
+
+    pass
     from clinic_eval.models import Arm, Case, Response, User
 
-    user = clinic.user_create(
+    user = services.user_create(
         username="bench", password=secrets.token_urlsafe(), role=User.Role.COORDINATOR
     )
-    study = clinic.study_create(title="Generation benchmark", created_by=user)
+    study = services.study_create(title="Generation benchmark", created_by=user)
     Case.objects.bulk_create(
         Case(study=study, external_id=row["case_id"], **{key: row[key] for key in CASE_FIELDS})
         for row in cases
     )
-    arm = clinic.arm_create(study=study, label="Model A", kind=Arm.Kind.MODEL)
-    jobs.spec_save(
+    arm = services.arm_create(study=study, label="Model A", kind=Arm.Kind.MODEL)
+    specs.spec_save(
         arm=arm,
         base_model_path=str(args.out / "base"),
         max_tokens=args.max_tokens,
@@ -227,7 +231,7 @@ def job_row(
             study=study, created_by=user, engine=name, shard_size=n, enqueue=False
         )
         for shard_id in job.shards.order_by("index").values_list("pk", flat=True):
-            outcome = jobs.shard_run(shard_id=shard_id)
+            outcome = shards.shard_run(shard_id=shard_id)
             if outcome.errors:
                 raise SystemExit(f"shard {shard_id} failed: {outcome.errors[:3]}")
         wall = time.perf_counter() - started
@@ -300,7 +304,7 @@ def main() -> None:
     args = parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-generation-") as var_dir:
         setup_django(Path(var_dir), args.out)
-        from alignment_jobs.tiny_models import build_tiny_models
+        from alignment_jobs.demo.tiny_models import build_tiny_models
         from clinic_eval.synthetic import generate_cases
 
         gbs = gpu_bandwidth(args)  # before the long part, so a missing flag fails fast

@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 from django.http import HttpRequest
 
+from clinic_eval.design.services import FROZEN_STATUSES
 from clinic_eval.models import (
     Arm,
     Assignment,
@@ -16,7 +17,6 @@ from clinic_eval.models import (
     Study,
     User,
 )
-from clinic_eval.services.rating import FROZEN_STATUSES
 
 
 @admin.register(User)

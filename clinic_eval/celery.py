@@ -8,4 +8,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clinic_eval.settings")
 
 app = Celery("clinic_eval")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks()
+# Each feature package keeps its Celery tasks in its own ``tasks`` module.
+TASK_PACKAGES = [
+    "clinic_eval.imports",
+    "clinic_eval.power",
+    "alignment_jobs.generation",
+    "alignment_jobs.rubric_jobs",
+]
+app.autodiscover_tasks(TASK_PACKAGES)

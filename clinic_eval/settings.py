@@ -157,13 +157,13 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "clinic_eval.middleware.RejectNulCharactersMiddleware",
+    "clinic_eval.web.middleware.RejectNulCharactersMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "clinic_eval.middleware.AuditContextMiddleware",
-    "clinic_eval.middleware.RaterIdleTimeoutMiddleware",
+    "clinic_eval.web.middleware.AuditContextMiddleware",
+    "clinic_eval.web.middleware.RaterIdleTimeoutMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "clinic_eval.middleware.SessionAbsoluteTimeoutMiddleware",
+    "clinic_eval.web.middleware.SessionAbsoluteTimeoutMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -321,7 +321,7 @@ AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15, minim
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
-AXES_CLIENT_IP_CALLABLE = "clinic_eval.security.client_ip"
+AXES_CLIENT_IP_CALLABLE = "clinic_eval.web.security.client_ip"
 AXES_VERBOSE = False
 # Behind this many reverse proxies the client's address is that many hops from the right of
 # X-Forwarded-For; with none, the header is ignored (a client could forge it).

@@ -8,80 +8,105 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from alignment_jobs import urls as job_urls
-from clinic_eval import api, auth_api, rater_api, rubric_views, views
+from clinic_eval.audit import views as audit_views
+from clinic_eval.design import views as design_views
+from clinic_eval.imports import api as imports_api
+from clinic_eval.imports import views as imports_views
+from clinic_eval.monitoring import views as monitoring_views
 from clinic_eval.power import views as power_views
+from clinic_eval.rating import api as rater_api
+from clinic_eval.rating import views as rating_views
+from clinic_eval.results import api as results_api
+from clinic_eval.results import views as results_views
+from clinic_eval.rubrics import views as rubric_views
+from clinic_eval.studies import api as studies_api
+from clinic_eval.studies import views as studies_views
+from clinic_eval.web import auth_api
+from clinic_eval.web import views as web_views
 
 coordinator_patterns = [
-    path("", views.study_list, name="study_list"),
-    path("studies/<int:study_id>/", views.study_detail, name="study_detail"),
-    path("studies/<int:study_id>/status/", views.study_transition, name="study_transition"),
-    path("studies/<int:study_id>/arms/", views.arm_create, name="arm_create"),
-    path("studies/<int:study_id>/cases/", views.case_list, name="case_list"),
-    path("studies/<int:study_id>/cases/<int:case_id>/", views.case_detail, name="case_detail"),
-    path("studies/<int:study_id>/design/", views.study_design, name="study_design"),
+    path("", studies_views.study_list, name="study_list"),
+    path("studies/<int:study_id>/", studies_views.study_detail, name="study_detail"),
+    path("studies/<int:study_id>/status/", studies_views.study_transition, name="study_transition"),
+    path("studies/<int:study_id>/arms/", studies_views.arm_create, name="arm_create"),
+    path("studies/<int:study_id>/cases/", studies_views.case_list, name="case_list"),
+    path(
+        "studies/<int:study_id>/cases/<int:case_id>/", studies_views.case_detail, name="case_detail"
+    ),
+    path("studies/<int:study_id>/design/", design_views.study_design, name="study_design"),
     path(
         "studies/<int:study_id>/design/preview/",
-        views.study_design_preview,
+        design_views.study_design_preview,
         name="study_design_preview",
     ),
-    path("studies/<int:study_id>/design.csv", views.study_design_csv, name="study_design_csv"),
+    path(
+        "studies/<int:study_id>/design.csv", design_views.study_design_csv, name="study_design_csv"
+    ),
     path("studies/<int:study_id>/power/", power_views.study_power, name="study_power"),
     path(
         "studies/<int:study_id>/power/<int:analysis_id>/",
         power_views.study_power_status,
         name="study_power_status",
     ),
-    path("studies/<int:study_id>/balance.csv", views.study_balance_csv, name="study_balance_csv"),
-    path("studies/<int:study_id>/monitor/", views.study_monitor, name="study_monitor"),
-    path("studies/<int:study_id>/audit/", views.study_audit, name="study_audit"),
-    path("studies/<int:study_id>/results/", views.study_results, name="study_results"),
-    path("studies/<int:study_id>/export/", views.study_export, name="study_export"),
+    path(
+        "studies/<int:study_id>/balance.csv",
+        design_views.study_balance_csv,
+        name="study_balance_csv",
+    ),
+    path("studies/<int:study_id>/monitor/", monitoring_views.study_monitor, name="study_monitor"),
+    path("studies/<int:study_id>/audit/", audit_views.study_audit, name="study_audit"),
+    path("studies/<int:study_id>/results/", results_views.study_results, name="study_results"),
+    path("studies/<int:study_id>/export/", results_views.study_export, name="study_export"),
     path(
         "studies/<int:study_id>/export/<str:name>",
-        views.study_export,
+        results_views.study_export,
         name="study_export_file",
     ),
     path(
         "studies/<int:study_id>/raters/<int:rater_id>/remind/",
-        views.rater_remind,
+        monitoring_views.rater_remind,
         name="rater_remind",
     ),
     path(
         "studies/<int:study_id>/raters/<int:rater_id>/reassign/",
-        views.rater_reassign,
+        monitoring_views.rater_reassign,
         name="rater_reassign",
     ),
-    path("studies/<int:study_id>/imports/new/", views.import_create, name="import_create"),
+    path("studies/<int:study_id>/imports/new/", imports_views.import_create, name="import_create"),
     path(
         "studies/<int:study_id>/imports/<int:import_id>/",
-        views.import_detail,
+        imports_views.import_detail,
         name="import_detail",
     ),
 ]
 
 # Every id a physician sees is an opaque random token (Study.public_id, Assignment.public_id).
 rater_patterns = [
-    path("", views.rater_home, name="home"),
-    path("studies/<str:study_id>/next/", views.rater_next, name="next"),
-    path("studies/<str:study_id>/rated/", views.rater_rated, name="rated"),
-    path("items/<str:public_id>/", views.rater_item, name="item"),
+    path("", rating_views.rater_home, name="home"),
+    path("studies/<str:study_id>/next/", rating_views.rater_next, name="next"),
+    path("studies/<str:study_id>/rated/", rating_views.rater_rated, name="rated"),
+    path("items/<str:public_id>/", rating_views.rater_item, name="item"),
 ]
 
 api_patterns = [
     path("auth/token/", auth_api.TokenObtainApi.as_view(), name="token"),
-    path("studies/", api.StudyListApi.as_view(), name="study_list"),
-    path("studies/<int:study_id>/", api.StudyDetailApi.as_view(), name="study_detail"),
-    path("studies/<int:study_id>/cases/", api.CaseListApi.as_view(), name="case_list"),
+    path("studies/", studies_api.StudyListApi.as_view(), name="study_list"),
+    path("studies/<int:study_id>/", studies_api.StudyDetailApi.as_view(), name="study_detail"),
+    path("studies/<int:study_id>/cases/", studies_api.CaseListApi.as_view(), name="case_list"),
     path(
         "studies/<int:study_id>/cases/<int:case_id>/",
-        api.CaseDetailApi.as_view(),
+        studies_api.CaseDetailApi.as_view(),
         name="case_detail",
     ),
-    path("studies/<int:study_id>/arms/", api.ArmListApi.as_view(), name="arm_list"),
-    path("studies/<int:study_id>/imports/", api.DataImportListApi.as_view(), name="import_list"),
+    path("studies/<int:study_id>/arms/", studies_api.ArmListApi.as_view(), name="arm_list"),
+    path(
+        "studies/<int:study_id>/imports/",
+        imports_api.DataImportListApi.as_view(),
+        name="import_list",
+    ),
     path(
         "studies/<int:study_id>/imports/<int:import_id>/",
-        api.DataImportDetailApi.as_view(),
+        imports_api.DataImportDetailApi.as_view(),
         name="import_detail",
     ),
     # The rater flow: only opaque public ids, as on the rater pages.
@@ -93,11 +118,15 @@ api_patterns = [
         rater_api.RateJudgmentApi.as_view(),
         name="rate_judgment",
     ),
-    path("studies/<int:study_id>/report/", api.StudyReportApi.as_view(), name="study_report"),
-    path("studies/<int:study_id>/export/", api.StudyExportApi.as_view(), name="study_export"),
+    path(
+        "studies/<int:study_id>/report/", results_api.StudyReportApi.as_view(), name="study_report"
+    ),
+    path(
+        "studies/<int:study_id>/export/", results_api.StudyExportApi.as_view(), name="study_export"
+    ),
     path(
         "studies/<int:study_id>/export/<str:name>",
-        api.StudyExportFileApi.as_view(),
+        results_api.StudyExportFileApi.as_view(),
         name="study_export_file",
     ),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
@@ -163,8 +192,8 @@ rubric_patterns = [
 ]
 
 urlpatterns = [
-    path("", views.home, name="home"),
-    path("healthz", views.healthz, name="healthz"),
+    path("", web_views.home, name="home"),
+    path("healthz", web_views.healthz, name="healthz"),
     path(
         "accounts/login/",
         auth_views.LoginView.as_view(redirect_authenticated_user=True),
@@ -180,5 +209,5 @@ urlpatterns = [
 ]
 
 # Uncaught errors; a lost database connection answers 503 with Retry-After.
-handler500 = "clinic_eval.db_errors.server_error"
-handler404 = "clinic_eval.error_pages.not_found"
+handler500 = "clinic_eval.web.db_errors.server_error"
+handler404 = "clinic_eval.web.error_pages.not_found"

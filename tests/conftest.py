@@ -10,7 +10,7 @@ import pytest
 from django.test import Client
 from pytest_django.fixtures import Settings
 
-from alignment_jobs.tiny_models import TinyModelSet
+from alignment_jobs.demo.tiny_models import TinyModelSet
 from clinic_eval.celery import app as celery_app
 from clinic_eval.models import Study, User
 from tests.factories import StudyFactory, UserFactory
@@ -121,7 +121,7 @@ def physician_client(physician: User) -> Client:
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModelSet:
     """A random-init Llama with three LoRA adapters, built locally once per test run."""
-    from alignment_jobs.tiny_models import build_tiny_models
+    from alignment_jobs.demo.tiny_models import build_tiny_models
 
     return build_tiny_models(tmp_path_factory.mktemp("models") / "tiny")
 

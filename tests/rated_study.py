@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import random
 
-from clinic_eval import services
+from clinic_eval.config import preference_choices
 from clinic_eval.models import Response, Study, User
-from clinic_eval.study_config import preference_choices
+from clinic_eval.rating import services
 from tests.rating_study import OpenStudy, open_study, physicians
 
 RATIONALES = (

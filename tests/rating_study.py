@@ -10,9 +10,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 
-from clinic_eval import services
+from clinic_eval.config import default_analysis_plan, default_design, default_rubric
+from clinic_eval.design import services as design_services
 from clinic_eval.models import Arm, Case, Response, Study, User
-from clinic_eval.study_config import default_analysis_plan, default_design, default_rubric
+from clinic_eval.rating import services as rating_services
+from clinic_eval.rubrics import services as rubrics_services
+from clinic_eval.studies import services as studies_services
 from tests.factories import CaseFactory, UserFactory
 
 ARM_LABELS = ("SFT-arm-q7", "GRPO-arm-k3", "DPO-arm-z9")
@@ -48,7 +51,7 @@ def open_study(
     open_it: bool = True,
     **design: object,
 ) -> OpenStudy:
-    study = services.study_create(title=title, created_by=coordinator)
+    study = studies_services.study_create(title=title, created_by=coordinator)
     arms = []
     for offset, label in enumerate(labels):
         kind = Arm.Kind.PHYSICIAN_ORIGINAL if label == ORIGINAL_LABEL else Arm.Kind.IMPORTED
@@ -88,16 +91,16 @@ def open_study(
         "raters_per_item": raters_per_item,
         **design,
     }
-    services.study_design_update(
+    design_services.study_design_update(
         study=study,
         design=config,
         rubric=default_rubric(),
         analysis_plan=default_analysis_plan() | (analysis_plan or {}),
         rater_ids=[r.pk for r in raters],
     )
-    study = services.study_transition(study=study, to_status=Study.Status.READY)
+    study = studies_services.study_transition(study=study, to_status=Study.Status.READY)
     if open_it:
-        study = services.study_transition(study=study, to_status=Study.Status.OPEN)
+        study = studies_services.study_transition(study=study, to_status=Study.Status.OPEN)
     return OpenStudy(study=study, raters=list(raters), arms=arms, cases=cases, responses=responses)
 
 
@@ -113,12 +116,12 @@ def full_answer(positions: int = 2, preference: str = "A", **extra: object) -> d
     return data
 
 
-def judgment_input(positions: int = 2, preference: str = "A") -> services.JudgmentInput:
-    return services.JudgmentInput(
+def judgment_input(positions: int = 2, preference: str = "A") -> rating_services.JudgmentInput:
+    return rating_services.JudgmentInput(
         preference=preference,
         rationale="Clearer plan.",
         ratings=tuple(
-            services.RatingInput(
+            rating_services.RatingInput(
                 position=p,
                 scores={"reasoning_clarity": 4, "treatment_feasibility": 3},
                 hallucination="none",
@@ -165,7 +168,7 @@ def open_rubric_study(
     """
     from clinic_eval.models import CaseRubric
 
-    study = services.study_create(title="Rubric grading test", created_by=coordinator)
+    study = studies_services.study_create(title="Rubric grading test", created_by=coordinator)
     arms = [
         Arm.objects.create(
             pk=BASE_PK + 900 + offset + 10 * Arm.objects.count(),
@@ -194,7 +197,7 @@ def open_rubric_study(
         "raters_per_item": raters_per_item,
         **design,
     }
-    services.study_design_update(
+    design_services.study_design_update(
         study=study,
         design=config,
         rubric=default_rubric(),
@@ -202,29 +205,31 @@ def open_rubric_study(
         rater_ids=[r.pk for r in raters],
     )
 
-    def criteria(rows: Sequence[tuple[str, int]]) -> list[services.CriterionInput]:
-        return [services.CriterionInput(text=text, points=points) for text, points in rows]
+    def criteria(rows: Sequence[tuple[str, int]]) -> list[rubrics_services.CriterionInput]:
+        return [rubrics_services.CriterionInput(text=text, points=points) for text, points in rows]
 
     verified = range(n_cases) if case_rubrics is None else case_rubrics
     for index in [*verified, *unverified_case_rubrics]:
-        rubric = services.rubric_store(
+        rubric = rubrics_services.rubric_store(
             study=study,
             case=cases[index],
             criteria=criteria(CASE_CRITERIA),
             source=CaseRubric.Source.IMPORTED,
         )
         if index in verified:
-            services.rubric_verify(rubric=rubric, physician=raters[0], version=rubric.version)
+            rubrics_services.rubric_verify(
+                rubric=rubric, physician=raters[0], version=rubric.version
+            )
     for stratum in stratum_rubrics:
-        rubric = services.rubric_store(
+        rubric = rubrics_services.rubric_store(
             study=study,
             stratum=stratum,
             criteria=criteria(STRATUM_CRITERIA),
             source=CaseRubric.Source.IMPORTED,
         )
-        services.rubric_verify(rubric=rubric, physician=raters[0], version=rubric.version)
-    services.study_transition(study=study, to_status=Study.Status.READY)
-    study = services.study_transition(study=study, to_status=Study.Status.OPEN)
+        rubrics_services.rubric_verify(rubric=rubric, physician=raters[0], version=rubric.version)
+    studies_services.study_transition(study=study, to_status=Study.Status.READY)
+    study = studies_services.study_transition(study=study, to_status=Study.Status.OPEN)
     return OpenStudy(study=study, raters=list(raters), arms=arms, cases=cases, responses=responses)
 
 

@@ -13,7 +13,6 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from alignment_jobs.models import GenerationJob, GenerationSpec
-from clinic_eval import rubric_selectors, services
 from clinic_eval.models import (
     Arm,
     Assignment,
@@ -28,6 +27,8 @@ from clinic_eval.models import (
     StudyRater,
     User,
 )
+from clinic_eval.rating import services
+from clinic_eval.rubrics import selectors as rubric_selectors
 from tests.conftest import logged_in
 from tests.factories import ArmFactory, CaseFactory, DataImportFactory, ResponseFactory
 

@@ -222,7 +222,7 @@ def test_in_a_real_browser_nothing_from_a_response_runs(
 
 def test_a_responses_line_breaks_and_lists_survive_sanitising() -> None:
     """One decision per line is how model outputs read; joining them would garble the plan."""
-    from clinic_eval.rendering import render_markdown
+    from clinic_eval.web.rendering import render_markdown
 
     html = str(render_markdown("Diagnosis: unexplained\nART strategy: IUI\n\n- low dose\n- review"))
     assert "Diagnosis: unexplained<br" in html and "<li>low dose</li>" in html

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from alignment_jobs.demo_rubrics import DRAFTER, GRADED_ARMS, GRADED_TITLE, GRADER, VERIFY_CASES
-from clinic_eval.demo import (
+from alignment_jobs.demo.rubrics import DRAFTER, GRADED_ARMS, GRADED_TITLE, GRADER, VERIFY_CASES
+from clinic_eval.demo.study import (
     DEMO_CLOSED_TITLE,
     DEMO_COORDINATOR,
     DEMO_GENERATION_TITLE,

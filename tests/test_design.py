@@ -9,7 +9,7 @@ from itertools import combinations
 import pytest
 from scipy.stats import chisquare
 
-from clinic_eval.design import Design, DesignError, build_comparisons, build_design
+from clinic_eval.design.planner import Design, DesignError, build_comparisons, build_design
 
 ARMS = ("SFT", "GRPO", "Physician")
 PAIRS = [("SFT", "GRPO"), ("SFT", "Physician"), ("GRPO", "Physician")]

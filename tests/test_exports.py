@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from clinic_eval import exports, reporting
-from clinic_eval.csvsafe import csv_safe, csv_unescape
-from clinic_eval.export_schema import SCHEMAS, decode, encode
-from clinic_eval.exports import ExportFilters, RowCounter
 from clinic_eval.models import Assignment, Judgment, ResponseRating, User
+from clinic_eval.results import exports, reporting, selectors
+from clinic_eval.results.export_schema import SCHEMAS, decode, encode
+from clinic_eval.results.exports import ExportFilters, RowCounter
 from clinic_eval.statistics.report import report_json
+from clinic_eval.web.csvsafe import csv_safe, csv_unescape
 from tests.rated_study import rated_study
 
 pytestmark = pytest.mark.django_db
@@ -236,7 +236,7 @@ def test_the_results_page_shows_every_panel_and_is_cached_until_data_change(
     assert html.count("data:image/svg+xml;base64,") >= 3
     import re
 
-    from clinic_eval import selectors
+    pass
 
     def without_token(page: str) -> str:
         page = re.sub(r'"X-CSRFToken": "[^"]+"', "", page)

@@ -22,9 +22,9 @@ from django.db import transaction
 from django.test import Client
 from django.urls import reverse
 
-from alignment_jobs import services as jobs
+from alignment_jobs.demo.tiny_models import TinyModelSet
+from alignment_jobs.generation import jobs
 from alignment_jobs.models import GenerationItem, GenerationJob, GenerationShard
-from alignment_jobs.tiny_models import TinyModelSet
 from clinic_eval.celery import app as celery_app
 from clinic_eval.models import Arm, Study
 from tests.browser import ConsoleLog, chromium, new_page, sign_in

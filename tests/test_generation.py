@@ -14,12 +14,13 @@ from django.db import transaction
 from django.test import TestCase
 from django.utils import timezone
 
-from alignment_jobs import engines, selectors, services
+from alignment_jobs import engines
+from alignment_jobs.demo.tiny_models import TinyModelSet
+from alignment_jobs.generation import jobs, selectors, shards, specs
 from alignment_jobs.models import GenerationItem, GenerationJob, GenerationShard, GenerationSpec
-from alignment_jobs.tiny_models import TinyModelSet
 from clinic_eval import synthetic
+from clinic_eval.errors import DomainError
 from clinic_eval.models import Arm, Case, Response, Study, User
-from clinic_eval.services import DomainError
 from tests.factories import ArmFactory, StudyFactory
 
 pytestmark = pytest.mark.django_db
@@ -30,7 +31,7 @@ SHORT = {"max_tokens": 12, "temperature": 0.8, "top_p": 0.95}
 def launch(study: Study, **options) -> GenerationJob:
     """Launch as a request would: the shards run (eagerly) when the transaction commits."""
     with TestCase.captureOnCommitCallbacks(execute=True):
-        job = services.job_launch(study=study, created_by=None, **options)
+        job = jobs.job_launch(study=study, created_by=None, **options)
     job.refresh_from_db()
     return job
 
@@ -51,7 +52,7 @@ def make_cases(study: Study, n: int, seed: int = 5) -> list[Case]:
 
 def model_arm(study: Study, label: str, models: TinyModelSet, adapter: str = "", **spec) -> Arm:
     arm = ArmFactory(study=study, label=label, kind=Arm.Kind.MODEL)
-    services.spec_save(
+    specs.spec_save(
         arm=arm,
         base_model_path=str(models.base),
         adapter_path=str(models.adapters[adapter]) if adapter else "",
@@ -82,13 +83,13 @@ def test_spec_refuses_paths_that_are_not_models(
     }
     for path, message in cases.items():
         with pytest.raises(DomainError, match=message):
-            services.spec_save(arm=arm, base_model_path=path)
+            specs.spec_save(arm=arm, base_model_path=path)
     with pytest.raises(DomainError, match="not a LoRA adapter"):
-        services.spec_save(
+        specs.spec_save(
             arm=arm, base_model_path=str(model_roots.base), adapter_path=str(model_roots.base)
         )
     with pytest.raises(DomainError, match="no config.json"):
-        services.spec_save(arm=arm, base_model_path=str(model_roots.adapters["sft"]))
+        specs.spec_save(arm=arm, base_model_path=str(model_roots.adapters["sft"]))
     assert not GenerationSpec.objects.exists()
 
 
@@ -97,28 +98,28 @@ def test_spec_refuses_unknown_placeholders_and_bad_pools(setup) -> None:
     arm = ArmFactory(study=study, label="ICL", kind=Arm.Kind.MODEL)
     base = str(models.base)
     with pytest.raises(DomainError, match=r"\{\{ patient \}\} is not a known placeholder"):
-        services.spec_save(arm=arm, base_model_path=base, user_template="{{ patient }}")
+        specs.spec_save(arm=arm, base_model_path=base, user_template="{{ patient }}")
     with pytest.raises(DomainError, match="pool needs more than k=2"):
-        services.spec_save(arm=arm, base_model_path=base, few_shot_k=2, few_shot_pool=["x"])
+        specs.spec_save(arm=arm, base_model_path=base, few_shot_k=2, few_shot_pool=["x"])
     with pytest.raises(DomainError, match="no such case"):
-        services.spec_save(
+        specs.spec_save(
             arm=arm, base_model_path=base, few_shot_k=1, few_shot_pool=["NOPE-1", "NOPE-2"]
         )
     physician = ArmFactory(study=study, label="Doc", kind=Arm.Kind.PHYSICIAN_ORIGINAL)
     with pytest.raises(DomainError, match="not a model arm"):
-        services.spec_save(arm=physician, base_model_path=base)
+        specs.spec_save(arm=physician, base_model_path=base)
 
 
 def test_a_prompt_change_bumps_the_template_version_until_responses_exist(setup) -> None:
     study, models = setup
     arm = model_arm(study, "SFT", models, "sft")
-    spec = services.spec_save(arm=arm, system_prompt="Be brief.")
+    spec = specs.spec_save(arm=arm, system_prompt="Be brief.")
     assert spec.template_version == 2
-    spec = services.spec_save(arm=arm, temperature=0.1)
+    spec = specs.spec_save(arm=arm, temperature=0.1)
     assert spec.template_version == 2
     launch(study, engine="transformers")
     with pytest.raises(DomainError, match="generated with the current settings"):
-        services.spec_save(arm=arm, temperature=0.5)
+        specs.spec_save(arm=arm, temperature=0.5)
 
 
 # --- Jobs, end to end with the transformers engine -------------------------------------------
@@ -172,7 +173,7 @@ def test_relaunching_fills_gaps_and_never_duplicates(setup) -> None:
     assert job.item_count == 5
     assert arm.responses.count() == 6
     with pytest.raises(DomainError, match="nothing to generate"):
-        services.job_launch(study=study, created_by=None, engine="transformers")
+        jobs.job_launch(study=study, created_by=None, engine="transformers")
 
 
 def test_identical_seeds_give_identical_outputs_and_adapters_differ(
@@ -216,7 +217,7 @@ def test_a_failing_item_ends_failed_with_its_error_while_the_rest_finish(setup) 
     assert Response.objects.filter(arm__study=study).count() == 5
 
     with TestCase.captureOnCommitCallbacks(execute=True):
-        services.job_retry_failed(job=job)
+        jobs.job_retry_failed(job=job)
     job.refresh_from_db()
     assert job.status == GenerationJob.Status.FINISHED_WITH_FAILURES
     assert job.items.get(status=GenerationItem.Status.FAILED).attempts == 1
@@ -237,11 +238,11 @@ def test_a_prompt_longer_than_the_context_fails_that_item_only(setup, settings) 
 def test_the_item_attempt_limit_ends_a_shard_that_keeps_dying(setup, settings) -> None:
     study, models = setup
     model_arm(study, "SFT", models, "sft")
-    job = services.job_launch(study=study, created_by=None, engine="transformers", enqueue=False)
+    job = jobs.job_launch(study=study, created_by=None, engine="transformers", enqueue=False)
     shard = job.shards.get()
     # As if a worker had claimed it three times and died each time.
     GenerationShard.objects.filter(pk=shard.pk).update(attempts=settings.GENERATION_MAX_ATTEMPTS)
-    services.shard_run(shard_id=shard.pk)
+    shards.shard_run(shard_id=shard.pk)
     job.refresh_from_db()
     assert job.status == GenerationJob.Status.FINISHED_WITH_FAILURES
     assert set(job.items.values_list("status", flat=True)) == {"failed"}
@@ -251,10 +252,10 @@ def test_the_item_attempt_limit_ends_a_shard_that_keeps_dying(setup, settings) -
 def test_running_a_shard_again_changes_nothing(setup) -> None:
     study, models = setup
     arm = model_arm(study, "SFT", models, "sft")
-    job = services.job_launch(study=study, created_by=None, engine="transformers", enqueue=False)
+    job = jobs.job_launch(study=study, created_by=None, engine="transformers", enqueue=False)
     shard = job.shards.get()
-    first = services.shard_run(shard_id=shard.pk)
-    again = services.shard_run(shard_id=shard.pk)
+    first = shards.shard_run(shard_id=shard.pk)
+    again = shards.shard_run(shard_id=shard.pk)
     assert (first.status, first.done) == ("done", 6)
     assert (again.status, again.done) == ("done", 0)
     assert arm.responses.count() == 6
@@ -263,14 +264,14 @@ def test_running_a_shard_again_changes_nothing(setup) -> None:
 def test_a_redelivered_shard_skips_items_already_stored(setup) -> None:
     study, models = setup
     arm = model_arm(study, "SFT", models, "sft")
-    job = services.job_launch(study=study, created_by=None, engine="transformers", enqueue=False)
+    job = jobs.job_launch(study=study, created_by=None, engine="transformers", enqueue=False)
     shard = job.shards.get()
-    services.shard_run(shard_id=shard.pk)
+    shards.shard_run(shard_id=shard.pk)
     texts = dict(arm.responses.values_list("case_id", "raw_text"))
     # A worker died after storing but before marking the shard: its items look pending again.
     shard.items.update(status=GenerationItem.Status.PENDING)
     GenerationShard.objects.filter(pk=shard.pk).update(status=GenerationShard.Status.PENDING)
-    outcome = services.shard_run(shard_id=shard.pk)
+    outcome = shards.shard_run(shard_id=shard.pk)
     assert outcome.done == 6
     assert dict(arm.responses.values_list("case_id", "raw_text")) == texts
 
@@ -283,7 +284,7 @@ def test_a_launch_in_a_transaction_that_rolls_back_never_runs(
     with django_capture_on_commit_callbacks() as callbacks:
         try:
             with transaction.atomic():
-                services.job_launch(study=study, created_by=None, engine="transformers")
+                jobs.job_launch(study=study, created_by=None, engine="transformers")
                 raise RuntimeError("the request failed after the launch")
         except RuntimeError:
             pass
@@ -297,7 +298,7 @@ def test_a_bad_path_is_refused_at_launch(setup, tmp_path: Path) -> None:
     model_arm(study, "SFT", models, "sft")
     GenerationSpec.objects.update(base_model_path=str(models.base.parent / "gone"))
     with pytest.raises(DomainError, match="SFT: .*gone: no such directory"):
-        services.job_launch(study=study, created_by=None, engine="transformers")
+        jobs.job_launch(study=study, created_by=None, engine="transformers")
     assert not GenerationJob.objects.exists()
 
 
@@ -305,33 +306,33 @@ def test_launch_refuses_an_open_study_and_an_unknown_engine(setup) -> None:
     study, models = setup
     model_arm(study, "SFT", models, "sft")
     with pytest.raises(DomainError, match="engine must be one of"):
-        services.job_launch(study=study, created_by=None, engine="tgi")
+        jobs.job_launch(study=study, created_by=None, engine="tgi")
     Study.objects.filter(pk=study.pk).update(status=Study.Status.OPEN)
     study.refresh_from_db()
     with pytest.raises(DomainError, match="open for rating"):
-        services.job_launch(study=study, created_by=None, engine="transformers")
+        jobs.job_launch(study=study, created_by=None, engine="transformers")
 
 
 def test_cancel_stops_pending_shards(setup) -> None:
     study, models = setup
     model_arm(study, "SFT", models, "sft")
-    job = services.job_launch(
+    job = jobs.job_launch(
         study=study, created_by=None, engine="transformers", shard_size=2, enqueue=False
     )
     first = job.shards.order_by("index").first()
-    services.shard_run(shard_id=first.pk)
-    job = services.job_cancel(job=job)
+    shards.shard_run(shard_id=first.pk)
+    job = jobs.job_cancel(job=job)
     assert job.status == GenerationJob.Status.CANCELLED
     assert job.items.filter(status="done").count() == 2
     assert job.items.filter(status="cancelled").count() == 4
     with pytest.raises(DomainError, match="already finished"):
-        services.job_cancel(job=job)
+        jobs.job_cancel(job=job)
 
 
 def test_the_sweep_requeues_a_shard_whose_worker_went_silent(setup, settings) -> None:
     study, models = setup
     arm = model_arm(study, "SFT", models, "sft")
-    job = services.job_launch(study=study, created_by=None, engine="transformers", enqueue=False)
+    job = jobs.job_launch(study=study, created_by=None, engine="transformers", enqueue=False)
     shard = job.shards.get()
     silent_since = timezone.now() - timedelta(seconds=settings.GENERATION_STALE_SECONDS + 1)
     GenerationShard.objects.filter(pk=shard.pk).update(
@@ -341,7 +342,7 @@ def test_the_sweep_requeues_a_shard_whose_worker_went_silent(setup, settings) ->
         job=job, spec=shard.spec, index=1, status="running", heartbeat_at=timezone.now()
     )
     with TestCase.captureOnCommitCallbacks(execute=True):
-        assert services.shards_sweep_stale() == [shard.pk]  # eager: the requeued task runs
+        assert jobs.shards_sweep_stale() == [shard.pk]  # eager: the requeued task runs
     shard.refresh_from_db()
     assert (shard.status, shard.attempts) == ("done", 2)
     assert arm.responses.count() == 6

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from alignment_jobs import services
+from alignment_jobs.demo.tiny_models import TinyModelSet
+from alignment_jobs.generation import jobs, specs
+from alignment_jobs.generation.tasks import shard_run_task
 from alignment_jobs.models import GenerationJob, GenerationShard
-from alignment_jobs.tasks import shard_run_task
-from alignment_jobs.tiny_models import TinyModelSet
 from clinic_eval.celery import app
 from clinic_eval.models import Arm, Response, Study, User
 from tests.factories import ArmFactory, StudyFactory
@@ -98,7 +98,7 @@ def study_with_arms(models: TinyModelSet, *, cases: int, **spec: object) -> Stud
     make_cases(study, cases)
     for label, adapter in (("BASE", ""), ("SFT", "sft"), ("GRPO", "grpo")):
         arm = ArmFactory(study=study, label=label, kind=Arm.Kind.MODEL)
-        services.spec_save(
+        specs.spec_save(
             arm=arm,
             base_model_path=str(models.base),
             adapter_path=str(models.adapters[adapter]) if adapter else "",
@@ -197,7 +197,7 @@ def test_the_same_shard_enqueued_twice_at_once_stores_one_copy(
 ) -> None:
     workers.start("pair", concurrency=2)
     study = study_with_arms(tiny_models, cases=6, temperature=0.8, max_tokens=24)
-    job = services.job_launch(study=study, created_by=None, engine="transformers", enqueue=False)
+    job = jobs.job_launch(study=study, created_by=None, engine="transformers", enqueue=False)
     shard_ids = list(job.shards.values_list("pk", flat=True))
     for shard_id in shard_ids:
         shard_run_task.delay(shard_id)

@@ -14,8 +14,10 @@ from django.core.management.base import CommandError
 from django.db import connection, transaction
 from pytest_django.fixtures import Settings as SettingsWrapper
 
-from clinic_eval import services
+from clinic_eval.errors import DomainError
+from clinic_eval.imports import services as imports_services
 from clinic_eval.models import Arm, Case, DataImport, Response, Study, User
+from clinic_eval.studies import services as studies_services
 from tests.factories import ArmFactory, CaseFactory, StudyFactory
 
 pytestmark = pytest.mark.django_db
@@ -36,10 +38,10 @@ def case_line(case_id: str, **overrides: object) -> str:
 def run_import(
     study: Study, content: bytes, *, kind: str = "cases", name: str = "f.jsonl"
 ) -> DataImport:
-    data_import = services.data_import_create(
+    data_import = imports_services.data_import_create(
         study=study, kind=kind, filename=name, content=content, created_by=None
     )
-    return services.data_import_run(import_id=data_import.pk)
+    return imports_services.data_import_run(import_id=data_import.pk)
 
 
 def table_counts() -> dict[str, int]:
@@ -110,7 +112,7 @@ def test_an_oversized_file_is_refused_before_it_is_read(
     study: Study, settings: SettingsWrapper
 ) -> None:
     settings.IMPORT_MAX_BYTES = 2048
-    with pytest.raises(services.DomainError, match="bytes; the limit is 2,048 bytes"):
+    with pytest.raises(DomainError, match="bytes; the limit is 2,048 bytes"):
         run_import(study, b"x" * 2049)
     assert not DataImport.objects.exists()
 
@@ -122,7 +124,7 @@ def test_an_oversized_file_is_refused_before_it_is_read(
 def test_unreadable_files_are_refused(
     study: Study, content: bytes, name: str, message: str
 ) -> None:
-    with pytest.raises(services.DomainError, match=message):
+    with pytest.raises(DomainError, match=message):
         run_import(study, content, name=name)
 
 
@@ -133,14 +135,14 @@ def test_a_file_of_only_a_csv_header_has_no_cases(study: Study) -> None:
 
 def test_running_a_finished_import_again_changes_nothing(study: Study) -> None:
     data_import = run_import(study, case_line("C-1").encode())
-    again = services.data_import_run(import_id=data_import.pk)
+    again = imports_services.data_import_run(import_id=data_import.pk)
     assert again.status == DataImport.Status.SUCCEEDED
     assert again.attempts == 1
     assert study.cases.count() == 1
 
 
 def test_an_import_whose_worker_kept_dying_is_failed(study: Study) -> None:
-    data_import = services.data_import_create(
+    data_import = imports_services.data_import_create(
         study=study,
         kind="cases",
         filename="a.jsonl",
@@ -148,22 +150,24 @@ def test_an_import_whose_worker_kept_dying_is_failed(study: Study) -> None:
         created_by=None,
     )
     DataImport.objects.filter(pk=data_import.pk).update(
-        status=DataImport.Status.RUNNING, attempts=services.MAX_IMPORT_ATTEMPTS
+        status=DataImport.Status.RUNNING, attempts=imports_services.MAX_IMPORT_ATTEMPTS
     )
-    finished = services.data_import_run(import_id=data_import.pk)
+    finished = imports_services.data_import_run(import_id=data_import.pk)
     assert finished.status == DataImport.Status.FAILED
     assert "the worker stopped 3 times" in finished.errors[0]["message"]
     assert not study.cases.exists()
 
 
 def test_physician_original_arm_gets_one_response_per_case(study: Study) -> None:
-    arm = services.arm_create(study=study, label="Physician", kind=Arm.Kind.PHYSICIAN_ORIGINAL)
+    arm = studies_services.arm_create(
+        study=study, label="Physician", kind=Arm.Kind.PHYSICIAN_ORIGINAL
+    )
     run_import(study, "\n".join(case_line(f"C-{i}") for i in range(4)).encode())
     run_import(study, case_line("C-9", original_decision=None).encode())
     assert arm.responses.count() == 4, "cases without an original decision give no response"
     response = arm.responses.get(case__external_id="C-2")
     assert response.display_text == "IVF for C-2."
-    assert services.physician_original_responses_sync(study=study) == 0
+    assert studies_services.physician_original_responses_sync(study=study) == 0
 
 
 def test_responses_import_for_imported_arms(study: Study) -> None:
@@ -192,7 +196,7 @@ def test_two_workers_running_one_import_store_it_once() -> None:
     coordinator = User.objects.create(username="c", role=User.Role.COORDINATOR)
     study = StudyFactory(created_by=coordinator)
     content = "\n".join(case_line(f"C-{i}") for i in range(300)).encode()
-    data_import = services.data_import_create(
+    data_import = imports_services.data_import_create(
         study=study, kind="cases", filename="a.jsonl", content=content, created_by=None
     )
     barrier = threading.Barrier(2)
@@ -201,7 +205,7 @@ def test_two_workers_running_one_import_store_it_once() -> None:
     def deliver() -> None:
         barrier.wait()
         try:
-            outcomes.append(services.data_import_run(import_id=data_import.pk).status)
+            outcomes.append(imports_services.data_import_run(import_id=data_import.pk).status)
         finally:
             connection.close()
 
@@ -263,7 +267,7 @@ def test_the_synthetic_generator_output_imports_cleanly(study: Study) -> None:
 
     cases = synthetic.generate_cases(n=400, seed=7)
     for label in synthetic.SIMULATED_ARMS:
-        services.arm_create(study=study, label=label, kind=Arm.Kind.IMPORTED)
+        studies_services.arm_create(study=study, label=label, kind=Arm.Kind.IMPORTED)
     imported = run_import(study, synthetic.dumps_jsonl(cases).encode())
     assert imported.status == DataImport.Status.SUCCEEDED, imported.errors[:3]
     responses = synthetic.generate_simulated_responses(cases, seed=7)
@@ -323,7 +327,7 @@ def test_an_import_submitted_in_a_rolled_back_transaction_never_runs(
         contextlib.suppress(RuntimeError),
         transaction.atomic(),
     ):
-        services.data_import_submit(
+        imports_services.data_import_submit(
             study=study,
             kind="cases",
             filename="a.jsonl",
@@ -335,7 +339,7 @@ def test_an_import_submitted_in_a_rolled_back_transaction_never_runs(
     assert not DataImport.objects.exists() and not study.cases.exists()
 
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
-        services.data_import_submit(
+        imports_services.data_import_submit(
             study=study,
             kind="cases",
             filename="a.jsonl",

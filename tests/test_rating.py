@@ -12,7 +12,10 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from clinic_eval import selectors, services
+from clinic_eval.config import default_analysis_plan, default_rubric
+from clinic_eval.design import selectors as design_selectors
+from clinic_eval.design import services as design_services
+from clinic_eval.errors import DomainError, JudgmentInvalid, StaleJudgment
 from clinic_eval.models import (
     Assignment,
     Comparison,
@@ -23,7 +26,10 @@ from clinic_eval.models import (
     StudyRater,
     User,
 )
-from clinic_eval.study_config import default_analysis_plan, default_rubric
+from clinic_eval.monitoring import services as monitoring_services
+from clinic_eval.rating import selectors as rating_selectors
+from clinic_eval.rating import services as rating_services
+from clinic_eval.studies import services as studies_services
 from tests.conftest import logged_in
 from tests.rating_study import (
     ARM_LABELS,
@@ -38,10 +44,10 @@ pytestmark = pytest.mark.django_db
 
 
 def take_and_rate(rater: User, study: Study, preference: str = "A") -> Assignment:
-    seat = services.assignment_next(rater=rater, study=study)
+    seat = rating_services.assignment_next(rater=rater, study=study)
     assert seat is not None
     positions = len(seat.shown_order)
-    services.judgment_record(
+    rating_services.judgment_record(
         assignment=seat, rater=rater, data=judgment_input(positions, preference)
     )
     return seat
@@ -71,8 +77,8 @@ def test_opening_builds_exact_raters_per_item_never_an_author_and_freezes_a_hash
 
     page = logged_in(coordinator).get(reverse("coordinator:study_detail", args=[study.pk]))
     assert study.design_hash in page.content.decode()
-    with pytest.raises(services.DomainError, match="frozen when the study opened"):
-        services.study_design_update(
+    with pytest.raises(DomainError, match="frozen when the study opened"):
+        design_services.study_design_update(
             study=study,
             design=study.design,
             rubric=default_rubric(),
@@ -86,8 +92,8 @@ def test_positions_are_balanced_within_one_per_arm_pair_in_the_stored_design(
 ) -> None:
     study = open_study(coordinator=coordinator, raters=physicians(5), n_cases=11).study
     orders: dict[str, Counter[str]] = defaultdict(Counter)
-    seats = list(selectors.design_seats(study=study).filter(is_repeat=False))
-    shown = selectors.seat_arm_order(seats)
+    seats = list(design_selectors.design_seats(study=study).filter(is_repeat=False))
+    shown = design_selectors.seat_arm_order(seats)
     for seat in seats:
         orders[seat.comparison.arm_set][shown[seat.pk]] += 1
     assert len(orders) == 3
@@ -97,15 +103,15 @@ def test_positions_are_balanced_within_one_per_arm_pair_in_the_stored_design(
 
 def test_the_preview_is_the_design_that_opening_freezes(coordinator: User) -> None:
     raters = physicians(3)
-    study = services.study_create(title="Preview", created_by=coordinator)
+    study = studies_services.study_create(title="Preview", created_by=coordinator)
     built = open_study(coordinator=coordinator, raters=raters, n_cases=5)
     # Rebuild the same study's plan from the database: same seed and inputs, same design.
-    preview = selectors.design_plan(study=built.study)
-    frozen = selectors.design_summary(study=built.study)
+    preview = design_selectors.design_plan(study=built.study)
+    frozen = design_selectors.design_summary(study=built.study)
     assert preview.design.assignments and study.pk
     stored = sorted(
         (seat.rater.username, seat.comparison.arm_set, seat.queue_position, seat.is_repeat)
-        for seat in selectors.design_seats(study=built.study)
+        for seat in design_selectors.design_seats(study=built.study)
     )
     usernames = {str(r.pk): r.username for r in raters}
     planned = sorted(
@@ -140,13 +146,13 @@ def test_items_per_rater_caps_the_load_and_repeats_come_back(coordinator: User) 
 def test_opening_without_a_buildable_design_is_refused_and_nothing_is_stored(
     coordinator: User,
 ) -> None:
-    study = services.study_create(title="Empty", created_by=coordinator)
+    study = studies_services.study_create(title="Empty", created_by=coordinator)
     from tests.factories import CaseFactory
 
     CaseFactory(study=study)
-    services.study_transition(study=study, to_status=Study.Status.READY)
-    with pytest.raises(services.DomainError, match="assign at least one physician"):
-        services.study_transition(study=study, to_status=Study.Status.OPEN)
+    studies_services.study_transition(study=study, to_status=Study.Status.READY)
+    with pytest.raises(DomainError, match="assign at least one physician"):
+        studies_services.study_transition(study=study, to_status=Study.Status.OPEN)
     study.refresh_from_db()
     assert study.status == Study.Status.READY and not study.design_hash
     assert not Comparison.objects.filter(study=study).exists()
@@ -161,15 +167,15 @@ def test_the_queue_resumes_the_leased_item_and_moves_on_after_a_judgment(
     raters = physicians(2)
     study = open_study(coordinator=coordinator, raters=raters, n_cases=2).study
     rater = raters[0]
-    first = services.assignment_next(rater=rater, study=study)
-    again = services.assignment_next(rater=rater, study=study)
+    first = rating_services.assignment_next(rater=rater, study=study)
+    again = rating_services.assignment_next(rater=rater, study=study)
     assert first is not None and again is not None and first.pk == again.pk
     assert first.first_shown_at is not None and first.leased_until > timezone.now()
-    services.judgment_record(assignment=first, rater=rater, data=judgment_input())
-    second = services.assignment_next(rater=rater, study=study)
+    rating_services.judgment_record(assignment=first, rater=rater, data=judgment_input())
+    second = rating_services.assignment_next(rater=rater, study=study)
     assert second is not None and second.pk != first.pk
     assert second.queue_position > first.queue_position
-    progress = selectors.rater_progress(rater=rater, study=study)
+    progress = rating_selectors.rater_progress(rater=rater, study=study)
     assert (progress.done, progress.total) == (1, 6)
 
 
@@ -179,18 +185,20 @@ def test_a_resubmission_is_a_no_op_a_stale_form_is_refused_and_an_edit_is_audite
     raters = physicians(2)
     study = open_study(coordinator=coordinator, raters=raters, n_cases=1).study
     rater = raters[0]
-    seat = services.assignment_next(rater=rater, study=study)
-    judgment, outcome = services.judgment_record(
+    seat = rating_services.assignment_next(rater=rater, study=study)
+    judgment, outcome = rating_services.judgment_record(
         assignment=seat, rater=rater, data=judgment_input()
     )
     assert outcome == "created" and judgment.revision == 1
-    _, outcome = services.judgment_record(assignment=seat, rater=rater, data=judgment_input())
+    _, outcome = rating_services.judgment_record(
+        assignment=seat, rater=rater, data=judgment_input()
+    )
     assert outcome == "unchanged"
-    with pytest.raises(services.StaleJudgment, match="out of date"):
-        services.judgment_record(
+    with pytest.raises(StaleJudgment, match="out of date"):
+        rating_services.judgment_record(
             assignment=seat, rater=rater, data=judgment_input(preference="B"), revision=0
         )
-    edited, outcome = services.judgment_record(
+    edited, outcome = rating_services.judgment_record(
         assignment=seat,
         rater=rater,
         data=judgment_input(preference="B"),
@@ -217,8 +225,8 @@ def test_the_stored_preference_follows_the_response_whatever_side_it_was_on(
     chosen = Response.objects.get(pk=seats[0].shown_order[0])
     for seat in seats:
         letter = "AB"[seat.shown_order.index(chosen.pk)]
-        services.assignment_next(rater=seat.rater, study=study)
-        services.judgment_record(
+        rating_services.assignment_next(rater=seat.rater, study=study)
+        rating_services.judgment_record(
             assignment=seat, rater=seat.rater, data=judgment_input(preference=letter)
         )
     preferred = {j.preferred_response.arm.label for j in Judgment.objects.filter(study=study)}
@@ -232,21 +240,23 @@ def test_judgments_that_do_not_fit_the_rubric_are_refused_field_by_field(
     study = open_study(
         coordinator=coordinator, raters=raters, n_cases=1, rationale_required=True
     ).study
-    seat = services.assignment_next(rater=raters[0], study=study)
-    bad = services.JudgmentInput(
+    seat = rating_services.assignment_next(rater=raters[0], study=study)
+    bad = rating_services.JudgmentInput(
         preference="C",
         rationale=" ",
         ratings=(
-            services.RatingInput(
+            rating_services.RatingInput(
                 position=0,
                 scores={"reasoning_clarity": 6, "treatment_feasibility": 3},
                 hallucination="factual",
             ),
-            services.RatingInput(position=1, scores={"reasoning_clarity": 2}, hallucination="?"),
+            rating_services.RatingInput(
+                position=1, scores={"reasoning_clarity": 2}, hallucination="?"
+            ),
         ),
     )
-    with pytest.raises(services.JudgmentInvalid) as refused:
-        services.judgment_record(assignment=seat, rater=raters[0], data=bad)
+    with pytest.raises(JudgmentInvalid) as refused:
+        rating_services.judgment_record(assignment=seat, rater=raters[0], data=bad)
     assert set(refused.value.errors) == {
         "preference",
         "rationale",
@@ -267,28 +277,28 @@ def test_best_of_n_offers_positions_and_no_tie(coordinator: User, physician: Use
         mode="best_of_n",
         raters_per_item=1,
     ).study
-    seat = services.assignment_next(rater=physician, study=study)
+    seat = rating_services.assignment_next(rater=physician, study=study)
     assert len(seat.shown_order) == 3
-    with pytest.raises(services.JudgmentInvalid):
-        services.judgment_record(
+    with pytest.raises(JudgmentInvalid):
+        rating_services.judgment_record(
             assignment=seat, rater=physician, data=judgment_input(3, preference="tie")
         )
     page = logged_in(physician).get(reverse("rater:item", args=[seat.public_id]))
     html = page.content.decode()
     assert "Response C" in html and 'value="tie"' not in html and "None acceptable" in html
-    services.judgment_record(assignment=seat, rater=physician, data=judgment_input(3, "C"))
+    rating_services.judgment_record(assignment=seat, rater=physician, data=judgment_input(3, "C"))
     assert Judgment.objects.get().preferred_response_id == seat.shown_order[2]
 
 
 def test_a_closed_study_takes_no_more_judgments(coordinator: User) -> None:
     raters = physicians(2)
     study = open_study(coordinator=coordinator, raters=raters, n_cases=1).study
-    seat = services.assignment_next(rater=raters[0], study=study)
-    services.study_transition(study=study, to_status=Study.Status.CLOSED)
+    seat = rating_services.assignment_next(rater=raters[0], study=study)
+    studies_services.study_transition(study=study, to_status=Study.Status.CLOSED)
     seat.refresh_from_db()
-    with pytest.raises(services.DomainError, match="no longer open"):
-        services.judgment_record(assignment=seat, rater=raters[0], data=judgment_input())
-    assert services.assignment_next(rater=raters[0], study=study) is None
+    with pytest.raises(DomainError, match="no longer open"):
+        rating_services.judgment_record(assignment=seat, rater=raters[0], data=judgment_input())
+    assert rating_services.assignment_next(rater=raters[0], study=study) is None
 
 
 # --- Reassignment and the pool --------------------------------------------------------------
@@ -299,11 +309,13 @@ def test_reassigning_moves_pending_items_but_not_the_one_being_rated(coordinator
     study = open_study(coordinator=coordinator, raters=raters, n_cases=3).study
     leaving, taking = raters[0], raters[1]
     take_and_rate(leaving, study)
-    current = services.assignment_next(rater=leaving, study=study)
+    current = rating_services.assignment_next(rater=leaving, study=study)
     pending_before = Assignment.objects.filter(
         study=study, rater=leaving, status=Assignment.Status.PENDING
     ).count()
-    result = services.assignments_reassign(study=study, from_rater=leaving, to_rater=taking)
+    result = monitoring_services.assignments_reassign(
+        study=study, from_rater=leaving, to_rater=taking
+    )
     assert result.moved + result.kept == pending_before
     assert Assignment.objects.get(pk=current.pk).rater == leaving
     taken = Counter(
@@ -317,9 +329,11 @@ def test_released_items_go_to_raters_whose_queue_is_done(coordinator: User) -> N
     study = open_study(coordinator=coordinator, raters=raters, n_cases=2, raters_per_item=1).study
     leaving, finisher = raters[0], raters[1]
     released = Assignment.objects.filter(study=study, rater=leaving).count()
-    result = services.assignments_reassign(study=study, from_rater=leaving, to_rater=None)
+    result = monitoring_services.assignments_reassign(
+        study=study, from_rater=leaving, to_rater=None
+    )
     assert result.moved == released
-    while services.assignment_next(rater=finisher, study=study) is not None:
+    while rating_services.assignment_next(rater=finisher, study=study) is not None:
         take_and_rate(finisher, study)
     assert (
         not Assignment.objects.filter(study=study, rater__isnull=True)
@@ -458,7 +472,7 @@ def test_the_design_form_saves_arms_raters_and_plan(
     coordinator: User, physician: User, study: Study
 ) -> None:
     for label in ("SFT", "GRPO", "Physician"):
-        services.arm_create(study=study, label=label, kind="imported")
+        studies_services.arm_create(study=study, label=label, kind="imported")
     client = logged_in(coordinator)
     url = reverse("coordinator:study_design", args=[study.pk])
     page = client.get(url).content.decode()
@@ -565,7 +579,7 @@ def test_a_mail_server_that_refuses_gives_a_message_not_a_500(
 
 def test_a_title_that_names_an_arm_cannot_be_opened(coordinator: User) -> None:
     raters = physicians(2)
-    with pytest.raises(services.DomainError, match="the study title names the arm GRPO-arm-k3"):
+    with pytest.raises(DomainError, match="the study title names the arm GRPO-arm-k3"):
         open_study(coordinator=coordinator, raters=raters, title="Does grpo-arm-k3 win?")
 
 

@@ -12,8 +12,9 @@ import pytest
 from django.db import connection, connections
 from django.urls import reverse
 
-from clinic_eval import services
 from clinic_eval.models import Assignment, Judgment, ResponseRating, StudyRater, User
+from clinic_eval.monitoring import services as monitoring_services
+from clinic_eval.rating import services as rating_services
 from tests.conftest import logged_in
 from tests.rating_study import full_answer, judgment_input, open_study, physicians
 
@@ -41,7 +42,7 @@ def test_ten_identical_posts_store_one_judgment_and_never_a_5xx(coordinator: Use
     assert connection.vendor == "postgresql"
     rater = physicians(1)[0]
     study = open_study(coordinator=coordinator, raters=[rater], raters_per_item=1).study
-    seat = services.assignment_next(rater=rater, study=study)
+    seat = rating_services.assignment_next(rater=rater, study=study)
     url = reverse("rater:item", args=[seat.public_id])
     answer = full_answer()
 
@@ -58,11 +59,11 @@ def test_ten_threads_recording_directly_leave_one_row_and_agree_on_it(
 ) -> None:
     rater = physicians(1)[0]
     study = open_study(coordinator=coordinator, raters=[rater], raters_per_item=1).study
-    seat = services.assignment_next(rater=rater, study=study)
+    seat = rating_services.assignment_next(rater=rater, study=study)
 
     def record(_: int) -> tuple[int, str]:
         mine = Assignment.objects.select_related("study").get(pk=seat.pk)
-        judgment, outcome = services.judgment_record(
+        judgment, outcome = rating_services.judgment_record(
             assignment=mine, rater=rater, data=judgment_input()
         )
         return judgment.pk, outcome
@@ -80,7 +81,7 @@ def test_twenty_raters_draining_the_pool_at_once_never_exceed_raters_per_item(
     built = open_study(coordinator=coordinator, raters=first_raters, n_cases=6)
     study = built.study
     for rater in first_raters:
-        services.assignments_reassign(study=study, from_rater=rater, to_rater=None)
+        monitoring_services.assignments_reassign(study=study, from_rater=rater, to_rater=None)
     seats = Assignment.objects.filter(study=study).count()
     assert Assignment.objects.filter(study=study, rater__isnull=True).count() == seats == 36
     crowd = physicians(20, prefix="crowd")
@@ -89,8 +90,8 @@ def test_twenty_raters_draining_the_pool_at_once_never_exceed_raters_per_item(
     def drain(index: int) -> int:
         rater = crowd[index]
         rated = 0
-        while (seat := services.assignment_next(rater=rater, study=study)) is not None:
-            services.judgment_record(assignment=seat, rater=rater, data=judgment_input())
+        while (seat := rating_services.assignment_next(rater=rater, study=study)) is not None:
+            rating_services.judgment_record(assignment=seat, rater=rater, data=judgment_input())
             rated += 1
         return rated
 
@@ -115,12 +116,12 @@ def test_twenty_raters_draining_the_pool_at_once_never_exceed_raters_per_item(
 def test_twenty_raters_asking_at_once_get_distinct_pooled_seats(coordinator: User) -> None:
     leaving = physicians(1, prefix="leaving")
     study = open_study(coordinator=coordinator, raters=leaving, n_cases=4, raters_per_item=1).study
-    services.assignments_reassign(study=study, from_rater=leaving[0], to_rater=None)
+    monitoring_services.assignments_reassign(study=study, from_rater=leaving[0], to_rater=None)
     crowd = physicians(20, prefix="crowd")
     StudyRater.objects.bulk_create(StudyRater(study=study, rater=r) for r in crowd)
 
     def ask(index: int) -> int | None:
-        seat = services.assignment_next(rater=crowd[index], study=study)
+        seat = rating_services.assignment_next(rater=crowd[index], study=study)
         return seat.pk if seat else None
 
     seats = [pk for pk in at_once(20, ask) if pk is not None]

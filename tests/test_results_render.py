@@ -14,8 +14,9 @@ import pandas as pd
 import pytest
 from django.template.loader import render_to_string
 
-from clinic_eval import plots
-from clinic_eval.results import Estimate, PValue, results_context
+from clinic_eval.results import plots
+from clinic_eval.results.cells import Estimate, PValue
+from clinic_eval.results.page import results_context
 from clinic_eval.statistics.report import ReportOptions, StudyTables, build_report
 from clinic_eval.statistics.simulate import LAYERS, simulate_study
 

@@ -16,9 +16,9 @@ from playwright.sync_api import Page, expect
 from pytest_django.live_server_helper import LiveServer
 
 from alignment_jobs.models import GenerationSpec
-from clinic_eval import services
 from clinic_eval.models import Arm, CaseRubric, RubricChange, Study, StudyRater, User
-from clinic_eval.services import CriterionInput
+from clinic_eval.rubrics import services
+from clinic_eval.rubrics.services import CriterionInput
 from tests.browser import ConsoleLog, chromium, new_page, sign_in
 from tests.conftest import PASSWORD
 from tests.factories import ArmFactory, CaseFactory

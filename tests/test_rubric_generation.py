@@ -13,16 +13,20 @@ from django.template.loader import render_to_string
 from django.test import TestCase
 from django.urls import reverse
 
-from alignment_jobs import rubric_prompts, rubric_selectors, rubric_services, rubric_views
-from alignment_jobs import services as job_services
-from alignment_jobs.rubric_prompts import (
+from alignment_jobs.demo.tiny_models import TinyModelSet
+from alignment_jobs.generation import specs
+from alignment_jobs.rubric_jobs import drafting, grading
+from alignment_jobs.rubric_jobs import prompts as rubric_prompts
+from alignment_jobs.rubric_jobs import selectors as rubric_selectors
+from alignment_jobs.rubric_jobs import views as rubric_views
+from alignment_jobs.rubric_jobs.prompts import (
     UnparseableOutput,
     parse_draft,
     parse_draft_lines,
     parse_verdicts,
 )
-from alignment_jobs.tiny_models import TinyModelSet
 from clinic_eval import synthetic
+from clinic_eval.errors import DomainError
 from clinic_eval.models import (
     Arm,
     Case,
@@ -33,7 +37,8 @@ from clinic_eval.models import (
     StudyRater,
     User,
 )
-from clinic_eval.services import CriterionInput, DomainError, rubric_store, rubric_verify
+from clinic_eval.rubrics import services as rubric_services
+from clinic_eval.rubrics.services import CriterionInput, rubric_store, rubric_verify
 from tests.factories import ArmFactory
 
 pytestmark = pytest.mark.django_db
@@ -140,7 +145,7 @@ def make_cases(study: Study, n: int) -> list[Case]:
 
 def model_arm(study: Study, label: str, models: TinyModelSet, **spec: object) -> Arm:
     arm = ArmFactory(study=study, label=label, kind=Arm.Kind.MODEL)
-    job_services.spec_save(
+    specs.spec_save(
         arm=arm,
         base_model_path=str(models.base),
         **{"max_tokens": 16, "temperature": 0.8, "top_p": 0.95, **spec},
@@ -188,7 +193,7 @@ def test_drafting_on_transformers_falls_back_to_the_models_lines_honestly(
     cases = make_cases(study, 2)
     arm = model_arm(study, "Drafter", model_roots)
     with TestCase.captureOnCommitCallbacks(execute=True):  # eager: the task runs on commit
-        launch = rubric_services.rubric_draft_launch(
+        launch = drafting.rubric_draft_launch(
             study=study, arm=arm, created_by=coordinator, engine="transformers"
         )
     assert (launch.items, launch.tasks) == (2, 1)
@@ -210,10 +215,10 @@ def test_drafting_on_transformers_falls_back_to_the_models_lines_honestly(
     assert (progress.last_draft.asked, progress.last_draft.done) == (2, 2)
 
     with pytest.raises(DomainError, match="nothing to draft"):
-        rubric_services.rubric_draft_launch(study=study, arm=arm, created_by=coordinator)
+        drafting.rubric_draft_launch(study=study, arm=arm, created_by=coordinator)
     # An untouched draft may be drafted again; the rubric's version moves on.
     first = CaseRubric.objects.get(case=cases[0])
-    outcome = rubric_services.rubric_draft_run(
+    outcome = drafting.rubric_draft_run(
         arm_id=arm.pk, case_ids=[cases[0].pk], replace=True, engine="transformers"
     )
     assert outcome.drafted == [cases[0].pk]
@@ -235,10 +240,8 @@ def test_a_retry_with_a_new_seed_is_taken_when_it_parses(
 
         return [(Completion(next(outputs), 9, "stop"), "") for _ in requests]
 
-    monkeypatch.setattr(rubric_services, "_generate", fake_generate)
-    outcome = rubric_services.rubric_draft_run(
-        arm_id=arm.pk, case_ids=[case.pk], engine="transformers"
-    )
+    monkeypatch.setattr(drafting, "engine_generate", fake_generate)
+    outcome = drafting.rubric_draft_run(arm_id=arm.pk, case_ids=[case.pk], engine="transformers")
     assert outcome.drafted == [case.pk]
     rubric = CaseRubric.objects.get(case=case)
     assert [c.text for c in rubric.criteria.all()] == ["Recommends IVF"]
@@ -254,12 +257,12 @@ def test_drafting_refuses_arms_that_cannot_draft_and_frozen_studies(
     make_cases(study, 1)
     no_spec = ArmFactory(study=study, label="Bare", kind=Arm.Kind.MODEL)
     with pytest.raises(DomainError, match="no generation settings"):
-        rubric_services.rubric_draft_launch(study=study, arm=no_spec, created_by=coordinator)
+        drafting.rubric_draft_launch(study=study, arm=no_spec, created_by=coordinator)
     arm = model_arm(study, "Drafter", model_roots)
     Study.objects.filter(pk=study.pk).update(status=Study.Status.OPEN)
     study.refresh_from_db()
     with pytest.raises(DomainError, match="frozen"):
-        rubric_services.rubric_draft_launch(study=study, arm=arm, created_by=coordinator)
+        drafting.rubric_draft_launch(study=study, arm=arm, created_by=coordinator)
 
 
 # --- Grading -----------------------------------------------------------------------------------
@@ -270,7 +273,7 @@ def test_grading_covers_only_verified_rubrics_and_is_idempotent(
 ) -> None:
     study, grader, verified_case = graded_setup
     with TestCase.captureOnCommitCallbacks(execute=True):
-        launch = rubric_services.rubric_grade_launch(
+        launch = grading.rubric_grade_launch(
             study=study, grader_arm=grader, created_by=coordinator, engine="transformers"
         )
     assert launch.items == 1  # the second case's rubric is not verified
@@ -291,9 +294,9 @@ def test_grading_covers_only_verified_rubrics_and_is_idempotent(
 
     # Again: nothing new, whether launched or run directly.
     with pytest.raises(DomainError, match="already graded"):
-        rubric_services.rubric_grade_launch(study=study, grader_arm=grader, created_by=coordinator)
+        grading.rubric_grade_launch(study=study, grader_arm=grader, created_by=coordinator)
     response_ids = list(Response.objects.values_list("pk", flat=True))
-    outcome = rubric_services.rubric_grade_run(
+    outcome = grading.rubric_grade_run(
         grader_arm_id=grader.pk, response_ids=response_ids, engine="transformers"
     )
     assert (outcome.stored, outcome.skipped) == (0, 2)
@@ -304,7 +307,7 @@ def test_unparseable_verdicts_are_retried_then_recorded_as_failures(graded_setup
     settings.GENERATION_MAX_ATTEMPTS = 2
     study, grader, verified_case = graded_setup
     response = Response.objects.get(case=verified_case)
-    outcome = rubric_services.rubric_grade_run(
+    outcome = grading.rubric_grade_run(
         grader_arm_id=grader.pk,
         response_ids=[response.pk],
         engine="transformers",
@@ -318,7 +321,7 @@ def test_unparseable_verdicts_are_retried_then_recorded_as_failures(graded_setup
         assert verdict.raw_output
     # Stored failures count as graded: a relaunch does not redo them.
     with pytest.raises(DomainError, match="already graded"):
-        rubric_services.rubric_grade_launch(study=study, grader_arm=grader, created_by=None)
+        grading.rubric_grade_launch(study=study, grader_arm=grader, created_by=None)
 
 
 def test_the_grader_prompt_says_what_met_means_for_a_negative_criterion(graded_setup) -> None:
@@ -382,7 +385,7 @@ def test_vllm_drafts_and_grades_under_a_json_schema(
     monkeypatch.setattr(rubric_prompts, "DRAFT_CRITERION_MAX_CHARS", 40)
     cases = make_cases(study, 2)
     arm = model_arm(study, "Drafter", model_roots, max_tokens=400)
-    outcome = rubric_services.rubric_draft_run(
+    outcome = drafting.rubric_draft_run(
         arm_id=arm.pk, case_ids=[c.pk for c in cases], engine="vllm"
     )
     assert outcome.drafted == sorted(c.pk for c in cases), outcome.failed
@@ -400,7 +403,7 @@ def test_vllm_drafts_and_grades_under_a_json_schema(
     response = Response.objects.create(
         case=cases[0], arm=answers, raw_text="IVF now.", display_text="IVF now."
     )
-    graded = rubric_services.rubric_grade_run(
+    graded = grading.rubric_grade_run(
         grader_arm_id=arm.pk, response_ids=[response.pk], engine="vllm"
     )
     count = rubric.criteria.count()

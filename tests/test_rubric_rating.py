@@ -12,8 +12,12 @@ from django.urls import reverse
 from pytest_django.live_server_helper import LiveServer
 from rest_framework.test import APIClient
 
-from clinic_eval import design as design_lib
-from clinic_eval import selectors, services
+from clinic_eval.config import default_analysis_plan, default_design, default_rubric
+from clinic_eval.design import planner as design_lib
+from clinic_eval.design import selectors as design_selectors
+from clinic_eval.design import services as design_services
+from clinic_eval.design.services import _design_hash
+from clinic_eval.errors import DomainError, JudgmentInvalid
 from clinic_eval.models import (
     Assignment,
     AuditEvent,
@@ -28,8 +32,10 @@ from clinic_eval.models import (
     Study,
     User,
 )
-from clinic_eval.services.rating import GradeInput, _design_hash
-from clinic_eval.study_config import default_analysis_plan, default_design, default_rubric
+from clinic_eval.rating import services as rating_services
+from clinic_eval.rating.services import GradeInput
+from clinic_eval.rubrics import selectors as rubrics_selectors
+from clinic_eval.studies import services as studies_services
 from tests.browser import ConsoleLog, chromium, new_page, sign_in
 from tests.conftest import PASSWORD, logged_in
 from tests.factories import UserFactory
@@ -89,7 +95,7 @@ def test_freeze_takes_only_cases_with_a_verified_rubric_own_or_their_strata(
     assert study.assignments.count() == 6  # one rater per item
     assert all(len(seat.shown_order) == 1 for seat in study.assignments.all())
 
-    preview = selectors.design_preview(study=study)
+    preview = design_selectors.design_preview(study=study)
     assert preview.skipped == {design_lib.SKIP_NO_RUBRIC: 3 * 2}
     client = logged_in(coordinator)
     page = client.get(
@@ -98,10 +104,10 @@ def test_freeze_takes_only_cases_with_a_verified_rubric_own_or_their_strata(
     assert "Left out: 6 (no verified rubric)." in page.content.decode()
 
     # The case falls back to its stratum's criteria; a case with its own uses those.
-    assert [c.text for c in selectors.case_criteria(case=built.cases[2])] == [
+    assert [c.text for c in rubrics_selectors.case_criteria(case=built.cases[2])] == [
         text for text, _ in STRATUM_CRITERIA
     ]
-    assert [c.text for c in selectors.case_criteria(case=built.cases[0])] == [
+    assert [c.text for c in rubrics_selectors.case_criteria(case=built.cases[0])] == [
         text for text, _ in CASE_CRITERIA
     ]
 
@@ -116,8 +122,8 @@ def test_the_design_hash_covers_the_rubrics_graded_on(coordinator: User, physici
         stratum_rubrics=["Confusion"],
     )
     study = built.study
-    inputs = selectors.design_inputs(study=study)
-    plan = selectors.design_plan(study=study, inputs=inputs)
+    inputs = design_selectors.design_inputs(study=study)
+    plan = design_selectors.design_plan(study=study, inputs=inputs)
     assert _design_hash(study, plan, inputs.usernames, inputs.rubrics) == study.design_hash
 
     case_pk = str(built.cases[0].pk)
@@ -134,12 +140,12 @@ def test_the_design_hash_covers_the_rubrics_graded_on(coordinator: User, physici
 
 @pytest.mark.django_db
 def test_rubric_arm_sets_must_be_equal_sized_and_disjoint(coordinator: User) -> None:
-    study = services.study_create(title="Sets", created_by=coordinator)
+    study = studies_services.study_create(title="Sets", created_by=coordinator)
     for label in ARM_LABELS:
-        services.arm_create(study=study, label=label, kind="imported")
+        studies_services.arm_create(study=study, label=label, kind="imported")
 
     def save(arm_sets: list[list[str]]) -> None:
-        services.study_design_update(
+        design_services.study_design_update(
             study=study,
             design=default_design() | {"mode": "rubric", "arm_sets": arm_sets},
             rubric=default_rubric(),
@@ -147,9 +153,9 @@ def test_rubric_arm_sets_must_be_equal_sized_and_disjoint(coordinator: User) -> 
             rater_ids=[],
         )
 
-    with pytest.raises(services.DomainError, match="same number of arms"):
+    with pytest.raises(DomainError, match="same number of arms"):
         save([[SFT], [GRPO, DPO]])
-    with pytest.raises(services.DomainError, match="only one arm set.*" + re.escape(SFT)):
+    with pytest.raises(DomainError, match="only one arm set.*" + re.escape(SFT)):
         save([[SFT, GRPO], [SFT, DPO]])
     save([[SFT], [GRPO], [DPO]])
     save([[SFT, GRPO, DPO]])
@@ -279,11 +285,11 @@ def test_a_missing_verdict_is_refused_with_a_clear_message(
     assert partial.status_code == 200 and "<html" not in partial.content.decode()
     assert "Say whether this occurred." in partial.content.decode()
 
-    with pytest.raises(services.JudgmentInvalid) as refused:
-        services.judgment_record(
+    with pytest.raises(JudgmentInvalid) as refused:
+        rating_services.judgment_record(
             assignment=seat_of(url),
             rater=physician,
-            data=services.JudgmentInput(
+            data=rating_services.JudgmentInput(
                 preference="",
                 ratings=(),
                 grades=(GradeInput(0, 1, True), GradeInput(0, 9, True), GradeInput(0, 1, False)),
@@ -496,7 +502,7 @@ def test_ten_identical_grading_posts_store_one_judgment_and_one_set_of_grades(
     assert connection.vendor == "postgresql"
     rater = physicians(1)[0]
     study = side_by_side(coordinator, [rater], n_cases=1).study
-    seat = services.assignment_next(rater=rater, study=study)
+    seat = rating_services.assignment_next(rater=rater, study=study)
     url = reverse("rater:item", args=[seat.public_id])
     answer = full_grades(positions=2)
 
@@ -546,9 +552,9 @@ def test_grading_by_keyboard_in_a_real_browser(live_server: LiveServer, coordina
 def test_the_design_form_sets_up_rubric_grading(coordinator: User, physician: User) -> None:
     import json
 
-    study = services.study_create(title="Rubric by form", created_by=coordinator)
+    study = studies_services.study_create(title="Rubric by form", created_by=coordinator)
     for label in ("SFT", "GRPO"):
-        services.arm_create(study=study, label=label, kind="imported")
+        studies_services.arm_create(study=study, label=label, kind="imported")
     client = logged_in(coordinator)
     url = reverse("coordinator:study_design", args=[study.pk])
     body = {

@@ -13,8 +13,6 @@ from pathlib import Path
 import pytest
 from django.urls import reverse
 
-from clinic_eval import exports, reporting, services
-from clinic_eval.exports import ExportFilters, RowCounter
 from clinic_eval.models import (
     Arm,
     Assignment,
@@ -28,8 +26,12 @@ from clinic_eval.models import (
     Study,
     User,
 )
-from clinic_eval.services import CriterionInput
+from clinic_eval.results import exports, reporting
+from clinic_eval.results.exports import ExportFilters, RowCounter
+from clinic_eval.rubrics import services as rubrics_services
+from clinic_eval.rubrics.services import CriterionInput
 from clinic_eval.statistics.report import report_json
+from clinic_eval.studies import services as studies_services
 from tests.conftest import logged_in
 from tests.factories import CaseFactory
 from tests.rating_study import physicians
@@ -69,7 +71,7 @@ GRADER_FLIPS = {("C1", "SFT-r", 1)}
 
 @pytest.fixture
 def graded(coordinator: User) -> Study:
-    study = services.study_create(title="Rubric report", created_by=coordinator)
+    study = studies_services.study_create(title="Rubric report", created_by=coordinator)
     study.design = {**study.design, "mode": "rubric", "arm_sets": [["SFT-r"], ["GRPO-r"]]}
     study.save()
     raters = physicians(2)
@@ -79,7 +81,7 @@ def graded(coordinator: User) -> Study:
     }
     for case_id, criteria in RUBRICS.items():
         case = CaseFactory(study=study, external_id=case_id)
-        rubric = services.rubric_store(
+        rubric = rubrics_services.rubric_store(
             study=study, case=case, criteria=criteria, source=CaseRubric.Source.IMPORTED
         )
         RubricVerification.objects.create(rubric=rubric, physician=raters[0], version=1)

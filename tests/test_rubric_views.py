@@ -13,7 +13,6 @@ from django.test import Client
 from django.urls import reverse
 
 from alignment_jobs.models import GenerationSpec
-from clinic_eval import rubric_selectors, services
 from clinic_eval.models import (
     Arm,
     Case,
@@ -26,7 +25,9 @@ from clinic_eval.models import (
     StudyRater,
     User,
 )
-from clinic_eval.services import CriterionInput
+from clinic_eval.rubrics import selectors as rubric_selectors
+from clinic_eval.rubrics import services
+from clinic_eval.rubrics.services import CriterionInput
 from tests.conftest import logged_in
 from tests.factories import ArmFactory, CaseFactory
 

@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from clinic_eval import services
+from clinic_eval.errors import DomainError
 from clinic_eval.models import CaseRubric, RubricChange, Study, StudyRater, User
-from clinic_eval.services import CriterionInput, DomainError
+from clinic_eval.rubrics import services
+from clinic_eval.rubrics.services import CriterionInput
 from tests.factories import CaseFactory
 
 pytestmark = pytest.mark.django_db

@@ -25,10 +25,12 @@ from django.test import Client
 from django.urls import Resolver404, resolve, reverse
 from rest_framework.authtoken.models import Token
 
-from alignment_jobs import services as job_services
-from clinic_eval import services
+from alignment_jobs.generation import specs
+from clinic_eval.audit import services as audit_services
+from clinic_eval.audit.signals import SESSION_SIGNED_IN_AT
+from clinic_eval.errors import DomainError
 from clinic_eval.models import Arm, AuditEvent, AuditImmutable, Study, User, UserSession
-from clinic_eval.signals import SESSION_SIGNED_IN_AT
+from clinic_eval.studies import services as studies_services
 from tests.conftest import logged_in
 from tests.factories import CaseFactory, UserFactory
 
@@ -385,12 +387,12 @@ def test_user_supplied_urls_are_refused_and_never_fetched(
     coordinator: User, study: Study, canary: dict
 ) -> None:
     url = canary["url"]
-    arm = services.arm_create(study=study, label="SFT", kind=Arm.Kind.MODEL)
+    arm = studies_services.arm_create(study=study, label="SFT", kind=Arm.Kind.MODEL)
     for field in ("base_model_path", "adapter_path"):
         values = {"base_model_path": f"{url}/model", "adapter_path": ""}
         values[field] = f"{url}/{field}"
-        with pytest.raises(services.DomainError, match=NOT_LOADABLE):
-            job_services.spec_save(arm=arm, **values)
+        with pytest.raises(DomainError, match=NOT_LOADABLE):
+            specs.spec_save(arm=arm, **values)
     client = logged_in(coordinator)
     client.post(
         reverse("coordinator:import_create", args=[study.pk]),
@@ -409,16 +411,16 @@ def test_user_supplied_urls_are_refused_and_never_fetched(
 
 
 def test_hub_ids_are_refused_before_anything_is_loaded(study: Study) -> None:
-    arm = services.arm_create(study=study, label="GRPO", kind=Arm.Kind.MODEL)
-    with pytest.raises(services.DomainError, match=NOT_LOADABLE):
-        job_services.spec_save(arm=arm, base_model_path="meta-llama/Llama-3.1-8B", adapter_path="")
+    arm = studies_services.arm_create(study=study, label="GRPO", kind=Arm.Kind.MODEL)
+    with pytest.raises(DomainError, match=NOT_LOADABLE):
+        specs.spec_save(arm=arm, base_model_path="meta-llama/Llama-3.1-8B", adapter_path="")
 
 
 # --- Audit trail ----------------------------------------------------------------------------
 
 
 def test_audit_events_cannot_be_changed_or_removed(coordinator: User) -> None:
-    event = services.audit_record(action=AuditEvent.Action.EXPORT, actor=coordinator)
+    event = audit_services.audit_record(action=AuditEvent.Action.EXPORT, actor=coordinator)
     event.summary = "nothing happened"
     with pytest.raises(AuditImmutable):
         event.save()
@@ -438,7 +440,7 @@ def test_audit_events_cannot_be_changed_or_removed(coordinator: User) -> None:
     ],
 )
 def test_the_database_refuses_to_rewrite_the_audit_trail(coordinator: User, statement: str) -> None:
-    services.audit_record(action=AuditEvent.Action.EXPORT, actor=coordinator)
+    audit_services.audit_record(action=AuditEvent.Action.EXPORT, actor=coordinator)
     with (
         pytest.raises(DatabaseError, match="append-only"),
         transaction.atomic(),

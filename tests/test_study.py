@@ -11,10 +11,7 @@ from django.core.management.base import CommandError
 from pytest_django.fixtures import Settings
 from rest_framework.authtoken.models import Token
 
-from clinic_eval import services
-from clinic_eval.demo import DEMO_CLOSED_TITLE, DEMO_GENERATION_TITLE, DEMO_TITLE
-from clinic_eval.models import STUDY_TRANSITIONS, Arm, Study, User
-from clinic_eval.study_config import (
+from clinic_eval.config import (
     default_design,
     default_rubric,
     validate_decision_layers,
@@ -22,6 +19,10 @@ from clinic_eval.study_config import (
     validate_rubric,
     validate_strata,
 )
+from clinic_eval.demo.study import DEMO_CLOSED_TITLE, DEMO_GENERATION_TITLE, DEMO_TITLE
+from clinic_eval.errors import DomainError
+from clinic_eval.models import STUDY_TRANSITIONS, Arm, Study, User
+from clinic_eval.studies import services
 from tests.factories import CaseFactory
 
 pytestmark = pytest.mark.django_db
@@ -87,7 +88,7 @@ def test_every_status_can_reach_closed_and_closed_is_final() -> None:
 
 
 def test_transition_refuses_ready_without_cases(study: Study) -> None:
-    with pytest.raises(services.DomainError, match="import cases"):
+    with pytest.raises(DomainError, match="import cases"):
         services.study_transition(study=study, to_status=Study.Status.READY)
     CaseFactory(study=study)
     assert services.study_transition(study=study, to_status="ready").status == "ready"
@@ -95,7 +96,7 @@ def test_transition_refuses_ready_without_cases(study: Study) -> None:
 
 def test_only_one_physician_original_arm(study: Study) -> None:
     services.arm_create(study=study, label="Physician", kind=Arm.Kind.PHYSICIAN_ORIGINAL)
-    with pytest.raises(services.DomainError, match="already has a physician"):
+    with pytest.raises(DomainError, match="already has a physician"):
         services.arm_create(study=study, label="Doctor", kind=Arm.Kind.PHYSICIAN_ORIGINAL)
 
 
@@ -171,7 +172,7 @@ def test_seed_demo_builds_the_study_once(settings: Settings) -> None:
     assert not User.objects.filter(username__startswith="sim-rater-", is_active=True).exists()
     # The simulated physicians differ as real ones do, so the clustered analysis is wider than
     # the per-judgment one on every pair: the page shows both, and they differ.
-    from clinic_eval import exports
+    from clinic_eval.results import exports
 
     report = exports.study_report(closed)
     clustered = report["preference"]["clustered"]["pairwise"]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from alignment_jobs.tiny_models import BOS_TOKEN, MIN_HEAD_DIM, TinyModelSet, build_tiny_models
+from alignment_jobs.demo.tiny_models import BOS_TOKEN, MIN_HEAD_DIM, TinyModelSet, build_tiny_models
 
 # The model libraries are not among the app's dependencies; without them there is nothing to test.
 torch = pytest.importorskip("torch")

@@ -15,7 +15,7 @@ from django.urls import reverse
 from pytest_django.fixtures import Settings
 
 from alignment_jobs.models import GenerationItem, GenerationJob, GenerationShard, GenerationSpec
-from clinic_eval import services
+from clinic_eval.design import services
 from clinic_eval.models import Arm, DataImport, Response, Study, User
 from clinic_eval.templatetags import clinic_eval_tags
 from tests.conftest import PASSWORD

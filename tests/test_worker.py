@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from clinic_eval import services, synthetic
+from clinic_eval import synthetic
 from clinic_eval.celery import app
+from clinic_eval.imports import services
 from clinic_eval.models import DataImport, Study, User
 from tests.factories import StudyFactory
 from tests.workers import children_of, start_worker, stop_worker, wait_for

@@ -7,7 +7,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from clinic_eval import services
+from clinic_eval.errors import DomainError
+from clinic_eval.imports import services
 from clinic_eval.models import DataImport, Study
 
 # A terminal is no place for thousands of lines; the import page keeps the full list.
@@ -52,7 +53,7 @@ class ImportCommand(BaseCommand):
             )
         except OSError as exc:
             raise CommandError(f"cannot read {path}: {exc.strerror}") from None
-        except services.DomainError as exc:
+        except DomainError as exc:
             raise CommandError(str(exc)) from None
         data_import = services.data_import_run(import_id=data_import.pk)
         if data_import.status != DataImport.Status.SUCCEEDED:

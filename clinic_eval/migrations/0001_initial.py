@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import migrations, models
 
 import clinic_eval.models
-import clinic_eval.study_config
+import clinic_eval.config
 
 
 class Migration(migrations.Migration):
@@ -159,29 +159,29 @@ class Migration(migrations.Migration):
                 (
                     "strata",
                     models.JSONField(
-                        default=clinic_eval.study_config.default_strata,
-                        validators=[clinic_eval.study_config.validate_strata],
+                        default=clinic_eval.config.default_strata,
+                        validators=[clinic_eval.config.validate_strata],
                     ),
                 ),
                 (
                     "decision_layers",
                     models.JSONField(
-                        default=clinic_eval.study_config.default_decision_layers,
-                        validators=[clinic_eval.study_config.validate_decision_layers],
+                        default=clinic_eval.config.default_decision_layers,
+                        validators=[clinic_eval.config.validate_decision_layers],
                     ),
                 ),
                 (
                     "rubric",
                     models.JSONField(
-                        default=clinic_eval.study_config.default_rubric,
-                        validators=[clinic_eval.study_config.validate_rubric],
+                        default=clinic_eval.config.default_rubric,
+                        validators=[clinic_eval.config.validate_rubric],
                     ),
                 ),
                 (
                     "design",
                     models.JSONField(
-                        default=clinic_eval.study_config.default_design,
-                        validators=[clinic_eval.study_config.validate_design],
+                        default=clinic_eval.config.default_design,
+                        validators=[clinic_eval.config.validate_design],
                     ),
                 ),
                 ("created_at", models.DateTimeField(auto_now_add=True)),

@@ -5,7 +5,7 @@ from django.conf import settings
 from django.db import migrations, models
 
 import clinic_eval.models
-import clinic_eval.study_config
+import clinic_eval.config
 
 
 class Migration(migrations.Migration):
@@ -18,8 +18,8 @@ class Migration(migrations.Migration):
             model_name="study",
             name="analysis_plan",
             field=models.JSONField(
-                default=clinic_eval.study_config.default_analysis_plan,
-                validators=[clinic_eval.study_config.validate_analysis_plan],
+                default=clinic_eval.config.default_analysis_plan,
+                validators=[clinic_eval.config.validate_analysis_plan],
             ),
         ),
         migrations.AddField(

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from django.db.models import QuerySet
 
+from clinic_eval.config import AnalysisPlan, Design
 from clinic_eval.models import Judgment, PowerAnalysis, Study, User
-from clinic_eval.study_config import AnalysisPlan, Design
 
 DEFAULT_SECONDS_PER_ITEM = 90.0
 

@@ -155,8 +155,8 @@ def power_analysis_start(
     """Turn the planner form into inputs (heterogeneity estimated from a closed study when one
     was chosen, seconds per item measured) and request the run on a worker, or (``run_here``)
     run it in this process."""
-    from clinic_eval import exports
     from clinic_eval.power import selectors
+    from clinic_eval.results import exports
 
     values = form.heterogeneity_values()
     defaults = form.defaults

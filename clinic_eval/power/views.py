@@ -10,12 +10,13 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from clinic_eval import plots, selectors
 from clinic_eval.models import PowerAnalysis, Study, User
-from clinic_eval.permissions import coordinator_required
 from clinic_eval.power import selectors as power_selectors
 from clinic_eval.power import services
 from clinic_eval.power.forms import PowerForm
+from clinic_eval.results import plots
+from clinic_eval.studies import selectors
+from clinic_eval.web.permissions import coordinator_required
 
 TEMPLATE = "coordinator/_power.html"
 
@@ -94,7 +95,7 @@ def study_power(request: HttpRequest, study_id: int) -> HttpResponse:
     if not request.htmx:
         if form.errors:
             # Without JavaScript the whole design page comes back, the planner's errors in it.
-            from clinic_eval.views import render_design_page
+            from clinic_eval.design.views import render_design_page
 
             return render_design_page(request, study, power_form=form)
         return redirect("coordinator:study_design", study_id=study.pk)

@@ -5,7 +5,7 @@ from typing import Any
 from django import template
 from django.utils.safestring import SafeString
 
-from clinic_eval.rendering import render_markdown
+from clinic_eval.web.rendering import render_markdown
 
 register = template.Library()
 

@@ -5,7 +5,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from alignment_jobs.tiny_models import build_tiny_models
+from alignment_jobs.demo.tiny_models import build_tiny_models
 
 
 class Command(BaseCommand):

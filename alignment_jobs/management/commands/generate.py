@@ -5,10 +5,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from alignment_jobs import selectors, services
+from alignment_jobs.generation import jobs, selectors, shards
 from alignment_jobs.models import GenerationJob
+from clinic_eval.errors import DomainError
 from clinic_eval.models import Study
-from clinic_eval.services import DomainError
 
 
 class Command(BaseCommand):
@@ -45,7 +45,7 @@ class Command(BaseCommand):
                 raise CommandError(f"no such arm(s) in study {study.pk}: {', '.join(unknown)}")
             arms = [by_label[label] for label in options["arms"]]
         try:
-            job = services.job_launch(
+            job = jobs.job_launch(
                 study=study,
                 created_by=None,
                 arms=arms,
@@ -60,7 +60,7 @@ class Command(BaseCommand):
         self.stdout.write(f"Job #{job.pk}: {job.item_count} items in {job.shards.count()} shards")
         if options["inline"]:
             for shard_id in job.shards.values_list("pk", flat=True):
-                while services.shard_run(shard_id=shard_id).retry:
+                while shards.shard_run(shard_id=shard_id).retry:
                     pass
         elif options["wait"]:
             self._follow(job)

@@ -5,8 +5,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from alignment_jobs.demo import demo_generation_seed
-from clinic_eval.demo import DEMO_GENERATION_TITLE
+from alignment_jobs.demo.generation import demo_generation_seed
+from clinic_eval.demo.study import DEMO_GENERATION_TITLE
 from clinic_eval.models import Study
 
 

@@ -5,8 +5,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from alignment_jobs.demo_rubrics import demo_rubric_seed
-from clinic_eval.demo import DEMO_COORDINATOR, DEMO_PHYSICIANS
+from alignment_jobs.demo.rubrics import demo_rubric_seed
+from clinic_eval.demo.study import DEMO_COORDINATOR, DEMO_PHYSICIANS
 from clinic_eval.models import User
 
 

@@ -4,8 +4,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from clinic_eval import services
+from clinic_eval.errors import DomainError
 from clinic_eval.models import Arm, Study
+from clinic_eval.studies import services
 
 
 class Command(BaseCommand):
@@ -29,6 +30,6 @@ class Command(BaseCommand):
                 kind=options["kind"],
                 description=options["description"],
             )
-        except services.DomainError as exc:
+        except DomainError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(str(arm.pk))

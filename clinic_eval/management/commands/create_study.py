@@ -4,8 +4,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from clinic_eval import services
 from clinic_eval.models import User
+from clinic_eval.studies import services
 
 
 class Command(BaseCommand):

@@ -9,8 +9,9 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rest_framework.authtoken.models import Token
 
-from clinic_eval import services
+from clinic_eval.errors import DomainError
 from clinic_eval.models import User
+from clinic_eval.studies import services
 
 
 class Command(BaseCommand):
@@ -47,7 +48,7 @@ class Command(BaseCommand):
                 email=options["email"],
                 is_superuser=options["superuser"],
             )
-        except (services.DomainError, ValidationError) as exc:
+        except (DomainError, ValidationError) as exc:
             message = " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
             raise CommandError(message) from None
         self.stdout.write(self.style.SUCCESS(f"Created {user.role} {user.username!r}"))

@@ -5,7 +5,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from clinic_eval import demo
+from clinic_eval.demo import study as demo
 
 
 class Command(BaseCommand):

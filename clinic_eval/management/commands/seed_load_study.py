@@ -18,9 +18,12 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from rest_framework.authtoken.models import Token
 
-from clinic_eval import services, synthetic
+from clinic_eval import synthetic
+from clinic_eval.config import default_analysis_plan, default_design, default_rubric
+from clinic_eval.design import services as design_services
+from clinic_eval.imports import services as imports_services
 from clinic_eval.models import Arm, Assignment, DataImport, Study, User
-from clinic_eval.study_config import default_analysis_plan, default_design, default_rubric
+from clinic_eval.studies import services as studies_services
 
 COORDINATOR = "load-coordinator"
 RATER_PREFIX = "load-dr"
@@ -97,14 +100,14 @@ class Command(BaseCommand):
 
 
 def _import(study: Study, coordinator: User, kind: str, rows: list[dict], name: str) -> None:
-    data_import = services.data_import_create(
+    data_import = imports_services.data_import_create(
         study=study,
         kind=kind,
         filename=name,
         content=synthetic.dumps_jsonl(rows).encode("utf-8"),
         created_by=coordinator,
     )
-    data_import = services.data_import_run(import_id=data_import.pk)
+    data_import = imports_services.data_import_run(import_id=data_import.pk)
     if data_import.status != DataImport.Status.SUCCEEDED:
         raise CommandError(f"the {kind} import failed: {data_import.errors[:3]}")
 
@@ -129,10 +132,10 @@ def seed_load_study(
         [Token(key=Token.generate_key(), user=rater) for rater in raters]
     )
 
-    study = services.study_create(title=title, created_by=coordinator)
+    study = studies_services.study_create(title=title, created_by=coordinator)
     for label in MODEL_ARMS:
-        services.arm_create(study=study, label=label, kind=Arm.Kind.IMPORTED)
-    services.arm_create(study=study, label=ORIGINAL_ARM, kind=Arm.Kind.PHYSICIAN_ORIGINAL)
+        studies_services.arm_create(study=study, label=label, kind=Arm.Kind.IMPORTED)
+    studies_services.arm_create(study=study, label=ORIGINAL_ARM, kind=Arm.Kind.PHYSICIAN_ORIGINAL)
     cases = synthetic.generate_cases(n=n_cases, seed=seed)
     responses = [
         row
@@ -141,14 +144,14 @@ def seed_load_study(
     ]
     _import(study, coordinator, DataImport.Kind.CASES, cases, "load-cases.jsonl")
     _import(study, coordinator, DataImport.Kind.RESPONSES, responses, "load-responses.jsonl")
-    services.study_design_update(
+    design_services.study_design_update(
         study=study,
         design=default_design() | {"arm_sets": ARM_SETS, "raters_per_item": raters_per_item},
         rubric=default_rubric(),
         analysis_plan=default_analysis_plan(),
         rater_ids=[rater.pk for rater in raters],
     )
-    services.study_transition(study=study, to_status=Study.Status.READY)
-    study = services.study_transition(study=study, to_status=Study.Status.OPEN)
+    studies_services.study_transition(study=study, to_status=Study.Status.READY)
+    study = studies_services.study_transition(study=study, to_status=Study.Status.OPEN)
     by_user = {token.user_id: token.key for token in tokens}
     return study, {rater.username: by_user[rater.pk] for rater in raters}

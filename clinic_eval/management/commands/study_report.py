@@ -5,8 +5,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from clinic_eval import exports, reporting
 from clinic_eval.models import Study
+from clinic_eval.results import exports, reporting
 from clinic_eval.statistics.report import report_json
 
 

@@ -1,0 +1,140 @@
+"""Reads of generation, including the one access check per object type."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models.functions import Coalesce
+from django.http import Http404
+from django.utils import timezone
+
+from alignment_jobs.models import GenerationItem, GenerationJob, GenerationShard, GenerationSpec
+from clinic_eval.models import Arm, Response, Study, User
+from clinic_eval.studies.selectors import study_get_for_coordinator
+
+
+def arm_get_for_coordinator(*, user: User, study_id: int, arm_id: int) -> Arm:
+    study = study_get_for_coordinator(user=user, study_id=study_id)
+    try:
+        return study.arms.select_related("study").get(pk=arm_id)
+    except Arm.DoesNotExist:
+        raise Http404 from None
+
+
+def job_get_for_coordinator(*, user: User, study_id: int, job_id: int) -> GenerationJob:
+    study = study_get_for_coordinator(user=user, study_id=study_id)
+    try:
+        return job_list(study=study).select_related("study").get(pk=job_id)
+    except GenerationJob.DoesNotExist:
+        raise Http404 from None
+
+
+def response_get_for_coordinator(*, user: User, study_id: int, response_id: int) -> Response:
+    study = study_get_for_coordinator(user=user, study_id=study_id)
+    try:
+        return Response.objects.select_related("case", "arm").get(pk=response_id, arm__study=study)
+    except Response.DoesNotExist:
+        raise Http404 from None
+
+
+def spec_for_arm(*, arm: Arm) -> GenerationSpec | None:
+    return GenerationSpec.objects.filter(arm=arm).first()
+
+
+def model_arms(*, study: Study) -> QuerySet[Arm]:
+    return (
+        study.arms.filter(kind=Arm.Kind.MODEL)
+        .select_related("generation_spec")
+        .annotate(response_count=Count("responses"))
+        .order_by("label")
+    )
+
+
+def _item_count(status: str) -> Count:
+    return Count("items", filter=Q(items__status=status))
+
+
+def job_list(*, study: Study) -> QuerySet[GenerationJob]:
+    """Jobs with their item counts and tokens, so a list costs one query however long it is."""
+    return (
+        study.generation_jobs.select_related("created_by")
+        .annotate(
+            done_count=_item_count(GenerationItem.Status.DONE),
+            failed_count=_item_count(GenerationItem.Status.FAILED),
+            cancelled_count=_item_count(GenerationItem.Status.CANCELLED),
+            pending_count=_item_count(GenerationItem.Status.PENDING),
+            token_count=Coalesce(Sum("items__completion_tokens"), 0),
+        )
+        .order_by("-created_at", "-id")
+    )
+
+
+def held_responses(*, study: Study) -> QuerySet[Response]:
+    return (
+        Response.objects.filter(arm__study=study, review=Response.Review.HELD)
+        .select_related("case", "arm")
+        .order_by("arm__label", "case__external_id", "sample_index")
+    )
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    job: GenerationJob
+    total: int
+    done: int
+    failed: int
+    cancelled: int
+    pending: int
+    percent: int
+    completion_tokens: int
+    elapsed_seconds: float
+    tokens_per_second: float | None
+    items_per_minute: float | None
+    eta_seconds: float | None
+    running_shards: int
+    failures: list[GenerationItem]
+
+
+def job_progress(*, job: GenerationJob, failures_shown: int = 50) -> JobProgress:
+    """Progress of one job; a job from ``job_list`` brings its counts with it."""
+    if not hasattr(job, "done_count"):
+        job = job_list(study=job.study).get(pk=job.pk)
+    done, failed = job.done_count, job.failed_count
+    cancelled, pending = job.cancelled_count, job.pending_count
+    total = done + failed + cancelled + pending
+    tokens = job.token_count
+    elapsed = 0.0
+    if job.started_at:
+        elapsed = ((job.finished_at or timezone.now()) - job.started_at).total_seconds()
+    tokens_per_second = tokens / elapsed if elapsed > 0 and tokens else None
+    items_per_minute = 60 * done / elapsed if elapsed > 0 and done else None
+    eta = None
+    if items_per_minute and pending and not job.is_finished:
+        eta = pending / items_per_minute * 60
+    failures = []
+    if failures_shown and failed:
+        failures = list(
+            job.items.filter(status=GenerationItem.Status.FAILED)
+            .select_related("case", "arm")
+            .order_by("arm__label", "case__external_id")[:failures_shown]
+        )
+    running_shards = 0
+    if failures_shown and not job.is_finished:
+        running_shards = job.shards.filter(status=GenerationShard.Status.RUNNING).count()
+    return JobProgress(
+        job=job,
+        total=total,
+        done=done,
+        failed=failed,
+        cancelled=cancelled,
+        pending=pending,
+        percent=100 if total == 0 else int(100 * (done + failed + cancelled) / total),
+        completion_tokens=tokens,
+        elapsed_seconds=elapsed,
+        tokens_per_second=tokens_per_second,
+        items_per_minute=items_per_minute,
+        eta_seconds=eta,
+        running_shards=running_shards,
+        failures=failures,
+    )

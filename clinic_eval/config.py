@@ -1,0 +1,273 @@
+"""Typed configuration stored in a study's JSON fields, validated on the way in."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from django.core.exceptions import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from clinic_eval.studies.vocabulary import DEFAULT_DECISION_LAYERS, STRATA
+
+Key = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,47}$")]
+Label = Annotated[str, StringConstraints(min_length=1, max_length=80, strip_whitespace=True)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DecisionLayer(_Strict):
+    title: Label
+    multi: bool = False
+    labels: list[Label] = Field(min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _labels_unique(self) -> DecisionLayer:
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError("labels must be unique")
+        return self
+
+
+class DecisionLayers(_Strict):
+    layers: dict[Key, DecisionLayer] = Field(max_length=20)
+
+
+class Strata(_Strict):
+    strata: list[Label] = Field(min_length=1, max_length=50)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Strata:
+        if len(set(self.strata)) != len(self.strata):
+            raise ValueError("strata must be unique")
+        return self
+
+
+class LikertDimension(_Strict):
+    key: Key
+    title: Label
+    scale_min: int = Field(default=1, ge=0, le=1)
+    scale_max: int = Field(default=5, ge=2, le=10)
+    anchors: dict[int, Annotated[str, StringConstraints(max_length=200)]] = Field(
+        default_factory=dict
+    )
+
+    @model_validator(mode="after")
+    def _anchors_in_range(self) -> LikertDimension:
+        outside = [k for k in self.anchors if not self.scale_min <= k <= self.scale_max]
+        if outside:
+            raise ValueError(f"anchors {outside} lie outside {self.scale_min}..{self.scale_max}")
+        return self
+
+
+class HallucinationFlag(_Strict):
+    enabled: bool = True
+    types: list[Key] = Field(default_factory=lambda: ["none", "factual", "reasoning"])
+    severities: list[Key] = Field(default_factory=lambda: ["minor", "major"])
+    note_allowed: bool = True
+
+
+class Rubric(_Strict):
+    dimensions: list[LikertDimension] = Field(max_length=12)
+    hallucination: HallucinationFlag = Field(default_factory=HallucinationFlag)
+
+    @model_validator(mode="after")
+    def _keys_unique(self) -> Rubric:
+        keys = [d.key for d in self.dimensions]
+        if len(set(keys)) != len(keys):
+            raise ValueError("dimension keys must be unique")
+        return self
+
+
+class Design(_Strict):
+    # rubric: each item shows one arm set's responses (one, or several side by side) and asks
+    # for a met / not-met call on every criterion of the case's verified rubric.
+    mode: Literal["pairwise", "best_of_n", "rubric"] = "pairwise"
+    best_of_n: int = Field(default=3, ge=2, le=6)
+    # Arm labels: pairs in pairwise mode, sets of ``best_of_n`` arms in best-of-N mode, and
+    # sets of 1 to 6 arms in rubric mode.
+    arm_sets: list[list[Label]] = Field(default_factory=list, max_length=30)
+    allow_tie: bool = True
+    allow_both_unacceptable: bool = True
+    rationale_required: bool = False
+    raters_per_item: int = Field(default=2, ge=1, le=50)
+    # The most items (comparisons) one physician is asked to rate; cases are sampled to fit.
+    cases_per_rater: int | None = Field(default=None, ge=1)
+    repeat_fraction: float = Field(default=0.0, ge=0.0, le=0.5)
+    idle_timeout_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    # Physicians who must verify a case's criteria rubric before it can be graded.
+    rubric_verifiers: int = Field(default=1, ge=1, le=10)
+
+    @model_validator(mode="after")
+    def _arm_sets_fit_mode(self) -> Design:
+        if self.mode == "rubric":
+            for arms in self.arm_sets:
+                if not 1 <= len(arms) <= 6 or len(set(arms)) != len(arms):
+                    raise ValueError(f"each rubric-mode arm set needs 1 to 6 distinct arms: {arms}")
+            return self
+        size = 2 if self.mode == "pairwise" else self.best_of_n
+        seen: set[tuple[str, ...]] = set()
+        for arms in self.arm_sets:
+            if len(set(arms)) != len(arms):
+                raise ValueError(f"an arm set names an arm twice: {arms}")
+            if len(arms) != size:
+                raise ValueError(f"each arm set needs {size} arms in {self.mode} mode: {arms}")
+            key = tuple(sorted(arms))
+            if key in seen:
+                raise ValueError(f"the arm set {arms} is listed twice")
+            seen.add(key)
+        return self
+
+
+class PrimaryEndpoint(_Strict):
+    kind: Literal["preference", "likert"] = "preference"
+    arm_a: str = ""
+    arm_b: str = ""
+    dimension: str = ""  # a rubric dimension key, for a Likert endpoint
+
+
+class AnalysisPlan(_Strict):
+    """The pre-registered analysis, frozen (hashed) when the study opens."""
+
+    primary: PrimaryEndpoint = Field(default_factory=PrimaryEndpoint)
+    tests: list[Literal["sign", "wilcoxon", "friedman", "bradley_terry"]] = Field(
+        default_factory=lambda: ["sign", "wilcoxon", "bradley_terry"]
+    )
+    alpha: float = Field(default=0.05, gt=0.0, lt=0.5)
+    correction: Literal["holm", "bh"] = "holm"
+    notes: Annotated[str, StringConstraints(max_length=4000)] = ""
+    # Every confirmatory test treats cases and physicians as samples (docs/statistics.md); the
+    # per-judgment tests run beside them as sensitivity analyses.
+    estimator: Literal["crossed_cluster_robust"] = "crossed_cluster_robust"
+    # The power analysis the coordinator ran, frozen into the plan when the study opens.
+    power: dict[str, Any] | None = None
+
+
+# The families the plan's correction applies within; the report states them beside its tables.
+PLAN_FAMILIES = (
+    (
+        "Preference",
+        "every arm pair: the share of decisive judgments (and, separately, the tie-as-half rate)",
+    ),
+    (
+        "Likert",
+        "every arm pair on every dimension: the mean difference (and, separately, the net benefit)",
+    ),
+    ("Hallucination", "every arm pair: the difference in the share of flagged responses"),
+)
+
+
+# Raters see responses only as positions: A, B, ... (best-of-N allows up to 6; 8 is headroom).
+POSITION_LETTERS = "ABCDEFGH"
+TIE = "tie"
+NONE_ACCEPTABLE = "none"
+
+
+def position_letter(position: int) -> str:
+    return POSITION_LETTERS[position]
+
+
+def position_of(letter: str) -> int:
+    return POSITION_LETTERS.index(letter)
+
+
+def preference_choices(design: dict, positions: int) -> list[str]:
+    """What a rater may answer: a position, a tie (pairwise), or none acceptable."""
+    choices = [position_letter(i) for i in range(positions)]
+    if design.get("mode") == "pairwise" and design.get("allow_tie", True):
+        choices.append(TIE)
+    if design.get("allow_both_unacceptable", True):
+        choices.append(NONE_ACCEPTABLE)
+    return choices
+
+
+DEFAULT_RUBRIC: dict = {
+    "dimensions": [
+        {
+            "key": "reasoning_clarity",
+            "title": "Reasoning clarity",
+            "scale_min": 1,
+            "scale_max": 5,
+            "anchors": {
+                1: "Unclear, contradictory or missing reasoning",
+                3: "Mostly clear, with gaps a colleague would question",
+                5: "Clear, complete and tied to this patient's findings",
+            },
+        },
+        {
+            "key": "treatment_feasibility",
+            "title": "Treatment feasibility",
+            "scale_min": 1,
+            "scale_max": 5,
+            "anchors": {
+                1: "Not feasible or unsafe for this patient",
+                3: "Feasible only with important changes",
+                5: "Feasible as written in routine practice",
+            },
+        },
+    ],
+    "hallucination": {
+        "enabled": True,
+        "types": ["none", "factual", "reasoning"],
+        "severities": ["minor", "major"],
+        "note_allowed": True,
+    },
+}
+
+
+def default_rubric() -> dict:
+    return Rubric.model_validate(DEFAULT_RUBRIC).model_dump(mode="json")
+
+
+def default_design() -> dict:
+    return Design().model_dump(mode="json")
+
+
+def default_analysis_plan() -> dict:
+    return AnalysisPlan().model_dump(mode="json")
+
+
+def default_strata() -> list[str]:
+    return list(STRATA)
+
+
+def default_decision_layers() -> dict:
+    return copy.deepcopy(DEFAULT_DECISION_LAYERS)
+
+
+def _messages(exc: PydanticValidationError) -> list[str]:
+    messages = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"])
+        messages.append(f"{where}: {error['msg']}" if where else error["msg"])
+    return messages
+
+
+def _check(parse: Callable[[object], object], value: object) -> None:
+    try:
+        parse(value)
+    except PydanticValidationError as exc:
+        raise ValidationError(_messages(exc)) from None
+
+
+def validate_rubric(value: object) -> None:
+    _check(Rubric.model_validate, value)
+
+
+def validate_design(value: object) -> None:
+    _check(Design.model_validate, value)
+
+
+def validate_analysis_plan(value: object) -> None:
+    _check(AnalysisPlan.model_validate, value)
+
+
+def validate_strata(value: object) -> None:
+    _check(Strata.model_validate, {"strata": value})
+
+
+def validate_decision_layers(value: object) -> None:
+    _check(DecisionLayers.model_validate, {"layers": value})

@@ -1,0 +1,194 @@
+from __future__ import annotations
+
+from django import forms
+
+from clinic_eval.models import Study
+
+
+def _pair_key(arms: list[str]) -> str:
+    return " | ".join(sorted(arms))
+
+
+class StudyDesignForm(forms.Form):
+    """The coordinator's design, rubric and analysis plan, turned into the study's JSON."""
+
+    mode = forms.ChoiceField(
+        choices=[
+            ("pairwise", "Pairwise (A / B)"),
+            ("best_of_n", "Best of N"),
+            ("rubric", "Rubric grading (met / not met per criterion)"),
+        ]
+    )
+    pairs = forms.MultipleChoiceField(
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Pairwise: every pair of arms to compare.",
+    )
+    best_of_n_arms = forms.MultipleChoiceField(
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="Best-of-N arms",
+        help_text="Best of N: the arms shown together; the rater picks the best.",
+    )
+    rubric_arms = forms.MultipleChoiceField(
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="Arms graded on the rubric",
+        help_text="Rubric grading: each item shows one of these arms' responses, blinded.",
+    )
+    rubric_side_by_side = forms.BooleanField(
+        required=False,
+        label="Grade the chosen arms side by side",
+        help_text="One item shows every chosen arm's response (A, B, ...), each graded.",
+    )
+    rubric_verifiers = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=10,
+        label="Physicians who must verify each rubric",
+        help_text="A case is graded only once its criteria rubric has this many verifications.",
+    )
+    allow_tie = forms.BooleanField(required=False, label="Allow a tie (pairwise)")
+    allow_both_unacceptable = forms.BooleanField(required=False, label="Allow “none acceptable”")
+    rationale_required = forms.BooleanField(required=False)
+    raters_per_item = forms.IntegerField(min_value=1, max_value=50)
+    cases_per_rater = forms.IntegerField(
+        min_value=1,
+        required=False,
+        label="Items per rater",
+        help_text="The most items one physician rates; cases are sampled to fit. Empty: all.",
+    )
+    repeat_percent = forms.IntegerField(
+        min_value=0,
+        max_value=50,
+        label="Repeated items (%)",
+        help_text="Shown again later, sides swapped, to measure intra-rater consistency.",
+    )
+    idle_timeout_minutes = forms.IntegerField(
+        min_value=1, max_value=24 * 60, label="Session idle timeout (minutes)"
+    )
+    raters = forms.ModelMultipleChoiceField(
+        queryset=None, required=False, widget=forms.CheckboxSelectMultiple
+    )
+    rubric = forms.JSONField(
+        widget=forms.Textarea(attrs={"rows": 14, "spellcheck": "false"}),
+        help_text="Likert dimensions with scale and anchor wording, and the hallucination flag.",
+    )
+    primary_kind = forms.ChoiceField(
+        choices=[("preference", "Preference"), ("likert", "Likert dimension")],
+        label="Primary endpoint",
+    )
+    primary_arm_a = forms.ChoiceField(required=False, label="Arm")
+    primary_arm_b = forms.ChoiceField(required=False, label="versus arm")
+    primary_dimension = forms.CharField(required=False, label="Likert dimension key")
+    tests = forms.MultipleChoiceField(
+        choices=[
+            ("sign", "Sign test on preferences"),
+            ("wilcoxon", "Wilcoxon signed-rank on Likert"),
+            ("friedman", "Friedman across arms"),
+            ("bradley_terry", "Bradley-Terry strengths"),
+        ],
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+    )
+    alpha = forms.FloatField(min_value=0.001, max_value=0.2)
+    correction = forms.ChoiceField(
+        choices=[("holm", "Holm"), ("bh", "Benjamini-Hochberg (FDR)")],
+        label="Multiple-comparison correction",
+    )
+    notes = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
+
+    def __init__(self, *args: object, study: Study, **kwargs: object) -> None:
+        from clinic_eval.models import User
+
+        # Unbound (no data, or None as the view passes on a GET): show what is saved.
+        if not (args and args[0] is not None) and "initial" not in kwargs:
+            kwargs["initial"] = self.initial_for(study)
+        super().__init__(*args, **kwargs)
+        labels = list(study.arms.order_by("label").values_list("label", flat=True))
+        pairs = [_pair_key([a, b]) for i, a in enumerate(labels) for b in labels[i + 1 :]]
+        self.fields["pairs"].choices = [(p, p) for p in pairs]
+        self.fields["best_of_n_arms"].choices = [(label, label) for label in labels]
+        self.fields["rubric_arms"].choices = [(label, label) for label in labels]
+        arm_choices = [("", "—"), *((label, label) for label in labels)]
+        self.fields["primary_arm_a"].choices = arm_choices
+        self.fields["primary_arm_b"].choices = arm_choices
+        raters = self.fields["raters"]
+        raters.queryset = User.objects.filter(  # type: ignore[attr-defined]
+            role=User.Role.PHYSICIAN, is_active=True
+        ).order_by("username")
+        raters.label_from_instance = lambda user: user.get_username()  # type: ignore[attr-defined]
+
+    @staticmethod
+    def initial_for(study: Study) -> dict:
+        design, plan = study.design, study.analysis_plan
+        sets = design.get("arm_sets", [])
+        mode = design.get("mode", "pairwise")
+        return {
+            "mode": mode,
+            "pairs": [_pair_key(s) for s in sets] if mode == "pairwise" else [],
+            "best_of_n_arms": sets[0] if sets and mode == "best_of_n" else [],
+            "rubric_arms": sorted({a for s in sets for a in s}) if mode == "rubric" else [],
+            "rubric_side_by_side": mode == "rubric" and any(len(s) > 1 for s in sets),
+            "rubric_verifiers": design.get("rubric_verifiers", 1),
+            "allow_tie": design.get("allow_tie", True),
+            "allow_both_unacceptable": design.get("allow_both_unacceptable", True),
+            "rationale_required": design.get("rationale_required", False),
+            "raters_per_item": design.get("raters_per_item", 2),
+            "cases_per_rater": design.get("cases_per_rater"),
+            "repeat_percent": round(100 * design.get("repeat_fraction", 0.0)),
+            "idle_timeout_minutes": design.get("idle_timeout_minutes", 30),
+            "raters": list(study.rater_links.values_list("rater_id", flat=True)),
+            "rubric": study.rubric,
+            "primary_kind": plan["primary"]["kind"],
+            "primary_arm_a": plan["primary"]["arm_a"],
+            "primary_arm_b": plan["primary"]["arm_b"],
+            "primary_dimension": plan["primary"]["dimension"],
+            "tests": plan["tests"],
+            "alpha": plan["alpha"],
+            "correction": plan["correction"],
+            "notes": plan["notes"],
+        }
+
+    def to_config(self) -> dict:
+        """The validated form as the arguments of ``services.study_design_update``."""
+        data = self.cleaned_data
+        best_of_n = 3
+        if data["mode"] == "pairwise":
+            arm_sets = [pair.split(" | ") for pair in data["pairs"]]
+        elif data["mode"] == "rubric":
+            chosen = sorted(data["rubric_arms"])
+            together = data["rubric_side_by_side"] and chosen
+            arm_sets = [chosen] if together else [[arm] for arm in chosen]
+        else:
+            arm_sets = [sorted(data["best_of_n_arms"])] if data["best_of_n_arms"] else []
+            best_of_n = max(2, len(data["best_of_n_arms"]))
+        return {
+            "design": {
+                "mode": data["mode"],
+                "best_of_n": best_of_n,
+                "arm_sets": arm_sets,
+                "allow_tie": data["allow_tie"],
+                "allow_both_unacceptable": data["allow_both_unacceptable"],
+                "rationale_required": data["rationale_required"],
+                "raters_per_item": data["raters_per_item"],
+                "cases_per_rater": data["cases_per_rater"],
+                "repeat_fraction": data["repeat_percent"] / 100,
+                "idle_timeout_minutes": data["idle_timeout_minutes"],
+                "rubric_verifiers": data["rubric_verifiers"] or 1,
+            },
+            "rubric": data["rubric"],
+            "analysis_plan": {
+                "primary": {
+                    "kind": data["primary_kind"],
+                    "arm_a": data["primary_arm_a"],
+                    "arm_b": data["primary_arm_b"],
+                    "dimension": data["primary_dimension"].strip(),
+                },
+                "tests": data["tests"],
+                "alpha": data["alpha"],
+                "correction": data["correction"],
+                "notes": data["notes"],
+            },
+            "rater_ids": [user.pk for user in data["raters"]],
+        }

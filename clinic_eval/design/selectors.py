@@ -1,0 +1,201 @@
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from django.db.models import QuerySet
+
+from clinic_eval.design import planner as design_lib
+from clinic_eval.models import (
+    Assignment,
+    CaseRubric,
+    Response,
+    Study,
+    StudyRater,
+)
+from clinic_eval.rubrics.selectors import rubrics_by_scope
+
+
+@dataclass(frozen=True)
+class DesignInputs:
+    case_arms: dict[str, set[str]]  # case pk -> arm labels with a servable response
+    responses: dict[tuple[str, str], int]  # (case pk, arm label) -> the response shown
+    strata: dict[str, str]
+    authors: dict[str, str]  # case pk -> rater pk, for raters of this study
+    raters: list[str]
+    usernames: dict[str, str]  # rater pk -> username
+    # Rubric mode only: case pk -> the verified criteria rubric it is graded on, as
+    # [scope, version, criteria] for the design hash; cases without one are absent.
+    rubrics: dict[str, list] = field(default_factory=dict)
+
+
+def _rubric_fingerprint(rubric: CaseRubric) -> list:
+    scope = "case" if rubric.case_id else f"stratum:{rubric.stratum}"
+    criteria = [[c.text, c.points, c.axis, c.level] for c in rubric.criteria.all()]
+    return [scope, rubric.version, criteria]
+
+
+def _graded_rubrics(study: Study, strata: dict[str, str]) -> dict[str, list]:
+    """Case pk -> fingerprint of the usable rubric it is graded on (its own, else its stratum's)."""
+    by_case, by_stratum = rubrics_by_scope(study=study)
+    fingerprints: dict[int, list] = {}
+    found: dict[str, list] = {}
+    for case_pk, stratum in strata.items():
+        rubric = by_case.get(int(case_pk)) or by_stratum.get(stratum)
+        if rubric is None or not rubric.usable:  # type: ignore[attr-defined]
+            continue
+        if rubric.pk not in fingerprints:
+            fingerprints[rubric.pk] = _rubric_fingerprint(rubric)
+        found[case_pk] = fingerprints[rubric.pk]
+    return found
+
+
+def design_inputs(*, study: Study) -> DesignInputs:
+    """What the design is built from: servable responses, case strata, authors and raters,
+    and in rubric mode the verified criteria rubric of each case."""
+    responses: dict[tuple[str, str], int] = {}
+    rows = (
+        Response.objects.filter(case__study=study, review__in=Response.SERVABLE)
+        .order_by("-sample_index", "-id")
+        .values_list("case_id", "arm__label", "pk")
+    )
+    for case_id, label, pk in rows:  # the lowest sample index wins: it is written last
+        responses[(str(case_id), label)] = pk
+    case_arms: dict[str, set[str]] = {
+        str(pk): set() for pk in study.cases.values_list("pk", flat=True)
+    }
+    for case_id, label in responses:
+        case_arms[case_id].add(label)
+    raters = dict(
+        StudyRater.objects.filter(study=study, rater__is_active=True).values_list(
+            "rater_id", "rater__username"
+        )
+    )
+    authors = {
+        str(case_id): str(author)
+        for case_id, author in study.cases.filter(original_author__in=list(raters)).values_list(
+            "pk", "original_author_id"
+        )
+    }
+    strata = {str(pk): s for pk, s in study.cases.values_list("pk", "stratum")}
+    rubric_mode = study.design.get("mode") == design_lib.RUBRIC_MODE
+    return DesignInputs(
+        case_arms=case_arms,
+        responses=responses,
+        strata=strata,
+        authors=authors,
+        raters=[str(pk) for pk in raters],
+        usernames={str(pk): name for pk, name in raters.items()},
+        rubrics=_graded_rubrics(study, strata) if rubric_mode else {},
+    )
+
+
+def design_plan(*, study: Study, inputs: DesignInputs | None = None) -> design_lib.StudyPlan:
+    """The study's design as it would be frozen now (raises ``DesignError`` if it cannot be)."""
+    inputs = inputs or design_inputs(study=study)
+    config = study.design
+    return design_lib.plan_design(
+        case_arms=inputs.case_arms,
+        arm_sets=config.get("arm_sets", []),
+        raters=inputs.raters,
+        raters_per_item=config.get("raters_per_item", 2),
+        seed=study.seed,
+        strata=inputs.strata,
+        authors=inputs.authors,
+        items_per_rater=config.get("cases_per_rater"),
+        repeat_fraction=config.get("repeat_fraction", 0.0),
+        mode=config.get("mode", "pairwise"),
+        graded_cases=set(inputs.rubrics),
+    )
+
+
+@dataclass(frozen=True)
+class BalanceRow:
+    rater: str
+    arm_set: str
+    order: str  # arms in on-screen order, "A | B"
+    count: int
+
+
+@dataclass(frozen=True)
+class DesignSummary:
+    comparisons: int
+    seats: int
+    repeats: int
+    skipped: dict[str, int]
+    per_rater: list[tuple[str, int]]
+    balance: list[BalanceRow]  # per rater, arm set and on-screen order
+    order_totals: list[BalanceRow]  # the same summed over raters (rater is "all")
+
+
+def _summary(
+    rows: list[tuple[str, str, str, bool]], comparisons: int, skipped: dict
+) -> DesignSummary:
+    """``rows``: (rater, arm set, on-screen order, is_repeat) per seat."""
+    per_rater: Counter[str] = Counter()
+    cells: Counter[tuple[str, str, str]] = Counter()
+    totals: Counter[tuple[str, str]] = Counter()
+    repeats = 0
+    for rater, arm_set, order, repeat in rows:
+        per_rater[rater] += 1
+        if repeat:
+            repeats += 1
+            continue
+        cells[(rater, arm_set, order)] += 1
+        totals[(arm_set, order)] += 1
+    return DesignSummary(
+        comparisons=comparisons,
+        seats=len(rows),
+        repeats=repeats,
+        skipped=skipped,
+        per_rater=sorted(per_rater.items()),
+        balance=[BalanceRow(r, s, o, n) for (r, s, o), n in sorted(cells.items())],
+        order_totals=[BalanceRow("all", s, o, n) for (s, o), n in sorted(totals.items())],
+    )
+
+
+def design_preview(*, study: Study) -> DesignSummary:
+    """The balance of the design the current settings would freeze; nothing is written."""
+    inputs = design_inputs(study=study)
+    plan = design_plan(study=study, inputs=inputs)
+    rows = [
+        (
+            inputs.usernames[a.rater],
+            " | ".join(plan.design.comparisons[a.comparison].arms),
+            " | ".join(a.shown),
+            a.repeat,
+        )
+        for a in plan.design.assignments
+    ]
+    return _summary(rows, len(plan.design.comparisons), plan.skipped)
+
+
+def design_seats(*, study: Study) -> QuerySet[Assignment]:
+    """The frozen design's seats, for the coordinator's table and CSV."""
+    return (
+        Assignment.objects.filter(study=study)
+        .select_related("rater", "comparison__case")
+        .order_by("rater__username", "queue_position", "id")
+    )
+
+
+def seat_arm_order(seats: list[Assignment]) -> dict[int, str]:
+    """Seat pk -> arm labels in on-screen order (coordinator only)."""
+    ids = {pk for seat in seats for pk in seat.shown_order}
+    labels = dict(Response.objects.filter(pk__in=ids).values_list("pk", "arm__label"))
+    return {seat.pk: " | ".join(labels[pk] for pk in seat.shown_order) for seat in seats}
+
+
+def design_summary(*, study: Study) -> DesignSummary:
+    seats = list(design_seats(study=study))
+    orders = seat_arm_order(seats)
+    rows = [
+        (
+            seat.rater.username if seat.rater else "(pool)",
+            seat.comparison.arm_set,
+            orders[seat.pk],
+            seat.is_repeat,
+        )
+        for seat in seats
+    ]
+    return _summary(rows, study.comparisons.count(), {})

@@ -1,0 +1,183 @@
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from django.db.models import Count, Q, QuerySet
+from django.http import Http404
+
+from clinic_eval.config import position_letter, preference_choices
+from clinic_eval.design import planner as design_lib
+from clinic_eval.models import (
+    Assignment,
+    Judgment,
+    Response,
+    Study,
+    User,
+)
+from clinic_eval.rubrics.selectors import case_criteria
+
+
+def study_get_for_rater(*, user: User, public_id: str) -> Study:
+    if not user.is_physician:
+        raise Http404
+    try:
+        return Study.objects.get(
+            public_id=public_id,
+            rater_links__rater=user,
+            status__in=(Study.Status.OPEN, Study.Status.CLOSED),
+        )
+    except Study.DoesNotExist:
+        raise Http404 from None
+
+
+def assignment_get_for_rater(*, user: User, public_id: str) -> Assignment:
+    if not user.is_physician:
+        raise Http404
+    try:
+        return Assignment.objects.select_related("study", "comparison__case").get(
+            public_id=public_id,
+            rater=user,
+            study__status__in=(Study.Status.OPEN, Study.Status.CLOSED),
+        )
+    except Assignment.DoesNotExist:
+        raise Http404 from None
+
+
+@dataclass(frozen=True)
+class RaterProgress:
+    study: Study
+    done: int
+    total: int
+
+    @property
+    def remaining(self) -> int:
+        return self.total - self.done
+
+
+def rater_progress(*, rater: User, study: Study) -> RaterProgress:
+    counts = Assignment.objects.filter(study=study, rater=rater).aggregate(
+        total=Count("id"), done=Count("id", filter=Q(status=Assignment.Status.DONE))
+    )
+    return RaterProgress(study=study, done=counts["done"], total=counts["total"])
+
+
+def rater_studies(*, rater: User) -> list[RaterProgress]:
+    studies = Study.objects.filter(
+        rater_links__rater=rater, status__in=(Study.Status.OPEN, Study.Status.CLOSED)
+    ).annotate(
+        seat_total=Count("assignments", filter=Q(assignments__rater=rater)),
+        seat_done=Count(
+            "assignments",
+            filter=Q(assignments__rater=rater, assignments__status=Assignment.Status.DONE),
+        ),
+    )
+    return [RaterProgress(study=s, done=s.seat_done, total=s.seat_total) for s in studies]
+
+
+def rater_done_items(*, rater: User, study: Study) -> QuerySet[Assignment]:
+    return (
+        Assignment.objects.filter(study=study, rater=rater, status=Assignment.Status.DONE)
+        .select_related("judgment")
+        .order_by("-done_at", "-id")
+    )
+
+
+@dataclass(frozen=True)
+class ShownResponse:
+    letter: str
+    position: int
+    text: str
+
+
+@dataclass(frozen=True)
+class ShownCriterion:
+    """A rubric criterion as a rater sees it: named by its number on the item, never its key."""
+
+    number: int  # 1-based, in rubric order
+    text: str
+    points: int
+
+    @property
+    def undesirable(self) -> bool:
+        # Negative points: "met" means the undesirable behaviour occurred.
+        return self.points < 0
+
+
+@dataclass(frozen=True)
+class RatingItem:
+    """Everything a rater's page or API shows for one item, and nothing that identifies an arm."""
+
+    assignment: Assignment
+    study: Study
+    fields: list[tuple[str, object]]
+    narrative: str
+    responses: list[ShownResponse]
+    preference_choices: list[str]  # empty in rubric mode: no preference is asked
+    judgment: Judgment | None
+    progress: RaterProgress
+    number: int  # 1-based place of this item in the rater's queue
+    mode: str = "pairwise"
+    criteria: list[ShownCriterion] = field(default_factory=list)  # rubric mode only
+    # The stored judgment's grades as (position letter, criterion number, met, note).
+    grades: list[tuple[str, int, bool, str]] = field(default_factory=list)
+
+    @property
+    def is_rubric(self) -> bool:
+        return self.mode == design_lib.RUBRIC_MODE
+
+
+def rating_item(*, assignment: Assignment) -> RatingItem:
+    texts = dict(
+        Response.objects.filter(pk__in=assignment.shown_order).values_list("pk", "display_text")
+    )
+    case = assignment.comparison.case
+    mode = assignment.study.design.get("mode", "pairwise")
+    rubric_mode = mode == design_lib.RUBRIC_MODE
+    judgment = (
+        Judgment.objects.filter(assignment=assignment)
+        .prefetch_related("ratings", "criterion_grades")
+        .first()
+    )
+    criteria = case_criteria(case=case) if rubric_mode else []
+    numbers = {c.pk: n for n, c in enumerate(criteria, 1)}
+    grades = sorted(
+        (g.position, numbers[g.criterion_id], g.met, g.note)
+        for g in (judgment.criterion_grades.all() if judgment else [])
+        if g.criterion_id in numbers
+    )
+    number = (
+        Assignment.objects.filter(
+            study=assignment.study_id,
+            rater=assignment.rater_id,
+            queue_position__lt=assignment.queue_position,
+        ).count()
+        + 1
+    )
+    return RatingItem(
+        assignment=assignment,
+        study=assignment.study,
+        fields=list(case.fields.items()),
+        narrative=case.narrative,
+        responses=[
+            ShownResponse(position_letter(i), i, texts[pk])
+            for i, pk in enumerate(assignment.shown_order)
+        ],
+        preference_choices=[]
+        if rubric_mode
+        else preference_choices(assignment.study.design, len(assignment.shown_order)),
+        judgment=judgment,
+        progress=rater_progress(rater=assignment.rater, study=assignment.study),
+        number=number,
+        mode=mode,
+        criteria=[ShownCriterion(n, c.text, c.points) for n, c in enumerate(criteria, 1)],
+        grades=grades,
+    )
+
+
+def rater_idle_timeout_minutes(*, rater: User) -> int | None:
+    """The shortest idle timeout among the open studies this physician rates, if any."""
+    designs = Study.objects.filter(rater_links__rater=rater, status=Study.Status.OPEN).values_list(
+        "design", flat=True
+    )
+    minutes = [d.get("idle_timeout_minutes") for d in designs if d.get("idle_timeout_minutes")]
+    return min(minutes) if minutes else None

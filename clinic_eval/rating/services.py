@@ -1,0 +1,466 @@
+"""Writes of the rating flow: the design frozen when a study opens, the queue, judgments."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from clinic_eval.audit.services import audit_record, changed_fields
+from clinic_eval.config import (
+    NONE_ACCEPTABLE,
+    POSITION_LETTERS,
+    Rubric,
+    position_letter,
+    position_of,
+    preference_choices,
+)
+from clinic_eval.design import planner as design_lib
+from clinic_eval.errors import DomainError, JudgmentInvalid, StaleJudgment
+from clinic_eval.models import (
+    Assignment,
+    AuditEvent,
+    CriterionGrade,
+    Judgment,
+    JudgmentEdit,
+    ResponseRating,
+    RubricCriterion,
+    Study,
+    User,
+)
+from clinic_eval.rubrics import selectors
+
+MAX_RATIONALE = 5_000
+
+
+MAX_NOTE = 2_000
+
+
+NO_HALLUCINATION = "none"
+
+
+def _lease(study: Study) -> timedelta:
+    return timedelta(minutes=study.design.get("idle_timeout_minutes", 30))
+
+
+def _claim_from_pool(*, rater: User, study: Study) -> Assignment | None:
+    """A seat released by a coordinator, on a comparison this rater may and does not yet rate."""
+    mine = Assignment.objects.filter(study=study, rater=rater).values("comparison_id")
+    seat = (
+        Assignment.objects.select_for_update(skip_locked=True, of=("self",))
+        .filter(study=study, rater__isnull=True, status=Assignment.Status.PENDING)
+        .exclude(comparison_id__in=mine)
+        .exclude(comparison__case__original_author=rater)
+        .order_by("queue_position", "id")
+        .first()
+    )
+    if seat is None:
+        return None
+    last = Assignment.objects.filter(study=study, rater=rater).aggregate(m=Max("queue_position"))
+    seat.rater = rater
+    seat.queue_position = (last["m"] or 0) + 1
+    return seat
+
+
+def assignment_next(*, rater: User, study: Study) -> Assignment | None:
+    """The rater's current item: the one they hold, else the next in their queue, else the pool.
+
+    Concurrency-safe: seats are taken with ``SELECT ... FOR UPDATE SKIP LOCKED``, so raters
+    asking at once get distinct seats and no comparison gets more raters than it has seats.
+    A reload or a second tab gets the same item back while its lease runs.
+    """
+    if not Study.objects.filter(pk=study.pk, status=Study.Status.OPEN).exists():
+        return None
+    now = timezone.now()
+    pending = Assignment.objects.filter(
+        study=study, rater=rater, status=Assignment.Status.PENDING
+    ).order_by("queue_position", "id")
+    for _ in range(3):
+        try:
+            with transaction.atomic():
+                seat = (
+                    pending.filter(leased_until__gt=now).first()
+                    or pending.select_for_update(skip_locked=True).first()
+                    or _claim_from_pool(rater=rater, study=study)
+                )
+                if seat is None:
+                    return None
+                seat.leased_until = now + _lease(study)
+                seat.first_shown_at = seat.first_shown_at or now
+                seat.save(
+                    update_fields=["rater", "queue_position", "leased_until", "first_shown_at"]
+                )
+                return seat
+        except IntegrityError:
+            # Two tabs of one rater claimed two seats of one pooled comparison at once.
+            continue
+    return None
+
+
+@dataclass(frozen=True)
+class RatingInput:
+    position: int
+    scores: dict[str, int | None]
+    hallucination: str = ""
+    severity: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class GradeInput:
+    """A met / not-met call on criterion ``criterion`` (numbered from 1 in the rubric's order)
+    for the response shown in ``position``. For a criterion with negative points, met means
+    the undesirable behaviour occurred. ``met`` None: no verdict given (refused)."""
+
+    position: int
+    criterion: int
+    met: bool | None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class JudgmentInput:
+    """A Likert judgment (``preference`` and ``ratings``) or, in rubric mode, a criterion
+    judgment (``grades``; no preference is asked, and ``RUBRIC_PREFERENCE`` is stored)."""
+
+    preference: str
+    ratings: tuple[RatingInput, ...]
+    rationale: str = ""
+    grades: tuple[GradeInput, ...] = ()
+
+
+# Rubric-mode judgments ask no preference; the judgment stores "none" with no preferred
+# response, and analyses tell them apart by the study's mode.
+RUBRIC_PREFERENCE = NONE_ACCEPTABLE
+
+
+def _rationale_errors(study: Study, data: JudgmentInput) -> dict[str, str]:
+    errors: dict[str, str] = {}
+    if study.design.get("rationale_required") and not data.rationale.strip():
+        errors["rationale"] = "Give a short rationale for your choice."
+    if len(data.rationale.strip()) > MAX_RATIONALE:
+        errors["rationale"] = f"Keep the rationale under {MAX_RATIONALE} characters."
+    return errors
+
+
+def _grade_errors(
+    study: Study, positions: int, data: JudgmentInput, criteria: Sequence[RubricCriterion]
+) -> dict[str, str]:
+    """Every criterion of every shown response needs a verdict; keys are "A.c3", "A.c3.note"."""
+    errors = _rationale_errors(study, data)
+    if data.ratings:
+        errors["ratings"] = "This study grades criteria: send grades, not Likert ratings."
+    if not criteria:
+        errors["grades"] = "This case has no criteria to grade; tell the study coordinator."
+    given: dict[tuple[int, int], GradeInput] = {}
+    for grade in data.grades:
+        if not (0 <= grade.position < positions and 1 <= grade.criterion <= len(criteria)):
+            errors["grades"] = "A grade names a response or criterion this item does not show."
+            continue
+        if (grade.position, grade.criterion) in given:
+            errors["grades"] = "A criterion is graded twice for one response."
+        given[(grade.position, grade.criterion)] = grade
+        if len(grade.note) > MAX_NOTE:
+            errors[f"{position_letter(grade.position)}.c{grade.criterion}.note"] = (
+                f"Notes are limited to {MAX_NOTE} characters."
+            )
+    for position in range(positions):
+        for number, criterion in enumerate(criteria, 1):
+            grade = given.get((position, number))
+            if grade is None or grade.met is None:
+                errors[f"{position_letter(position)}.c{number}"] = (
+                    "Say whether this occurred."
+                    if criterion.points < 0
+                    else "Say whether this criterion is met."
+                )
+    return errors
+
+
+def _judgment_errors(study: Study, positions: int, data: JudgmentInput) -> dict[str, str]:
+    rubric = Rubric.model_validate(study.rubric)
+    errors: dict[str, str] = {}
+    if data.preference not in preference_choices(study.design, positions):
+        errors["preference"] = "Choose which response you prefer."
+    errors.update(_rationale_errors(study, data))
+    if data.grades:
+        errors["grades"] = "This study does not grade criteria."
+    by_position = {r.position: r for r in data.ratings}
+    if sorted(by_position) != list(range(positions)) or len(data.ratings) != positions:
+        errors["ratings"] = "Rate every response."
+    flag = rubric.hallucination
+    for position, rating in by_position.items():
+        in_range = 0 <= position < len(POSITION_LETTERS)
+        letter = position_letter(position) if in_range else str(position)
+        for dimension in rubric.dimensions:
+            value = rating.scores.get(dimension.key)
+            if value is None or not dimension.scale_min <= value <= dimension.scale_max:
+                errors[f"{letter}.{dimension.key}"] = (
+                    f"Rate {dimension.title.lower()} from {dimension.scale_min} to "
+                    f"{dimension.scale_max}."
+                )
+        extra = set(rating.scores) - {d.key for d in rubric.dimensions}
+        if extra:
+            errors[f"{letter}.scores"] = f"Unknown dimensions: {', '.join(sorted(extra))}."
+        if flag.enabled:
+            if rating.hallucination not in flag.types:
+                errors[f"{letter}.hallucination"] = "Say whether this response hallucinates."
+            elif (
+                rating.hallucination != NO_HALLUCINATION and rating.severity not in flag.severities
+            ):
+                errors[f"{letter}.severity"] = "Choose how severe the hallucination is."
+        if rating.note.strip() and not flag.note_allowed:
+            errors[f"{letter}.note"] = "This study does not take notes on responses."
+        elif len(rating.note) > MAX_NOTE:
+            errors[f"{letter}.note"] = f"Notes are limited to {MAX_NOTE} characters."
+    return errors
+
+
+def _normalised(data: JudgmentInput, flag_enabled: bool) -> JudgmentInput:
+    """One canonical form, so a retried submission compares equal to the stored one."""
+    ratings = tuple(
+        RatingInput(
+            position=r.position,
+            scores={k: int(v) for k, v in sorted(r.scores.items()) if v is not None},
+            hallucination=r.hallucination if flag_enabled else "",
+            severity=(r.severity if flag_enabled and r.hallucination != NO_HALLUCINATION else ""),
+            note=r.note.strip(),
+        )
+        for r in sorted(data.ratings, key=lambda r: r.position)
+    )
+    return JudgmentInput(
+        preference=data.preference, ratings=ratings, rationale=data.rationale.strip()
+    )
+
+
+def _normalised_grades(data: JudgmentInput) -> JudgmentInput:
+    grades = tuple(
+        GradeInput(position=g.position, criterion=g.criterion, met=bool(g.met), note=g.note.strip())
+        for g in sorted(data.grades, key=lambda g: (g.position, g.criterion))
+    )
+    return JudgmentInput(
+        preference=RUBRIC_PREFERENCE, ratings=(), rationale=data.rationale.strip(), grades=grades
+    )
+
+
+def _as_snapshot(data: JudgmentInput) -> dict[str, Any]:
+    """A judgment is either Likert (ratings) or rubric (grades); only its own kind is kept,
+    so a Likert judgment's snapshot and audit read as they always have."""
+    snapshot = asdict(data)
+    del snapshot["ratings" if data.grades else "grades"]
+    return snapshot
+
+
+def judgment_snapshot(
+    judgment: Judgment, criteria: Sequence[RubricCriterion] | None = None
+) -> dict[str, Any]:
+    """The stored judgment in the shape of its input; ``criteria`` (the case's, in order)
+    numbers a rubric judgment's grades, and is looked up when not given."""
+    stored = list(judgment.criterion_grades.all())
+    grades: tuple[GradeInput, ...] = ()
+    if stored:
+        if criteria is None:
+            criteria = selectors.case_criteria(case=judgment.assignment.comparison.case)
+        number = {c.pk: n for n, c in enumerate(criteria, 1)}
+        grades = tuple(
+            sorted(
+                (
+                    GradeInput(
+                        position=position_of(g.position),
+                        criterion=number[g.criterion_id],
+                        met=g.met,
+                        note=g.note,
+                    )
+                    for g in stored
+                ),
+                key=lambda g: (g.position, g.criterion),
+            )
+        )
+    data = JudgmentInput(
+        preference=judgment.preference,
+        rationale=judgment.rationale,
+        ratings=tuple(
+            RatingInput(
+                position=r.position,
+                scores=dict(sorted(r.scores.items())),
+                hallucination=r.hallucination,
+                severity=r.severity,
+                note=r.note,
+            )
+            for r in judgment.ratings.order_by("position")
+        ),
+        grades=grades,
+    )
+    return _as_snapshot(data)
+
+
+def _preferred_response(assignment: Assignment, preference: str) -> int | None:
+    if len(preference) == 1 and preference.isalpha():
+        return assignment.shown_order[position_of(preference)]
+    return None
+
+
+def _store_grades(
+    judgment: Judgment,
+    assignment: Assignment,
+    data: JudgmentInput,
+    criteria: Sequence[RubricCriterion],
+) -> None:
+    CriterionGrade.objects.filter(judgment=judgment).delete()
+    CriterionGrade.objects.bulk_create(
+        CriterionGrade(
+            judgment=judgment,
+            response_id=assignment.shown_order[g.position],
+            position=position_letter(g.position),
+            criterion=criteria[g.criterion - 1],
+            met=bool(g.met),
+            note=g.note,
+        )
+        for g in data.grades
+    )
+
+
+def _store_ratings(judgment: Judgment, assignment: Assignment, data: JudgmentInput) -> None:
+    if data.grades:
+        return
+    ResponseRating.objects.filter(judgment=judgment).delete()
+    ResponseRating.objects.bulk_create(
+        ResponseRating(
+            judgment=judgment,
+            position=r.position,
+            response_id=assignment.shown_order[r.position],
+            scores=r.scores,
+            hallucination=r.hallucination,
+            severity=r.severity,
+            note=r.note,
+        )
+        for r in data.ratings
+    )
+
+
+def _judgment_update(
+    judgment: Judgment,
+    assignment: Assignment,
+    data: JudgmentInput,
+    *,
+    revision: int,
+    editor: User,
+    reason: str,
+    criteria: Sequence[RubricCriterion],
+) -> tuple[Judgment, str]:
+    before = judgment_snapshot(judgment, criteria)
+    after = _as_snapshot(data)
+    if before == after:
+        return judgment, "unchanged"
+    if revision != judgment.revision:
+        raise StaleJudgment(
+            "You already rated this item (perhaps in another tab), so this form was out of "
+            "date and nothing was changed. Open the item from your list to edit it."
+        )
+    judgment.preference = data.preference
+    judgment.preferred_response_id = _preferred_response(assignment, data.preference)
+    judgment.rationale = data.rationale
+    judgment.revision += 1
+    judgment.save(
+        update_fields=["preference", "preferred_response", "rationale", "revision", "updated_at"]
+    )
+    _store_ratings(judgment, assignment, data)
+    if data.grades:
+        _store_grades(judgment, assignment, data, criteria)
+    JudgmentEdit.objects.create(
+        judgment=judgment, editor=editor, reason=reason.strip(), before=before, after=after
+    )
+    old, new = changed_fields(before, after)
+    audit_record(
+        action=AuditEvent.Action.JUDGMENT_EDITED,
+        actor=editor,
+        study_id=assignment.study_id,
+        target=f"judgment:{judgment.pk}",
+        summary=f"revision {judgment.revision}" + (f": {reason.strip()}" if reason.strip() else ""),
+        before=old,
+        after=new,
+    )
+    return judgment, "updated"
+
+
+def judgment_record(
+    *,
+    assignment: Assignment,
+    rater: User,
+    data: JudgmentInput,
+    revision: int = 0,
+    reason: str = "",
+) -> tuple[Judgment, str]:
+    """Store a rater's judgment of an item; returns it with "created", "unchanged" or "updated".
+
+    Exactly one judgment per item, whatever arrives: the assignment row is locked, the
+    database holds a one-to-one constraint, and a resubmission identical to what is stored is
+    a no-op. A different submission is an edit only when ``revision`` matches the stored one
+    (the edit form carries it); otherwise it raises ``StaleJudgment`` and changes nothing.
+    Every edit is audited with the old and new values.
+
+    In rubric mode ``data.grades`` must hold a verdict on every criterion of the case's rubric
+    for every shown response (``ratings`` stay empty); they are stored as ``CriterionGrade``
+    rows and the judgment's preference as ``RUBRIC_PREFERENCE``.
+    """
+    study = assignment.study
+    if study.status != Study.Status.OPEN:
+        raise DomainError("This study is no longer open for rating; nothing was changed.")
+    positions = len(assignment.shown_order)
+    criteria: list[RubricCriterion] = []
+    if study.design.get("mode") == design_lib.RUBRIC_MODE:
+        criteria = selectors.case_criteria(case=assignment.comparison.case)
+        errors = _grade_errors(study, positions, data, criteria)
+        if errors:
+            raise JudgmentInvalid(errors)
+        data = _normalised_grades(data)
+    else:
+        errors = _judgment_errors(study, positions, data)
+        if errors:
+            raise JudgmentInvalid(errors)
+        data = _normalised(data, Rubric.model_validate(study.rubric).hallucination.enabled)
+    for _ in range(2):
+        try:
+            with transaction.atomic():
+                locked = Assignment.objects.select_for_update().get(pk=assignment.pk, rater=rater)
+                existing = Judgment.objects.filter(assignment=locked).first()
+                if existing is not None:
+                    return _judgment_update(
+                        existing,
+                        locked,
+                        data,
+                        revision=revision,
+                        editor=rater,
+                        reason=reason,
+                        criteria=criteria,
+                    )
+                now = timezone.now()
+                seconds = None
+                if locked.first_shown_at is not None:
+                    cap = _lease(study).total_seconds()
+                    seconds = min((now - locked.first_shown_at).total_seconds(), cap)
+                judgment = Judgment.objects.create(
+                    assignment=locked,
+                    study=study,
+                    rater=rater,
+                    preference=data.preference,
+                    preferred_response_id=_preferred_response(locked, data.preference),
+                    rationale=data.rationale,
+                    seconds_on_item=seconds,
+                )
+                _store_ratings(judgment, locked, data)
+                if data.grades:
+                    _store_grades(judgment, locked, data, criteria)
+                locked.status = Assignment.Status.DONE
+                locked.done_at = now
+                locked.leased_until = None
+                locked.save(update_fields=["status", "done_at", "leased_until"])
+                return judgment, "created"
+        except IntegrityError:
+            # A concurrent submission created it first (databases without row locks).
+            continue
+    raise StaleJudgment("This item was being saved twice at once; reload the page.")

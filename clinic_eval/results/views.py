@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from django.core.cache import cache
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from clinic_eval.models import Study
+from clinic_eval.results import exports
+from clinic_eval.results import selectors as results_selectors
+from clinic_eval.results.page import results_context
+from clinic_eval.studies import selectors as studies_selectors
+from clinic_eval.web.http import export_filters, logged_download
+from clinic_eval.web.permissions import coordinator_required
+
+
+@require_GET
+@coordinator_required
+def study_export(request: HttpRequest, study_id: int, name: str = "zip") -> StreamingHttpResponse:
+    study = studies_selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
+    return logged_download(request, study, name)
+
+
+def _primary_label(study: Study) -> str:
+    primary = study.analysis_plan.get("primary", {})
+    if not (primary.get("arm_a") and primary.get("arm_b")):
+        return ""
+    if primary.get("kind") == "likert":
+        return f"{primary.get('dimension')}: {primary['arm_a']} vs {primary['arm_b']}"
+    return f"Preference: {primary['arm_a']} vs {primary['arm_b']}"
+
+
+@require_GET
+@coordinator_required
+def study_results(request: HttpRequest, study_id: int) -> HttpResponse:
+    study = studies_selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
+    filters = export_filters(request)
+    key = (
+        f"results:{study.pk}:{filters.stratum}:{results_selectors.study_data_version(study=study)}"
+    )
+    results = cache.get(key)
+    if results is None:
+        report, tables = exports.study_analysis(study, filters)
+        results = results_context(
+            report,
+            tables.ratings if len(tables.ratings) else None,
+            interim=study.status != Study.Status.CLOSED,
+            primary_label=_primary_label(study),
+        )
+        cache.set(key, results, timeout=24 * 3600)
+    context = {
+        "study": study,
+        "results": results,
+        "interim": study.status != Study.Status.CLOSED,
+        "simulated": study.simulated_ratings,
+        "stratum": filters.stratum,
+    }
+    return render(request, "coordinator/study_results.html", context)

@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+from django.core.exceptions import (
+    RequestDataTooBig,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, inline_serializer
+from rest_framework import exceptions, serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from clinic_eval.errors import DomainError
+from clinic_eval.web.permissions import IsCoordinator
+
+
+class DetailOutput(serializers.Serializer):
+    detail = serializers.CharField()
+
+
+class ApiSchema(AutoSchema):
+    """Documents what DRF and the URL converters do on every endpoint and drf-spectacular
+    leaves out: clients (and the fuzzer in tests/test_fuzz.py) may rely on nothing else."""
+
+    def _resolve_path_parameters(self, variables: list[str]) -> list[dict]:
+        parameters = super()._resolve_path_parameters(variables)
+        for parameter in parameters:
+            schema = parameter["schema"]
+            # What <int:...> and <str:...> match; anything else never reaches a view.
+            if schema.get("type") == "integer":
+                schema["minimum"] = 0
+            elif schema.get("type") == "string":
+                schema["pattern"] = "^[^/]+$"
+        return parameters
+
+    def _get_response_bodies(self, direction: str = "response") -> dict:
+        bodies = super()._get_response_bodies(direction)
+        errors: dict[str, object] = {
+            # No or a bad credential; the wrong role; another study's object, or a bad page.
+            "401": DetailOutput,
+            "403": DetailOutput,
+            "404": DetailOutput,
+        }
+        if self.method in ("POST", "PUT", "PATCH"):
+            # Field errors ({"field": ["message"]}), or {"detail": ...} for a refused action.
+            errors["400"] = OpenApiTypes.OBJECT
+            errors["413"] = DetailOutput
+            errors["415"] = DetailOutput
+        for code, serializer in errors.items():
+            if code not in bodies:
+                bodies[code] = self._get_response_for_code(serializer, code, direction=direction)
+        return bodies
+
+
+PAGE_PARAMETER = OpenApiParameter("page", int, description="1-based page number")
+
+
+def paginated(output: type[serializers.Serializer]) -> serializers.Serializer:
+    """The envelope ``PageNumberPagination`` wraps a page of ``output`` rows in."""
+    name = output.__name__.removesuffix("Output")
+    return inline_serializer(
+        f"Paginated{name}List",
+        {
+            "count": serializers.IntegerField(),
+            "next": serializers.URLField(allow_null=True),
+            "previous": serializers.URLField(allow_null=True),
+            "results": output(many=True),
+        },
+    )
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The request body is too large."
+
+
+class BaseApi(APIView):
+    """What every endpoint of this API shares: its documented errors, and JSON for them."""
+
+    schema = ApiSchema()
+
+    def handle_exception(self, exc: Exception) -> Response:
+        # Django's own limits on a body (DATA_UPLOAD_MAX_*) are raised while DRF parses it;
+        # left alone they become Django's HTML error page instead of an API error.
+        if isinstance(exc, RequestDataTooBig):
+            exc = PayloadTooLarge()
+        elif isinstance(exc, (TooManyFieldsSent, TooManyFilesSent)):
+            exc = exceptions.ParseError(str(exc))
+        return super().handle_exception(exc)
+
+
+class CoordinatorApi(BaseApi):
+    permission_classes = [IsCoordinator]
+
+
+class StratumQuery(serializers.Serializer):
+    # A CharField refuses NUL characters, which PostgreSQL cannot store or compare.
+    stratum = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+def domain_error(exc: DomainError) -> Response:
+    return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
