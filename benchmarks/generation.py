@@ -115,7 +115,7 @@ def build_prompts(base: Path, cases: Sequence[dict]) -> tuple[list[Any], list[st
     from transformers import AutoTokenizer
 
     from alignment_jobs import engines, prompts
-    from clinic_eval.studies.vocabulary import DEFAULT_DECISION_LAYERS
+    from clinic_eval.vocabulary import DEFAULT_DECISION_LAYERS
 
     tokenizer = AutoTokenizer.from_pretrained(base)
     requests, texts = [], []

@@ -9,4 +9,4 @@ class ClinicEvalConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from clinic_eval.audit import signals  # noqa: F401  (connects the receivers)
+        from clinic_eval.accounts import signals  # noqa: F401  (connects the receivers)

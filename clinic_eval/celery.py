@@ -11,7 +11,7 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 # Each feature package keeps its Celery tasks in its own ``tasks`` module.
 TASK_PACKAGES = [
     "clinic_eval.imports",
-    "clinic_eval.power",
+    "clinic_eval.design.power",
     "alignment_jobs.generation",
     "alignment_jobs.rubric_jobs",
 ]

@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from clinic_eval.studies.vocabulary import DEFAULT_DECISION_LAYERS, STRATA
+from clinic_eval.vocabulary import DEFAULT_DECISION_LAYERS, STRATA
 
 Key = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,47}$")]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=80, strip_whitespace=True)]

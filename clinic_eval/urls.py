@@ -8,12 +8,13 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from alignment_jobs import urls as job_urls
+from clinic_eval.accounts import api as auth_api
 from clinic_eval.audit import views as audit_views
 from clinic_eval.design import views as design_views
+from clinic_eval.design.power import views as power_views
 from clinic_eval.imports import api as imports_api
 from clinic_eval.imports import views as imports_views
 from clinic_eval.monitoring import views as monitoring_views
-from clinic_eval.power import views as power_views
 from clinic_eval.rating import api as rater_api
 from clinic_eval.rating import views as rating_views
 from clinic_eval.results import api as results_api
@@ -21,13 +22,12 @@ from clinic_eval.results import views as results_views
 from clinic_eval.rubrics import views as rubric_views
 from clinic_eval.studies import api as studies_api
 from clinic_eval.studies import views as studies_views
-from clinic_eval.web import auth_api
 from clinic_eval.web import views as web_views
 
 coordinator_patterns = [
     path("", studies_views.study_list, name="study_list"),
     path("studies/<int:study_id>/", studies_views.study_detail, name="study_detail"),
-    path("studies/<int:study_id>/status/", studies_views.study_transition, name="study_transition"),
+    path("studies/<int:study_id>/status/", design_views.study_transition, name="study_transition"),
     path("studies/<int:study_id>/arms/", studies_views.arm_create, name="arm_create"),
     path("studies/<int:study_id>/cases/", studies_views.case_list, name="case_list"),
     path(
@@ -92,7 +92,7 @@ api_patterns = [
     path("auth/token/", auth_api.TokenObtainApi.as_view(), name="token"),
     path("studies/", studies_api.StudyListApi.as_view(), name="study_list"),
     path("studies/<int:study_id>/", studies_api.StudyDetailApi.as_view(), name="study_detail"),
-    path("studies/<int:study_id>/cases/", studies_api.CaseListApi.as_view(), name="case_list"),
+    path("studies/<int:study_id>/cases/", imports_api.CaseListApi.as_view(), name="case_list"),
     path(
         "studies/<int:study_id>/cases/<int:case_id>/",
         studies_api.CaseDetailApi.as_view(),

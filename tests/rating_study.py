@@ -98,9 +98,9 @@ def open_study(
         analysis_plan=default_analysis_plan() | (analysis_plan or {}),
         rater_ids=[r.pk for r in raters],
     )
-    study = studies_services.study_transition(study=study, to_status=Study.Status.READY)
+    study = design_services.study_transition(study=study, to_status=Study.Status.READY)
     if open_it:
-        study = studies_services.study_transition(study=study, to_status=Study.Status.OPEN)
+        study = design_services.study_transition(study=study, to_status=Study.Status.OPEN)
     return OpenStudy(study=study, raters=list(raters), arms=arms, cases=cases, responses=responses)
 
 
@@ -228,8 +228,8 @@ def open_rubric_study(
             source=CaseRubric.Source.IMPORTED,
         )
         rubrics_services.rubric_verify(rubric=rubric, physician=raters[0], version=rubric.version)
-    studies_services.study_transition(study=study, to_status=Study.Status.READY)
-    study = studies_services.study_transition(study=study, to_status=Study.Status.OPEN)
+    design_services.study_transition(study=study, to_status=Study.Status.READY)
+    study = design_services.study_transition(study=study, to_status=Study.Status.OPEN)
     return OpenStudy(study=study, raters=list(raters), arms=arms, cases=cases, responses=responses)
 
 

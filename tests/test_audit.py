@@ -16,7 +16,7 @@ from clinic_eval.design import services as design_services
 from clinic_eval.models import AuditEvent, ExportLog, Judgment, Study, User
 from clinic_eval.rating import services as rating_services
 from clinic_eval.results.export_schema import FILE_COLUMNS, decode
-from clinic_eval.studies import services as studies_services
+from clinic_eval.studies import services
 from tests.conftest import logged_in
 from tests.rating_study import full_answer, open_study, physicians
 
@@ -120,7 +120,7 @@ def test_another_studys_events_and_strangers_sign_ins_stay_out(
 ) -> None:
     stranger = physicians(1, prefix="stranger")[0]
     Client().post(reverse("login"), {"username": stranger.username, "password": "wrong"})
-    studies_services.arm_create(study=foreign_study, label="Secret-arm", kind="imported")
+    services.arm_create(study=foreign_study, label="Secret-arm", kind="imported")
     body = logged_in(coordinator).get(reverse("coordinator:study_audit", args=[study.pk]))
     text = body.content.decode()
     assert "Secret-arm" not in text and stranger.username not in text
@@ -148,7 +148,7 @@ def test_generation_settings_launches_cancels_and_retries_are_audited(
     from tests.factories import CaseFactory
 
     CaseFactory(study=study)
-    arm = studies_services.arm_create(study=study, label="SFT-tiny", kind="model")
+    arm = services.arm_create(study=study, label="SFT-tiny", kind="model")
     base = str(model_roots.base)  # type: ignore[attr-defined]
     specs.spec_save(arm=arm, base_model_path=base, adapter_path="")
     specs.spec_save(arm=arm, max_tokens=12)

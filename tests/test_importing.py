@@ -7,7 +7,7 @@ import json
 import pytest
 
 from clinic_eval.imports import parsing as importing
-from clinic_eval.studies.vocabulary import DEFAULT_DECISION_LAYERS, STRATA
+from clinic_eval.vocabulary import DEFAULT_DECISION_LAYERS, STRATA
 
 
 def case(case_id: str = "C-1", **overrides: object) -> dict:

@@ -17,7 +17,7 @@ from pytest_django.fixtures import Settings as SettingsWrapper
 from clinic_eval.errors import DomainError
 from clinic_eval.imports import services as imports_services
 from clinic_eval.models import Arm, Case, DataImport, Response, Study, User
-from clinic_eval.studies import services as studies_services
+from clinic_eval.studies import services
 from tests.factories import ArmFactory, CaseFactory, StudyFactory
 
 pytestmark = pytest.mark.django_db
@@ -159,15 +159,13 @@ def test_an_import_whose_worker_kept_dying_is_failed(study: Study) -> None:
 
 
 def test_physician_original_arm_gets_one_response_per_case(study: Study) -> None:
-    arm = studies_services.arm_create(
-        study=study, label="Physician", kind=Arm.Kind.PHYSICIAN_ORIGINAL
-    )
+    arm = services.arm_create(study=study, label="Physician", kind=Arm.Kind.PHYSICIAN_ORIGINAL)
     run_import(study, "\n".join(case_line(f"C-{i}") for i in range(4)).encode())
     run_import(study, case_line("C-9", original_decision=None).encode())
     assert arm.responses.count() == 4, "cases without an original decision give no response"
     response = arm.responses.get(case__external_id="C-2")
     assert response.display_text == "IVF for C-2."
-    assert studies_services.physician_original_responses_sync(study=study) == 0
+    assert services.physician_original_responses_sync(study=study) == 0
 
 
 def test_responses_import_for_imported_arms(study: Study) -> None:
@@ -267,7 +265,7 @@ def test_the_synthetic_generator_output_imports_cleanly(study: Study) -> None:
 
     cases = synthetic.generate_cases(n=400, seed=7)
     for label in synthetic.SIMULATED_ARMS:
-        studies_services.arm_create(study=study, label=label, kind=Arm.Kind.IMPORTED)
+        services.arm_create(study=study, label=label, kind=Arm.Kind.IMPORTED)
     imported = run_import(study, synthetic.dumps_jsonl(cases).encode())
     assert imported.status == DataImport.Status.SUCCEEDED, imported.errors[:3]
     responses = synthetic.generate_simulated_responses(cases, seed=7)

@@ -19,8 +19,8 @@ from clinic_eval.studies.postprocess import (
     leak_flags,
     parse_decision,
 )
-from clinic_eval.studies.vocabulary import DEFAULT_DECISION_LAYERS, DIAGNOSIS_LABELS
 from clinic_eval.synthetic import SIMULATED_ARMS, generate_cases, generate_simulated_responses
+from clinic_eval.vocabulary import DEFAULT_DECISION_LAYERS, DIAGNOSIS_LABELS
 
 LAYERS = DEFAULT_DECISION_LAYERS
 FINAL_BLOCK = (

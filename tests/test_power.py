@@ -12,11 +12,11 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 from django.urls import reverse
 
+from clinic_eval.design import services
+from clinic_eval.design.power import services as power_services
 from clinic_eval.models import PowerAnalysis, Study, User
-from clinic_eval.power import services as power_services
 from clinic_eval.statistics import crossed_simulation as sim
 from clinic_eval.statistics import power
-from clinic_eval.studies import services
 from tests.conftest import logged_in
 from tests.rating_study import ARM_LABELS, ORIGINAL_LABEL, open_study, physicians
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from alignment_jobs import prompts
-from clinic_eval.studies.vocabulary import DEFAULT_DECISION_LAYERS
+from clinic_eval.vocabulary import DEFAULT_DECISION_LAYERS
 
 
 def case(case_id: str, stratum: str = "General", **fields: object) -> prompts.CaseData:

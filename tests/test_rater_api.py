@@ -10,8 +10,8 @@ import pytest
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
+from clinic_eval.design import services
 from clinic_eval.models import Assignment, Judgment, JudgmentEdit, Study, User
-from clinic_eval.studies import services
 from tests.conftest import PASSWORD
 from tests.rating_study import ARM_LABELS, ORIGINAL_LABEL, OpenStudy, open_study
 

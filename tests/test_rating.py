@@ -27,7 +27,7 @@ from clinic_eval.models import (
     User,
 )
 from clinic_eval.monitoring import services as monitoring_services
-from clinic_eval.rating import selectors as rating_selectors
+from clinic_eval.rating import selectors
 from clinic_eval.rating import services as rating_services
 from clinic_eval.studies import services as studies_services
 from tests.conftest import logged_in
@@ -150,9 +150,9 @@ def test_opening_without_a_buildable_design_is_refused_and_nothing_is_stored(
     from tests.factories import CaseFactory
 
     CaseFactory(study=study)
-    studies_services.study_transition(study=study, to_status=Study.Status.READY)
+    design_services.study_transition(study=study, to_status=Study.Status.READY)
     with pytest.raises(DomainError, match="assign at least one physician"):
-        studies_services.study_transition(study=study, to_status=Study.Status.OPEN)
+        design_services.study_transition(study=study, to_status=Study.Status.OPEN)
     study.refresh_from_db()
     assert study.status == Study.Status.READY and not study.design_hash
     assert not Comparison.objects.filter(study=study).exists()
@@ -175,7 +175,7 @@ def test_the_queue_resumes_the_leased_item_and_moves_on_after_a_judgment(
     second = rating_services.assignment_next(rater=rater, study=study)
     assert second is not None and second.pk != first.pk
     assert second.queue_position > first.queue_position
-    progress = rating_selectors.rater_progress(rater=rater, study=study)
+    progress = selectors.rater_progress(rater=rater, study=study)
     assert (progress.done, progress.total) == (1, 6)
 
 
@@ -294,7 +294,7 @@ def test_a_closed_study_takes_no_more_judgments(coordinator: User) -> None:
     raters = physicians(2)
     study = open_study(coordinator=coordinator, raters=raters, n_cases=1).study
     seat = rating_services.assignment_next(rater=raters[0], study=study)
-    studies_services.study_transition(study=study, to_status=Study.Status.CLOSED)
+    design_services.study_transition(study=study, to_status=Study.Status.CLOSED)
     seat.refresh_from_db()
     with pytest.raises(DomainError, match="no longer open"):
         rating_services.judgment_record(assignment=seat, rater=raters[0], data=judgment_input())

@@ -35,7 +35,7 @@ from clinic_eval.models import (
 from clinic_eval.rating import services as rating_services
 from clinic_eval.rating.services import GradeInput
 from clinic_eval.rubrics import selectors as rubrics_selectors
-from clinic_eval.studies import services as studies_services
+from clinic_eval.studies import services
 from tests.browser import ConsoleLog, chromium, new_page, sign_in
 from tests.conftest import PASSWORD, logged_in
 from tests.factories import UserFactory
@@ -140,9 +140,9 @@ def test_the_design_hash_covers_the_rubrics_graded_on(coordinator: User, physici
 
 @pytest.mark.django_db
 def test_rubric_arm_sets_must_be_equal_sized_and_disjoint(coordinator: User) -> None:
-    study = studies_services.study_create(title="Sets", created_by=coordinator)
+    study = services.study_create(title="Sets", created_by=coordinator)
     for label in ARM_LABELS:
-        studies_services.arm_create(study=study, label=label, kind="imported")
+        services.arm_create(study=study, label=label, kind="imported")
 
     def save(arm_sets: list[list[str]]) -> None:
         design_services.study_design_update(
@@ -552,9 +552,9 @@ def test_grading_by_keyboard_in_a_real_browser(live_server: LiveServer, coordina
 def test_the_design_form_sets_up_rubric_grading(coordinator: User, physician: User) -> None:
     import json
 
-    study = studies_services.study_create(title="Rubric by form", created_by=coordinator)
+    study = services.study_create(title="Rubric by form", created_by=coordinator)
     for label in ("SFT", "GRPO"):
-        studies_services.arm_create(study=study, label=label, kind="imported")
+        services.arm_create(study=study, label=label, kind="imported")
     client = logged_in(coordinator)
     url = reverse("coordinator:study_design", args=[study.pk])
     body = {

@@ -31,7 +31,7 @@ from clinic_eval.results.exports import ExportFilters, RowCounter
 from clinic_eval.rubrics import services as rubrics_services
 from clinic_eval.rubrics.services import CriterionInput
 from clinic_eval.statistics.report import report_json
-from clinic_eval.studies import services as studies_services
+from clinic_eval.studies import services
 from tests.conftest import logged_in
 from tests.factories import CaseFactory
 from tests.rating_study import physicians
@@ -71,7 +71,7 @@ GRADER_FLIPS = {("C1", "SFT-r", 1)}
 
 @pytest.fixture
 def graded(coordinator: User) -> Study:
-    study = studies_services.study_create(title="Rubric report", created_by=coordinator)
+    study = services.study_create(title="Rubric report", created_by=coordinator)
     study.design = {**study.design, "mode": "rubric", "arm_sets": [["SFT-r"], ["GRPO-r"]]}
     study.save()
     raters = physicians(2)

@@ -26,11 +26,11 @@ from django.urls import Resolver404, resolve, reverse
 from rest_framework.authtoken.models import Token
 
 from alignment_jobs.generation import specs
+from clinic_eval.accounts.signals import SESSION_SIGNED_IN_AT
 from clinic_eval.audit import services as audit_services
-from clinic_eval.audit.signals import SESSION_SIGNED_IN_AT
 from clinic_eval.errors import DomainError
 from clinic_eval.models import Arm, AuditEvent, AuditImmutable, Study, User, UserSession
-from clinic_eval.studies import services as studies_services
+from clinic_eval.studies import services
 from tests.conftest import logged_in
 from tests.factories import CaseFactory, UserFactory
 
@@ -387,7 +387,7 @@ def test_user_supplied_urls_are_refused_and_never_fetched(
     coordinator: User, study: Study, canary: dict
 ) -> None:
     url = canary["url"]
-    arm = studies_services.arm_create(study=study, label="SFT", kind=Arm.Kind.MODEL)
+    arm = services.arm_create(study=study, label="SFT", kind=Arm.Kind.MODEL)
     for field in ("base_model_path", "adapter_path"):
         values = {"base_model_path": f"{url}/model", "adapter_path": ""}
         values[field] = f"{url}/{field}"
@@ -411,7 +411,7 @@ def test_user_supplied_urls_are_refused_and_never_fetched(
 
 
 def test_hub_ids_are_refused_before_anything_is_loaded(study: Study) -> None:
-    arm = studies_services.arm_create(study=study, label="GRPO", kind=Arm.Kind.MODEL)
+    arm = services.arm_create(study=study, label="GRPO", kind=Arm.Kind.MODEL)
     with pytest.raises(DomainError, match=NOT_LOADABLE):
         specs.spec_save(arm=arm, base_model_path="meta-llama/Llama-3.1-8B", adapter_path="")
 

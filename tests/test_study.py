@@ -20,9 +20,10 @@ from clinic_eval.config import (
     validate_strata,
 )
 from clinic_eval.demo.study import DEMO_CLOSED_TITLE, DEMO_GENERATION_TITLE, DEMO_TITLE
+from clinic_eval.design import services as design_services
 from clinic_eval.errors import DomainError
 from clinic_eval.models import STUDY_TRANSITIONS, Arm, Study, User
-from clinic_eval.studies import services
+from clinic_eval.studies import services as studies_services
 from tests.factories import CaseFactory
 
 pytestmark = pytest.mark.django_db
@@ -89,15 +90,15 @@ def test_every_status_can_reach_closed_and_closed_is_final() -> None:
 
 def test_transition_refuses_ready_without_cases(study: Study) -> None:
     with pytest.raises(DomainError, match="import cases"):
-        services.study_transition(study=study, to_status=Study.Status.READY)
+        design_services.study_transition(study=study, to_status=Study.Status.READY)
     CaseFactory(study=study)
-    assert services.study_transition(study=study, to_status="ready").status == "ready"
+    assert design_services.study_transition(study=study, to_status="ready").status == "ready"
 
 
 def test_only_one_physician_original_arm(study: Study) -> None:
-    services.arm_create(study=study, label="Physician", kind=Arm.Kind.PHYSICIAN_ORIGINAL)
+    studies_services.arm_create(study=study, label="Physician", kind=Arm.Kind.PHYSICIAN_ORIGINAL)
     with pytest.raises(DomainError, match="already has a physician"):
-        services.arm_create(study=study, label="Doctor", kind=Arm.Kind.PHYSICIAN_ORIGINAL)
+        studies_services.arm_create(study=study, label="Doctor", kind=Arm.Kind.PHYSICIAN_ORIGINAL)
 
 
 # --- Commands -------------------------------------------------------------------------------

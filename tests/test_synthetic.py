@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from clinic_eval import synthetic
-from clinic_eval.studies.vocabulary import (
+from clinic_eval.vocabulary import (
     ART_STRATEGIES,
     DEFAULT_DECISION_LAYERS,
     DIAGNOSIS_LABELS,

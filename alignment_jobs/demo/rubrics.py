@@ -223,8 +223,8 @@ def _graded_study(coordinator: User, cases: list, base: str, seed: int) -> Study
         rater_ids=[rater.pk for rater in raters],
     )
     _rewrite_and_verify(study, cases, author=raters[0], verifier=raters[1])
-    studies_services.study_transition(study=study, to_status=Study.Status.READY)
-    studies_services.study_transition(study=study, to_status=Study.Status.OPEN)
+    design_services.study_transition(study=study, to_status=Study.Status.READY)
+    design_services.study_transition(study=study, to_status=Study.Status.OPEN)
     _grade_as_simulated_physicians(study, raters, seed)
     grading.rubric_grade_run(
         grader_arm_id=grader.pk,
@@ -235,7 +235,7 @@ def _graded_study(coordinator: User, cases: list, base: str, seed: int) -> Study
         ),
         engine="transformers",
     )
-    studies_services.study_transition(study=study, to_status=Study.Status.CLOSED)
+    design_services.study_transition(study=study, to_status=Study.Status.CLOSED)
     Study.objects.filter(pk=study.pk).update(simulated_ratings=True)
     User.objects.filter(pk__in=[r.pk for r in raters]).update(is_active=False)
     return study

@@ -12,8 +12,8 @@ from rest_framework.response import Response
 
 from alignment_jobs.generation import jobs, selectors, specs
 from alignment_jobs.models import GenerationJob, GenerationSpec
+from clinic_eval.access import study_get_for_coordinator
 from clinic_eval.errors import DomainError
-from clinic_eval.studies.selectors import study_get_for_coordinator
 from clinic_eval.web.api import PAGE_PARAMETER, BaseApi, paginated
 from clinic_eval.web.permissions import IsCoordinator
 

@@ -10,8 +10,8 @@ from django.http import Http404
 from django.utils import timezone
 
 from alignment_jobs.models import GenerationItem, GenerationJob, GenerationShard, GenerationSpec
+from clinic_eval.access import study_get_for_coordinator
 from clinic_eval.models import Arm, Response, Study, User
-from clinic_eval.studies.selectors import study_get_for_coordinator
 
 
 def arm_get_for_coordinator(*, user: User, study_id: int, arm_id: int) -> Arm:

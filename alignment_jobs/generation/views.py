@@ -10,8 +10,8 @@ from django_htmx.http import HttpResponseStopPolling
 
 from alignment_jobs.generation import jobs, selectors, specs
 from alignment_jobs.generation.forms import JobLaunchForm, ReviewForm, SpecForm
+from clinic_eval.access import study_get_for_coordinator
 from clinic_eval.errors import DomainError
-from clinic_eval.studies.selectors import study_get_for_coordinator
 from clinic_eval.studies.services import response_review
 from clinic_eval.web.http import wants_partial
 from clinic_eval.web.permissions import coordinator_required

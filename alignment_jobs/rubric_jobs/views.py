@@ -6,16 +6,18 @@ from django import forms
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.safestring import SafeString
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from alignment_jobs.generation.forms import split_ids
 from alignment_jobs.rubric_jobs import drafting, engine_use, grading
 from alignment_jobs.rubric_jobs import selectors as rubric_selectors
+from clinic_eval.access import study_get_for_coordinator
 from clinic_eval.errors import DomainError
 from clinic_eval.models import Arm, Study
-from clinic_eval.studies.selectors import study_get_for_coordinator
 from clinic_eval.web.permissions import coordinator_required
 
 TEMPLATE = "alignment_jobs/_rubric_actions.html"
@@ -130,6 +132,11 @@ def rubric_actions_context(*, study: Study) -> dict[str, object]:
         "rubric_grade_form": RubricGradeForm(study=study),
         "rubric_progress": rubric_selectors.rubric_jobs_progress(study=study),
     }
+
+
+def rubric_actions_panel(request: HttpRequest, study: Study) -> SafeString:
+    """The drafting and grading panel of the rubric page (registered in ``apps.py``)."""
+    return render_to_string(TEMPLATE, rubric_actions_context(study=study), request=request)
 
 
 @require_GET

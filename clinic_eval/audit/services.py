@@ -15,9 +15,10 @@ from typing import Any
 
 from django.contrib.sessions.models import Session
 from django.db import transaction
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from clinic_eval.models import AuditEvent, User, UserSession
+from clinic_eval.models import AuditEvent, ExportLog, Study, User, UserSession
 
 SUMMARY_LENGTH = AuditEvent._meta.get_field("summary").max_length or 300
 
@@ -112,3 +113,26 @@ def user_sessions_end(*, user: User, reason: str) -> int:
         ),
     )
     return len(keys)
+
+
+def export_log_start(
+    *, study: Study, user: User, what: str, filters: dict, via: str = "web"
+) -> ExportLog:
+    """Record an export as it starts; ``finished_at`` stays empty if the download is cut off."""
+    log = ExportLog.objects.create(study=study, user=user, what=what, filters=filters, via=via)
+    audit_record(
+        action=AuditEvent.Action.EXPORT,
+        actor=user,
+        study_id=study.pk,
+        target=f"export:{log.pk}",
+        summary=what,
+        after={"filters": filters, "via": via},
+    )
+    return log
+
+
+def export_log_finish(*, log: ExportLog, row_count: int) -> ExportLog:
+    log.row_count = row_count
+    log.finished_at = timezone.now()
+    log.save(update_fields=["row_count", "finished_at"])
+    return log

@@ -5,9 +5,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from clinic_eval import access
 from clinic_eval.audit import selectors as audit_selectors
 from clinic_eval.models import AuditEvent
-from clinic_eval.studies import selectors as studies_selectors
 from clinic_eval.web.http import wants_partial
 from clinic_eval.web.permissions import coordinator_required
 
@@ -17,7 +17,7 @@ AUDIT_PAGE_SIZE = 100
 @require_GET
 @coordinator_required
 def study_audit(request: HttpRequest, study_id: int) -> HttpResponse:
-    study = studies_selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
+    study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
     action = request.GET.get("action", "")
     if action not in AuditEvent.Action.values:
         action = ""

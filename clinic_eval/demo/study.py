@@ -105,7 +105,7 @@ def demo_seed(*, n_cases: int = 240, seed: int = 1) -> DemoAccounts:
         title=DEMO_GENERATION_TITLE, question=DEMO_GENERATION_QUESTION, created_by=coordinator
     )
     _demo_import(sandbox, coordinator, DataImport.Kind.CASES, cases, f"synthetic-cases-seed{seed}")
-    studies_services.study_transition(study=study, to_status=Study.Status.READY)
+    design_services.study_transition(study=study, to_status=Study.Status.READY)
     design_services.study_design_update(
         study=study,
         design=study.design
@@ -124,7 +124,7 @@ def demo_seed(*, n_cases: int = 240, seed: int = 1) -> DemoAccounts:
         ),
     )
     _demo_power(study, coordinator)
-    studies_services.study_transition(study=study, to_status=Study.Status.OPEN)
+    design_services.study_transition(study=study, to_status=Study.Status.OPEN)
     _demo_closed_study(coordinator, cases[:DEMO_CLOSED_CASES], responses, seed)
     return DemoAccounts(study=study, created=True, accounts=accounts)
 
@@ -134,8 +134,8 @@ DEMO_POWER_SIMULATIONS = 300
 
 def _demo_power(study: Study, coordinator: User) -> None:
     """The planner's answer for the open study's design, frozen into its plan when it opens."""
-    from clinic_eval.power import services as power_services
-    from clinic_eval.power.views import power_form
+    from clinic_eval.design.power import services as power_services
+    from clinic_eval.design.power.views import power_form
 
     study.refresh_from_db()
     form = power_form(study, coordinator)
@@ -185,7 +185,7 @@ def _demo_closed_study(coordinator: User, cases: list, responses: list, seed: in
         _demo_user(name, secrets.token_urlsafe(24), role=User.Role.PHYSICIAN)
         for name in DEMO_SIMULATED_RATERS
     ]
-    studies_services.study_transition(study=study, to_status=Study.Status.READY)
+    design_services.study_transition(study=study, to_status=Study.Status.READY)
     design_services.study_design_update(
         study=study,
         design=study.design | {"arm_sets": DEMO_PAIRS, "raters_per_item": 2},
@@ -193,9 +193,9 @@ def _demo_closed_study(coordinator: User, cases: list, responses: list, seed: in
         analysis_plan=study.analysis_plan | {"primary": DEMO_PRIMARY},
         rater_ids=[rater.pk for rater in raters],
     )
-    studies_services.study_transition(study=study, to_status=Study.Status.OPEN)
+    design_services.study_transition(study=study, to_status=Study.Status.OPEN)
     demo_ratings.rate_study(study=study, raters=raters, seed=seed)
-    studies_services.study_transition(study=study, to_status=Study.Status.CLOSED)
+    design_services.study_transition(study=study, to_status=Study.Status.CLOSED)
     Study.objects.filter(pk=study.pk).update(simulated_ratings=True)
     # Nobody signs in as a simulated physician.
     User.objects.filter(pk__in=[r.pk for r in raters]).update(is_active=False)

@@ -192,3 +192,7 @@ class StudyDesignForm(forms.Form):
             },
             "rater_ids": [user.pk for user in data["raters"]],
         }
+
+
+class StudyTransitionForm(forms.Form):
+    to_status = forms.ChoiceField(choices=Study.Status.choices)

@@ -7,18 +7,17 @@ from typing import Any
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from clinic_eval import access
 from clinic_eval.config import PLAN_FAMILIES
 from clinic_eval.design import selectors as design_selectors
 from clinic_eval.design import services
-from clinic_eval.design.forms import StudyDesignForm
+from clinic_eval.design.forms import StudyDesignForm, StudyTransitionForm
 from clinic_eval.design.planner import DesignError
+from clinic_eval.design.power import views as power_views
 from clinic_eval.errors import DomainError
 from clinic_eval.models import Study
-from clinic_eval.power import views as power_views
-from clinic_eval.studies import selectors as studies_selectors
-from clinic_eval.studies.forms import StudyTransitionForm
 from clinic_eval.web.csvsafe import csv_safe
 from clinic_eval.web.http import wants_partial
 from clinic_eval.web.permissions import coordinator_required
@@ -27,7 +26,7 @@ from clinic_eval.web.permissions import coordinator_required
 @require_http_methods(["GET", "POST"])
 @coordinator_required
 def study_design(request: HttpRequest, study_id: int) -> HttpResponse:
-    study = studies_selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
+    study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
     form = StudyDesignForm(request.POST or None, study=study)
     if request.method == "POST" and form.is_valid():
         try:
@@ -64,7 +63,7 @@ def render_design_page(
 @require_GET
 @coordinator_required
 def study_design_preview(request: HttpRequest, study_id: int) -> HttpResponse:
-    study = studies_selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
+    study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
     context: dict = {"study": study}
     try:
         context["summary"] = design_selectors.design_preview(study=study)
@@ -90,7 +89,7 @@ def _csv_response(
 @require_GET
 @coordinator_required
 def study_design_csv(request: HttpRequest, study_id: int) -> HttpResponse:
-    study = studies_selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
+    study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
     seats = list(design_selectors.design_seats(study=study))
     orders = design_selectors.seat_arm_order(seats)
     rows = (
@@ -117,8 +116,24 @@ def study_design_csv(request: HttpRequest, study_id: int) -> HttpResponse:
 @require_GET
 @coordinator_required
 def study_balance_csv(request: HttpRequest, study_id: int) -> HttpResponse:
-    study = studies_selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
+    study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
     summary = design_selectors.design_summary(study=study)
     rows = ((r.rater, r.arm_set, r.order, r.count) for r in summary.balance)
     header = ["rater", "arm_set", "shown_order", "count"]
     return _csv_response(f"study-{study.pk}-balance.csv", header, rows)
+
+
+@require_POST
+@coordinator_required
+def study_transition(request: HttpRequest, study_id: int) -> HttpResponse:
+    study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
+    form = StudyTransitionForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose a valid status.")
+    else:
+        try:
+            study = services.study_transition(study=study, to_status=form.cleaned_data["to_status"])
+            messages.success(request, f"The study is now {study.get_status_display().lower()}.")
+        except DomainError as exc:
+            messages.error(request, str(exc))
+    return redirect("coordinator:study_detail", study_id=study.pk)

@@ -5,11 +5,11 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 from django_htmx.http import HttpResponseStopPolling
 
+from clinic_eval import access
 from clinic_eval.errors import DomainError
-from clinic_eval.imports import selectors as imports_selectors
 from clinic_eval.imports import services
 from clinic_eval.imports.forms import DataImportForm
-from clinic_eval.studies import selectors as studies_selectors
+from clinic_eval.studies import selectors
 from clinic_eval.web.http import wants_partial
 from clinic_eval.web.permissions import coordinator_required
 
@@ -17,7 +17,7 @@ from clinic_eval.web.permissions import coordinator_required
 @require_http_methods(["GET", "POST"])
 @coordinator_required
 def import_create(request: HttpRequest, study_id: int) -> HttpResponse:
-    study = studies_selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
+    study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
     form = DataImportForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         upload = form.cleaned_data["file"]
@@ -39,7 +39,7 @@ def import_create(request: HttpRequest, study_id: int) -> HttpResponse:
     context = {
         "study": study,
         "form": form,
-        "imports": studies_selectors.data_import_list(study=study),
+        "imports": selectors.data_import_list(study=study),
     }
     return render(request, "coordinator/import_form.html", context)
 
@@ -47,7 +47,7 @@ def import_create(request: HttpRequest, study_id: int) -> HttpResponse:
 @require_GET
 @coordinator_required
 def import_detail(request: HttpRequest, study_id: int, import_id: int) -> HttpResponse:
-    data_import = imports_selectors.data_import_get_for_coordinator(
+    data_import = access.data_import_get_for_coordinator(
         user=request.user, study_id=study_id, import_id=import_id
     )
     context = {"study": data_import.study, "data_import": data_import}

@@ -7,8 +7,8 @@ import django.utils.timezone
 from django.conf import settings
 from django.db import migrations, models
 
-import clinic_eval.models
 import clinic_eval.config
+import clinic_eval.models
 
 
 class Migration(migrations.Migration):

@@ -4,8 +4,8 @@ import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
 
-import clinic_eval.models
 import clinic_eval.config
+import clinic_eval.models
 
 
 class Migration(migrations.Migration):

@@ -5,12 +5,12 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from clinic_eval import access
 from clinic_eval.errors import DomainError
 from clinic_eval.models import Study, StudyRater, User
 from clinic_eval.monitoring import selectors as monitoring_selectors
 from clinic_eval.monitoring import services
 from clinic_eval.monitoring.forms import ReassignForm
-from clinic_eval.studies import selectors as studies_selectors
 from clinic_eval.web.http import wants_partial
 from clinic_eval.web.permissions import coordinator_required
 
@@ -18,7 +18,7 @@ from clinic_eval.web.permissions import coordinator_required
 @require_GET
 @coordinator_required
 def study_monitor(request: HttpRequest, study_id: int) -> HttpResponse:
-    study = studies_selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
+    study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
     context = {
         "study": study,
         "monitor": monitoring_selectors.study_monitoring(study=study),
@@ -31,7 +31,7 @@ def study_monitor(request: HttpRequest, study_id: int) -> HttpResponse:
 
 
 def _study_rater(request: HttpRequest, study_id: int, rater_id: int) -> tuple[Study, User]:
-    study = studies_selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
+    study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
     link = get_object_or_404(
         StudyRater.objects.select_related("rater"), study=study, rater=rater_id
     )

@@ -18,6 +18,7 @@ from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from clinic_eval import access
 from clinic_eval.config import POSITION_LETTERS, Rubric, position_letter, position_of
 from clinic_eval.errors import DomainError, JudgmentInvalid
 from clinic_eval.models import Assignment
@@ -379,7 +380,7 @@ class RateNextApi(RaterApi):
         "204 when nothing is left to rate.",
     )
     def post(self, request: Request, study_id: str) -> Response:
-        study = selectors.study_get_for_rater(user=request.user, public_id=study_id)
+        study = access.study_get_for_rater(user=request.user, public_id=study_id)
         assignment = services.assignment_next(rater=request.user, study=study)
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
@@ -389,7 +390,7 @@ class RateNextApi(RaterApi):
 class RateItemApi(RaterApi):
     @extend_schema(responses=RateItemOutput)
     def get(self, request: Request, public_id: str) -> Response:
-        assignment = selectors.assignment_get_for_rater(user=request.user, public_id=public_id)
+        assignment = access.assignment_get_for_rater(user=request.user, public_id=public_id)
         return _item_response(assignment)
 
 
@@ -407,7 +408,7 @@ class RateJudgmentApi(RaterApi):
         "409 when the judgment changed since you loaded it or the study is closed.",
     )
     def put(self, request: Request, public_id: str) -> Response:
-        assignment = selectors.assignment_get_for_rater(user=request.user, public_id=public_id)
+        assignment = access.assignment_get_for_rater(user=request.user, public_id=public_id)
         payload = RateJudgmentInput(data=request.data)
         payload.is_valid(raise_exception=True)
         try:

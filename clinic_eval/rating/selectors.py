@@ -3,7 +3,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from django.db.models import Count, Q, QuerySet
-from django.http import Http404
 
 from clinic_eval.config import position_letter, preference_choices
 from clinic_eval.design import planner as design_lib
@@ -15,32 +14,6 @@ from clinic_eval.models import (
     User,
 )
 from clinic_eval.rubrics.selectors import case_criteria
-
-
-def study_get_for_rater(*, user: User, public_id: str) -> Study:
-    if not user.is_physician:
-        raise Http404
-    try:
-        return Study.objects.get(
-            public_id=public_id,
-            rater_links__rater=user,
-            status__in=(Study.Status.OPEN, Study.Status.CLOSED),
-        )
-    except Study.DoesNotExist:
-        raise Http404 from None
-
-
-def assignment_get_for_rater(*, user: User, public_id: str) -> Assignment:
-    if not user.is_physician:
-        raise Http404
-    try:
-        return Assignment.objects.select_related("study", "comparison__case").get(
-            public_id=public_id,
-            rater=user,
-            study__status__in=(Study.Status.OPEN, Study.Status.CLOSED),
-        )
-    except Assignment.DoesNotExist:
-        raise Http404 from None
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,11 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from clinic_eval import access
 from clinic_eval.design.planner import RUBRIC_MODE
 from clinic_eval.errors import DomainError, JudgmentInvalid
 from clinic_eval.models import Assignment, Study
-from clinic_eval.rating import selectors as rating_selectors
-from clinic_eval.rating import services
+from clinic_eval.rating import selectors, services
 from clinic_eval.rating.forms import judgment_input, judgment_values, rating_form
 from clinic_eval.rubrics import selectors as rubrics_selectors
 from clinic_eval.web.http import wants_partial
@@ -25,7 +25,7 @@ def _render_item(
     errors: dict | None = None,
     status: int = 200,
 ) -> HttpResponse:
-    item = rating_selectors.rating_item(assignment=assignment)
+    item = selectors.rating_item(assignment=assignment)
     if values is None:
         values = judgment_values(item.judgment, item.grades)
     context = {
@@ -45,8 +45,8 @@ def _render_item(
 def _queue_done(request: HttpRequest, study: Study) -> HttpResponse:
     context = {
         "study": study,
-        "progress": rating_selectors.rater_progress(rater=request.user, study=study),
-        "items": rating_selectors.rater_done_items(rater=request.user, study=study),
+        "progress": selectors.rater_progress(rater=request.user, study=study),
+        "items": selectors.rater_done_items(rater=request.user, study=study),
     }
     if wants_partial(request):
         response = render(request, "rater/queue_done.html#queue-done", context)
@@ -58,14 +58,14 @@ def _queue_done(request: HttpRequest, study: Study) -> HttpResponse:
 @require_GET
 @physician_required
 def rater_home(request: HttpRequest) -> HttpResponse:
-    context = {"studies": rating_selectors.rater_studies(rater=request.user)}
+    context = {"studies": selectors.rater_studies(rater=request.user)}
     return render(request, "rater/home.html", context)
 
 
 @require_POST
 @physician_required
 def rater_next(request: HttpRequest, study_id: str) -> HttpResponse:
-    study = rating_selectors.study_get_for_rater(user=request.user, public_id=study_id)
+    study = access.study_get_for_rater(user=request.user, public_id=study_id)
     assignment = services.assignment_next(rater=request.user, study=study)
     if assignment is None:
         return redirect("rater:rated", study_id=study.public_id)
@@ -75,7 +75,7 @@ def rater_next(request: HttpRequest, study_id: str) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @physician_required
 def rater_item(request: HttpRequest, public_id: str) -> HttpResponse:
-    assignment = rating_selectors.assignment_get_for_rater(user=request.user, public_id=public_id)
+    assignment = access.assignment_get_for_rater(user=request.user, public_id=public_id)
     if request.method == "GET":
         return _render_item(request, assignment)
     study = assignment.study
@@ -113,10 +113,10 @@ def rater_item(request: HttpRequest, public_id: str) -> HttpResponse:
 @require_GET
 @physician_required
 def rater_rated(request: HttpRequest, study_id: str) -> HttpResponse:
-    study = rating_selectors.study_get_for_rater(user=request.user, public_id=study_id)
+    study = access.study_get_for_rater(user=request.user, public_id=study_id)
     context = {
         "study": study,
-        "progress": rating_selectors.rater_progress(rater=request.user, study=study),
-        "items": rating_selectors.rater_done_items(rater=request.user, study=study),
+        "progress": selectors.rater_progress(rater=request.user, study=study),
+        "items": selectors.rater_done_items(rater=request.user, study=study),
     }
     return render(request, "rater/queue_done.html", context)

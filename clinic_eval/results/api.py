@@ -5,11 +5,12 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.request import Request
 
-from clinic_eval.results import exports, services
+from clinic_eval import access
+from clinic_eval.audit import services
+from clinic_eval.results import exports
+from clinic_eval.results.downloads import export_filters, logged_download
 from clinic_eval.statistics.report import report_json
-from clinic_eval.studies import selectors
 from clinic_eval.web.api import CoordinatorApi, StratumQuery
-from clinic_eval.web.http import export_filters, logged_download
 
 STRATUM_PARAMETER = OpenApiParameter(
     "stratum", str, description="Only the cases of this stratum (recorded in the export log)."
@@ -33,7 +34,7 @@ class StudyReportApi(CoordinatorApi):
         description="Every statistic of the study (see docs/statistics.md for the structure).",
     )
     def get(self, request: Request, study_id: int) -> HttpResponse:
-        study = selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
+        study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
         _check_filters(request)
         filters = export_filters(request)
         log = services.export_log_start(
@@ -52,7 +53,7 @@ class StudyExportApi(CoordinatorApi):
         responses={(200, "application/zip"): OpenApiTypes.BINARY, **BAD_FILTER},
     )
     def get(self, request: Request, study_id: int) -> StreamingHttpResponse:
-        study = selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
+        study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
         _check_filters(request)
         return logged_download(request, study, "zip", via="api")
 
@@ -66,6 +67,6 @@ class StudyExportFileApi(CoordinatorApi):
         operation_id="studies_export_file",
     )
     def get(self, request: Request, study_id: int, name: str) -> StreamingHttpResponse:
-        study = selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
+        study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
         _check_filters(request)
         return logged_download(request, study, name, via="api")

@@ -5,19 +5,19 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from clinic_eval import access
 from clinic_eval.models import Study
 from clinic_eval.results import exports
 from clinic_eval.results import selectors as results_selectors
+from clinic_eval.results.downloads import export_filters, logged_download
 from clinic_eval.results.page import results_context
-from clinic_eval.studies import selectors as studies_selectors
-from clinic_eval.web.http import export_filters, logged_download
 from clinic_eval.web.permissions import coordinator_required
 
 
 @require_GET
 @coordinator_required
 def study_export(request: HttpRequest, study_id: int, name: str = "zip") -> StreamingHttpResponse:
-    study = studies_selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
+    study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
     return logged_download(request, study, name)
 
 
@@ -33,7 +33,7 @@ def _primary_label(study: Study) -> str:
 @require_GET
 @coordinator_required
 def study_results(request: HttpRequest, study_id: int) -> HttpResponse:
-    study = studies_selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
+    study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
     filters = export_filters(request)
     key = (
         f"results:{study.pk}:{filters.stratum}:{results_selectors.study_data_version(study=study)}"

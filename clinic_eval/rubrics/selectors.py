@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
 from django.http import Http404
 
+from clinic_eval.access import study_get_for_coordinator
 from clinic_eval.config import Design
 from clinic_eval.models import (
     Case,
@@ -23,7 +24,6 @@ from clinic_eval.models import (
     StudyRater,
     User,
 )
-from clinic_eval.studies.selectors import study_get_for_coordinator
 
 # Rubrics freeze when the study opens (see services.rubrics); verification happens before.
 VERIFIABLE_STATUSES = (Study.Status.DRAFT, Study.Status.GENERATING, Study.Status.READY)

@@ -20,10 +20,10 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import reswap, retarget
 
-from alignment_jobs.rubric_jobs.views import rubric_actions_context
+from clinic_eval import access
+from clinic_eval.audit import services
 from clinic_eval.errors import DomainError
 from clinic_eval.models import CaseRubric, RubricCriterion, User
-from clinic_eval.results import services as results_services
 from clinic_eval.rubrics import selectors as rubric_reads
 from clinic_eval.rubrics import services as rubrics_services
 from clinic_eval.rubrics.forms import (
@@ -32,7 +32,7 @@ from clinic_eval.rubrics.forms import (
     RubricImportForm,
     SeenVersionForm,
 )
-from clinic_eval.studies import selectors
+from clinic_eval.rubrics.panels import rubric_panels_render
 from clinic_eval.web.http import wants_partial
 from clinic_eval.web.permissions import coordinator_required, physician_required
 
@@ -261,7 +261,7 @@ def _criterion_delete(
 @require_GET
 @coordinator_required
 def rubric_overview(request: HttpRequest, study_id: int) -> HttpResponse:
-    study = selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
+    study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
     filters = RubricFilterForm(request.GET)
     chosen = filters.cleaned_data if filters.is_valid() else {}
     overview = rubric_reads.rubric_overview(
@@ -273,8 +273,7 @@ def rubric_overview(request: HttpRequest, study_id: int) -> HttpResponse:
     context = {"study": study, "overview": overview, "filters": filters}
     if wants_partial(request):
         return render(request, "rubrics/overview.html#rubric-table", context)
-    # The model drafting and grading forms (alignment_jobs) sit on this page.
-    context.update(rubric_actions_context(study=study))
+    context["panels"] = rubric_panels_render(request=request, study=study)
     return render(request, "rubrics/overview.html", context)
 
 
@@ -292,7 +291,7 @@ def _import_errors(message: str) -> list[str]:
 @require_http_methods(["GET", "POST"])
 @coordinator_required
 def rubric_import(request: HttpRequest, study_id: int) -> HttpResponse:
-    study = selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
+    study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
     form = RubricImportForm(request.POST or None, request.FILES or None)
     errors: list[str] = []
     if request.method == "POST" and form.is_valid():
@@ -313,9 +312,9 @@ def rubric_import(request: HttpRequest, study_id: int) -> HttpResponse:
 @require_GET
 @coordinator_required
 def rubric_export(request: HttpRequest, study_id: int) -> StreamingHttpResponse:
-    study = selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
+    study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
     rubrics = rubric_reads.rubrics_for_export(study=study)
-    log = results_services.export_log_start(
+    log = services.export_log_start(
         study=study, user=request.user, what="rubrics.jsonl", filters={}, via="web"
     )
 
@@ -324,7 +323,7 @@ def rubric_export(request: HttpRequest, study_id: int) -> StreamingHttpResponse:
         for line in rubrics_services.rubrics_jsonl(rubrics):
             rows += 1
             yield line.encode()
-        results_services.export_log_finish(log=log, row_count=rows)
+        services.export_log_finish(log=log, row_count=rows)
 
     response = StreamingHttpResponse(logged(), content_type="application/jsonl; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="study-{study.pk}-rubrics.jsonl"'

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django import forms
 
-from clinic_eval.models import Arm, Study
+from clinic_eval.models import Arm
 
 
 class StudyCreateForm(forms.Form):
@@ -12,10 +12,6 @@ class StudyCreateForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3}),
         help_text="The clinical question the study answers.",
     )
-
-
-class StudyTransitionForm(forms.Form):
-    to_status = forms.ChoiceField(choices=Study.Status.choices)
 
 
 class ArmCreateForm(forms.Form):

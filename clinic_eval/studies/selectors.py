@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.db.models import Count, Q, QuerySet
-from django.http import Http404
 
 from clinic_eval.models import (
     STUDY_TRANSITIONS,
@@ -17,31 +16,7 @@ from clinic_eval.models import (
     Case,
     DataImport,
     Study,
-    User,
 )
-
-
-def study_list_for_coordinator(*, user: User) -> QuerySet[Study]:
-    studies = Study.objects.all() if user.is_superuser else user.coordinated_studies.all()
-    return studies.annotate(case_count=Count("cases", distinct=True)).order_by("-created_at")
-
-
-def study_get_for_coordinator(*, user: User, study_id: int) -> Study:
-    if not user.is_coordinator:
-        raise Http404
-    studies = Study.objects.all() if user.is_superuser else user.coordinated_studies.all()
-    try:
-        return studies.get(pk=study_id)
-    except Study.DoesNotExist:
-        raise Http404 from None
-
-
-def case_get_for_coordinator(*, user: User, study_id: int, case_id: int) -> Case:
-    study = study_get_for_coordinator(user=user, study_id=study_id)
-    try:
-        return study.cases.select_related("study", "original_author", "data_import").get(pk=case_id)
-    except Case.DoesNotExist:
-        raise Http404 from None
 
 
 def case_list(*, study: Study, stratum: str = "", search: str = "") -> QuerySet[Case]:

@@ -10,10 +10,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from clinic_eval.audit.services import audit_record
-from clinic_eval.design.services import design_freeze
 from clinic_eval.errors import DomainError
 from clinic_eval.models import (
-    STUDY_TRANSITIONS,
     Arm,
     AuditEvent,
     Response,
@@ -62,34 +60,6 @@ def study_create(*, title: str, question: str = "", created_by: User) -> Study:
         summary=study.title,
     )
     return study
-
-
-@transaction.atomic
-def study_transition(*, study: Study, to_status: str) -> Study:
-    locked = Study.objects.select_for_update().get(pk=study.pk)
-    if to_status not in STUDY_TRANSITIONS[locked.status]:
-        allowed = ", ".join(STUDY_TRANSITIONS[locked.status]) or "none: the study is closed"
-        raise DomainError(
-            f"a {locked.status} study cannot become {to_status} (possible next steps: {allowed})"
-        )
-    if to_status in {Study.Status.READY, Study.Status.OPEN} and not locked.cases.exists():
-        raise DomainError("import cases before marking the study ready")
-    if to_status == Study.Status.OPEN:
-        design_freeze(study=locked)
-    before = locked.status
-    locked.status = to_status
-    locked.status_changed_at = timezone.now()
-    locked.save(update_fields=["status", "status_changed_at"])
-    audit_record(
-        action=AuditEvent.Action.STUDY_STATUS,
-        study_id=locked.pk,
-        target=f"study:{locked.pk}",
-        summary=f"{before} → {to_status}"
-        + (f"; design frozen, hash {locked.design_hash[:12]}" if locked.design_hash else ""),
-        before={"status": before},
-        after={"status": to_status},
-    )
-    return locked
 
 
 @transaction.atomic

@@ -6,9 +6,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from clinic_eval import access
 from clinic_eval.errors import DomainError
 from clinic_eval.studies import selectors, services
-from clinic_eval.studies.forms import ArmCreateForm, StudyCreateForm, StudyTransitionForm
+from clinic_eval.studies.forms import ArmCreateForm, StudyCreateForm
 from clinic_eval.web.http import wants_partial
 from clinic_eval.web.permissions import coordinator_required
 
@@ -23,14 +24,14 @@ def study_list(request: HttpRequest) -> HttpResponse:
         study = services.study_create(created_by=request.user, **form.cleaned_data)
         messages.success(request, f"Study “{study.title}” created. Import its cases next.")
         return redirect("coordinator:study_detail", study_id=study.pk)
-    studies = selectors.study_list_for_coordinator(user=request.user)
+    studies = access.study_list_for_coordinator(user=request.user)
     return render(request, "coordinator/study_list.html", {"studies": studies, "form": form})
 
 
 def _study_detail_page(
     request: HttpRequest, study_id: int, *, arm_form: ArmCreateForm | None = None
 ) -> HttpResponse:
-    study = selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
+    study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
     overview = selectors.study_overview(study=study)
     context = {"overview": overview, "study": study, "arm_form": arm_form or ArmCreateForm()}
     return render(request, "coordinator/study_detail.html", context)
@@ -44,24 +45,8 @@ def study_detail(request: HttpRequest, study_id: int) -> HttpResponse:
 
 @require_POST
 @coordinator_required
-def study_transition(request: HttpRequest, study_id: int) -> HttpResponse:
-    study = selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
-    form = StudyTransitionForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, "Choose a valid status.")
-    else:
-        try:
-            study = services.study_transition(study=study, to_status=form.cleaned_data["to_status"])
-            messages.success(request, f"The study is now {study.get_status_display().lower()}.")
-        except DomainError as exc:
-            messages.error(request, str(exc))
-    return redirect("coordinator:study_detail", study_id=study.pk)
-
-
-@require_POST
-@coordinator_required
 def arm_create(request: HttpRequest, study_id: int) -> HttpResponse:
-    study = selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
+    study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
     form = ArmCreateForm(request.POST)
     if form.is_valid():
         try:
@@ -77,7 +62,7 @@ def arm_create(request: HttpRequest, study_id: int) -> HttpResponse:
 @require_GET
 @coordinator_required
 def case_list(request: HttpRequest, study_id: int) -> HttpResponse:
-    study = selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
+    study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
     stratum = request.GET.get("stratum", "")
     search = request.GET.get("q", "").strip()[:100]
     cases = selectors.case_list(study=study, stratum=stratum, search=search)
@@ -92,7 +77,7 @@ def case_list(request: HttpRequest, study_id: int) -> HttpResponse:
 @require_GET
 @coordinator_required
 def case_detail(request: HttpRequest, study_id: int, case_id: int) -> HttpResponse:
-    case = selectors.case_get_for_coordinator(user=request.user, study_id=study_id, case_id=case_id)
+    case = access.case_get_for_coordinator(user=request.user, study_id=study_id, case_id=case_id)
     context = {
         "study": case.study,
         "case": case,

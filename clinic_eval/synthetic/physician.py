@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 
-from clinic_eval.studies.vocabulary import DOSE_BANDS
 from clinic_eval.synthetic.cases import _build_narrative, _sample_fields
 from clinic_eval.synthetic.phrases import (
     _PROTOCOL_PHRASES,
@@ -23,6 +22,7 @@ from clinic_eval.synthetic.rules import (
     derive_ground_truth,
     derive_stratum,
 )
+from clinic_eval.vocabulary import DOSE_BANDS
 
 # Physician disagreement with the derived ground truth, per stratum.
 PHYSICIAN_DISAGREEMENT: dict[str, float] = {

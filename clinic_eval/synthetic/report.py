@@ -5,15 +5,9 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from clinic_eval.studies.vocabulary import (
-    ART_STRATEGIES,
-    DIAGNOSIS_LABELS,
-    DOSE_BANDS,
-    PROTOCOLS,
-    STRATA,
-)
 from clinic_eval.synthetic.responses import SIMULATED_ARMS
 from clinic_eval.synthetic.rules import LAYER_TITLES, LAYERS
+from clinic_eval.vocabulary import ART_STRATEGIES, DIAGNOSIS_LABELS, DOSE_BANDS, PROTOCOLS, STRATA
 
 
 def _pct(part: int, whole: int) -> str:

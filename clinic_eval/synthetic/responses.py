@@ -6,7 +6,6 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from clinic_eval.studies.vocabulary import DOSE_BANDS
 from clinic_eval.synthetic.phrases import (
     _PROTOCOL_PHRASES,
     _STRATEGY_PHRASES,
@@ -27,6 +26,7 @@ from clinic_eval.synthetic.rules import (
     _sorted_labels,
     derive_ground_truth,
 )
+from clinic_eval.vocabulary import DOSE_BANDS
 
 SIMULATED_ARMS: tuple[str, ...] = ("SFT-sim", "DPO-sim", "GRPO-sim", "ICL-sim")
 

@@ -9,7 +9,7 @@ import random
 from dataclasses import dataclass
 from typing import TypeVar
 
-from clinic_eval.studies.vocabulary import DIAGNOSIS_LABELS
+from clinic_eval.vocabulary import DIAGNOSIS_LABELS
 
 LAYERS: tuple[str, ...] = ("diagnosis", "art_strategy", "protocol", "dose_band")
 LAYER_TITLES: dict[str, str] = {

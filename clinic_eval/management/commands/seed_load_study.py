@@ -151,7 +151,7 @@ def seed_load_study(
         analysis_plan=default_analysis_plan(),
         rater_ids=[rater.pk for rater in raters],
     )
-    studies_services.study_transition(study=study, to_status=Study.Status.READY)
-    study = studies_services.study_transition(study=study, to_status=Study.Status.OPEN)
+    design_services.study_transition(study=study, to_status=Study.Status.READY)
+    study = design_services.study_transition(study=study, to_status=Study.Status.OPEN)
     by_user = {token.user_id: token.key for token in tokens}
     return study, {rater.username: by_user[rater.pk] for rater in raters}

@@ -5,9 +5,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from clinic_eval.design.power import services
+from clinic_eval.design.power.views import power_form
 from clinic_eval.models import Study, User
-from clinic_eval.power import services
-from clinic_eval.power.views import power_form
 
 
 class Command(BaseCommand):

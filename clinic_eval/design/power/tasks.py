@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from clinic_eval.power import services
+from clinic_eval.design.power import services
 
 
 @shared_task(name="clinic_eval.power_analysis_run", acks_late=True, reject_on_worker_lost=True)

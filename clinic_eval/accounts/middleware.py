@@ -9,8 +9,8 @@ from django.contrib.auth import logout
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 
+from clinic_eval.accounts.signals import SESSION_SIGNED_IN_AT
 from clinic_eval.audit import services as audit
-from clinic_eval.audit.signals import SESSION_SIGNED_IN_AT
 from clinic_eval.models import AuditEvent
 from clinic_eval.rating import selectors
 from clinic_eval.web.error_pages import bad_request

@@ -10,12 +10,12 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
+from clinic_eval import access
+from clinic_eval.design.power import selectors as power_selectors
+from clinic_eval.design.power import services
+from clinic_eval.design.power.forms import PowerForm
 from clinic_eval.models import PowerAnalysis, Study, User
-from clinic_eval.power import selectors as power_selectors
-from clinic_eval.power import services
-from clinic_eval.power.forms import PowerForm
 from clinic_eval.results import plots
-from clinic_eval.studies import selectors
 from clinic_eval.web.permissions import coordinator_required
 
 TEMPLATE = "coordinator/_power.html"
@@ -85,7 +85,7 @@ def power_context(study: Study, user: User, form: PowerForm | None = None) -> di
 @require_POST
 @coordinator_required
 def study_power(request: HttpRequest, study_id: int) -> HttpResponse:
-    study = selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
+    study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
     form = power_form(study, request.user, request.POST)
     if form.is_valid():
         try:
@@ -107,7 +107,7 @@ def study_power(request: HttpRequest, study_id: int) -> HttpResponse:
 @require_GET
 @coordinator_required
 def study_power_status(request: HttpRequest, study_id: int, analysis_id: int) -> HttpResponse:
-    study = selectors.study_get_for_coordinator(user=request.user, study_id=study_id)
+    study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
     try:
         analysis = power_selectors.power_analysis_get_for_coordinator(
             study=study, analysis_id=analysis_id

@@ -10,8 +10,8 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from clinic_eval.design.power.forms import PowerForm
 from clinic_eval.models import PowerAnalysis, Study, User
-from clinic_eval.power.forms import PowerForm
 from clinic_eval.statistics import power as power_lib
 from clinic_eval.statistics.report import plain_json
 
@@ -34,7 +34,7 @@ def power_analysis_request(
 ) -> PowerAnalysis:
     """Record the request and queue it for a worker once the transaction commits
     (``enqueue=False``: the caller runs it, as ``manage.py study_power`` does)."""
-    from clinic_eval.power.tasks import power_analysis_run_task
+    from clinic_eval.design.power.tasks import power_analysis_run_task
 
     problems = inputs.check()
     if problems:
@@ -155,7 +155,7 @@ def power_analysis_start(
     """Turn the planner form into inputs (heterogeneity estimated from a closed study when one
     was chosen, seconds per item measured) and request the run on a worker, or (``run_here``)
     run it in this process."""
-    from clinic_eval.power import selectors
+    from clinic_eval.design.power import selectors
     from clinic_eval.results import exports
 
     values = form.heterogeneity_values()

@@ -6,8 +6,8 @@ from typing import Any
 
 from django import forms
 
+from clinic_eval.design.power.selectors import PlannerDefaults
 from clinic_eval.models import Study
-from clinic_eval.power.selectors import PlannerDefaults
 from clinic_eval.statistics import power as power_lib
 
 # Typical heterogeneity when nothing better is known: moderate physician taste and case effects.
