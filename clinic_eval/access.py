@@ -52,7 +52,7 @@ def study_get_for_rater(*, user: User, public_id: str) -> Study:
         return Study.objects.get(
             public_id=public_id,
             rater_links__rater=user,
-            status__in=(Study.Status.OPEN, Study.Status.CLOSED),
+            status__in=Study.FROZEN_STATUSES,
         )
     except Study.DoesNotExist:
         raise Http404 from None
@@ -65,7 +65,7 @@ def assignment_get_for_rater(*, user: User, public_id: str) -> Assignment:
         return Assignment.objects.select_related("study", "comparison__case").get(
             public_id=public_id,
             rater=user,
-            study__status__in=(Study.Status.OPEN, Study.Status.CLOSED),
+            study__status__in=Study.FROZEN_STATUSES,
         )
     except Assignment.DoesNotExist:
         raise Http404 from None

@@ -4,7 +4,6 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 from django.http import HttpRequest
 
-from clinic_eval.design.services import FROZEN_STATUSES
 from clinic_eval.models import (
     Arm,
     Assignment,
@@ -44,7 +43,7 @@ class StudyAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Study | None = None) -> list[str]:
         fields = list(self.readonly_fields)
-        if obj is not None and obj.status in FROZEN_STATUSES:
+        if obj is not None and obj.is_frozen:
             # The hash on the study page vouches for these; not even the admin edits them.
             fields += ["design", "rubric", "analysis_plan", "seed", "status"]
         return fields

@@ -44,11 +44,11 @@ def test_the_report_from_the_database_and_from_its_export_agree_exactly(
     archive = tmp_path / "export.zip"
     archive.write_bytes(zip_bytes(study))
     frames, meta = reporting.read_export(archive)
-    from_zip = report_json(reporting.study_report(frames, meta))
+    from_zip = report_json(reporting.report_from_frames(frames, meta))
     assert from_db == from_zip
     folder = tmp_path / "unzipped"
     zipfile.ZipFile(archive).extractall(folder)
-    from_folder = report_json(reporting.study_report(*reporting.read_export(folder)))
+    from_folder = report_json(reporting.report_from_frames(*reporting.read_export(folder)))
     assert from_folder == from_db
     report = json.loads(from_db)
     assert report["counts"]["judgments"] > 20 and report["preference"]["win_rates"]

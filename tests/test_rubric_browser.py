@@ -18,6 +18,7 @@ from pytest_django.live_server_helper import LiveServer
 from alignment_jobs.models import GenerationSpec
 from clinic_eval.models import Arm, CaseRubric, RubricChange, Study, StudyRater, User
 from clinic_eval.rubrics import services
+from clinic_eval.rubrics.selectors import rubric_is_usable
 from clinic_eval.rubrics.services import CriterionInput
 from tests.browser import ConsoleLog, chromium, new_page, sign_in
 from tests.conftest import PASSWORD
@@ -66,7 +67,7 @@ def _stored(rubric_id: int) -> Stored:
         criteria=list(rubric.criteria.values_list("text", "points")),
         version=rubric.version,
         verified_versions=list(rubric.verifications.values_list("version", flat=True)),
-        usable=services.rubric_is_usable(rubric),
+        usable=rubric_is_usable(rubric=rubric),
     )
 
 

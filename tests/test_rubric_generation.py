@@ -37,7 +37,7 @@ from clinic_eval.models import (
     StudyRater,
     User,
 )
-from clinic_eval.rubrics import services as rubric_services
+from clinic_eval.rubrics.selectors import rubric_is_usable
 from clinic_eval.rubrics.services import CriterionInput, rubric_store, rubric_verify
 from tests.factories import ArmFactory
 
@@ -209,7 +209,7 @@ def test_drafting_on_transformers_falls_back_to_the_models_lines_honestly(
         assert len(provenance["parse_errors"]) == 2
         kept = [c.text for c in rubric.criteria.all()]
         assert kept and all(text in provenance["raw_output"] for text in kept)
-        assert not rubric_services.rubric_is_usable(rubric)
+        assert not rubric_is_usable(rubric=rubric)
     progress = rubric_selectors.rubric_jobs_progress(study=study)
     assert (progress.cases_with_rubric, progress.drafted, progress.drafted_unverified) == (2, 2, 2)
     assert (progress.last_draft.asked, progress.last_draft.done) == (2, 2)

@@ -177,7 +177,7 @@ def test_the_export_carries_the_rubric_files_and_reproduces_the_report(
     grades = zipfile.ZipFile(archive).read("rubric_grades.csv").decode()
     assert len(grades.strip().splitlines()) == 1 + 20
     from_db = report_json(exports.study_report(graded))
-    from_zip = report_json(reporting.study_report(*reporting.read_export(archive)))
+    from_zip = report_json(reporting.report_from_frames(*reporting.read_export(archive)))
     assert from_db == from_zip
 
 

@@ -27,6 +27,7 @@ from clinic_eval.models import (
 )
 from clinic_eval.rubrics import selectors as rubric_selectors
 from clinic_eval.rubrics import services
+from clinic_eval.rubrics.selectors import rubric_is_usable
 from clinic_eval.rubrics.services import CriterionInput
 from tests.conftest import logged_in
 from tests.factories import ArmFactory, CaseFactory
@@ -430,7 +431,7 @@ def test_verify_checks_the_version_and_counts_towards_usable(
     response = first.post(world.physician_url("verify"), {"version": 1})
     assert response.status_code == 302
     assert RubricVerification.objects.filter(physician=physician, version=1).exists()
-    assert not services.rubric_is_usable(world.rubric)
+    assert not rubric_is_usable(rubric=world.rubric)
     page = first.get(world.review_url()).content.decode()
     assert "You verified this rubric as it stands" in page
     assert world.public_id not in first.get(reverse("rubrics:queue")).content.decode()
@@ -442,11 +443,11 @@ def test_verify_checks_the_version_and_counts_towards_usable(
     assert "review it again, then verify" in response.content.decode()
     assert second.post(world.physician_url("verify"), {"version": 2}).status_code == 302
     assert version_of(world.rubric) == 2
-    assert not services.rubric_is_usable(world.rubric), "the first verification was of v1"
+    assert not rubric_is_usable(rubric=world.rubric), "the first verification was of v1"
     assert world.public_id in first.get(reverse("rubrics:queue")).content.decode()
 
     first.post(world.physician_url("verify"), {"version": 2})
-    assert services.rubric_is_usable(world.rubric)
+    assert rubric_is_usable(rubric=world.rubric)
     overview = logged_in(world.study.coordinators.get()).get(
         reverse("rubrics:overview", kwargs={"study_id": world.study.pk}), {"state": "usable"}
     )

@@ -9,6 +9,7 @@ import pytest
 from clinic_eval.errors import DomainError
 from clinic_eval.models import CaseRubric, RubricChange, Study, StudyRater, User
 from clinic_eval.rubrics import services
+from clinic_eval.rubrics.selectors import rubric_is_usable
 from clinic_eval.rubrics.services import CriterionInput
 from tests.factories import CaseFactory
 
@@ -94,7 +95,7 @@ def test_edits_bump_the_version_and_void_earlier_verifications(
         criteria=[CriterionInput("Orders AMH", 3), CriterionInput("Invents a lab value", -4)],
     )
     services.rubric_verify(rubric=rubric, physician=physician, version=rubric.version)
-    assert not services.rubric_is_usable(rubric)
+    assert not rubric_is_usable(rubric=rubric)
 
     first = rubric.criteria.first()
     services.criterion_edit(
@@ -106,11 +107,11 @@ def test_edits_bump_the_version_and_void_earlier_verifications(
     rubric.refresh_from_db()
     assert rubric.version == 3
     services.rubric_verify(rubric=rubric, physician=other_physician, version=3)
-    assert not services.rubric_is_usable(rubric), "the first verification was of version 1"
+    assert not rubric_is_usable(rubric=rubric), "the first verification was of version 1"
     with pytest.raises(DomainError, match="changed this rubric"):
         services.rubric_verify(rubric=rubric, physician=physician, version=1)
     services.rubric_verify(rubric=rubric, physician=physician, version=3)
-    assert services.rubric_is_usable(rubric)
+    assert rubric_is_usable(rubric=rubric)
 
     actions = list(rubric.changes.values_list("action", "author__username"))
     assert actions == [

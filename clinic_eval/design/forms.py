@@ -121,33 +121,33 @@ class StudyDesignForm(forms.Form):
 
     @staticmethod
     def initial_for(study: Study) -> dict:
-        design, plan = study.design, study.analysis_plan
-        sets = design.get("arm_sets", [])
-        mode = design.get("mode", "pairwise")
+        design, plan = study.design_config, study.plan_config
+        sets = [list(arms) for arms in design.arm_sets]
+        mode = design.mode
         return {
             "mode": mode,
             "pairs": [_pair_key(s) for s in sets] if mode == "pairwise" else [],
             "best_of_n_arms": sets[0] if sets and mode == "best_of_n" else [],
             "rubric_arms": sorted({a for s in sets for a in s}) if mode == "rubric" else [],
             "rubric_side_by_side": mode == "rubric" and any(len(s) > 1 for s in sets),
-            "rubric_verifiers": design.get("rubric_verifiers", 1),
-            "allow_tie": design.get("allow_tie", True),
-            "allow_both_unacceptable": design.get("allow_both_unacceptable", True),
-            "rationale_required": design.get("rationale_required", False),
-            "raters_per_item": design.get("raters_per_item", 2),
-            "cases_per_rater": design.get("cases_per_rater"),
-            "repeat_percent": round(100 * design.get("repeat_fraction", 0.0)),
-            "idle_timeout_minutes": design.get("idle_timeout_minutes", 30),
+            "rubric_verifiers": design.rubric_verifiers,
+            "allow_tie": design.allow_tie,
+            "allow_both_unacceptable": design.allow_both_unacceptable,
+            "rationale_required": design.rationale_required,
+            "raters_per_item": design.raters_per_item,
+            "cases_per_rater": design.cases_per_rater,
+            "repeat_percent": round(100 * design.repeat_fraction),
+            "idle_timeout_minutes": design.idle_timeout_minutes,
             "raters": list(study.rater_links.values_list("rater_id", flat=True)),
             "rubric": study.rubric,
-            "primary_kind": plan["primary"]["kind"],
-            "primary_arm_a": plan["primary"]["arm_a"],
-            "primary_arm_b": plan["primary"]["arm_b"],
-            "primary_dimension": plan["primary"]["dimension"],
-            "tests": plan["tests"],
-            "alpha": plan["alpha"],
-            "correction": plan["correction"],
-            "notes": plan["notes"],
+            "primary_kind": plan.primary.kind,
+            "primary_arm_a": plan.primary.arm_a,
+            "primary_arm_b": plan.primary.arm_b,
+            "primary_dimension": plan.primary.dimension,
+            "tests": list(plan.tests),
+            "alpha": plan.alpha,
+            "correction": plan.correction,
+            "notes": plan.notes,
         }
 
     def to_config(self) -> dict:

@@ -78,7 +78,7 @@ def design_inputs(*, study: Study) -> DesignInputs:
         )
     }
     strata = {str(pk): s for pk, s in study.cases.values_list("pk", "stratum")}
-    rubric_mode = study.design.get("mode") == design_lib.RUBRIC_MODE
+    rubric_mode = study.is_rubric_mode
     return DesignInputs(
         case_arms=case_arms,
         responses=responses,
@@ -93,18 +93,18 @@ def design_inputs(*, study: Study) -> DesignInputs:
 def design_plan(*, study: Study, inputs: DesignInputs | None = None) -> design_lib.StudyPlan:
     """The study's design as it would be frozen now (raises ``DesignError`` if it cannot be)."""
     inputs = inputs or design_inputs(study=study)
-    config = study.design
+    config = study.design_config
     return design_lib.plan_design(
         case_arms=inputs.case_arms,
-        arm_sets=config.get("arm_sets", []),
+        arm_sets=[list(arms) for arms in config.arm_sets],
         raters=inputs.raters,
-        raters_per_item=config.get("raters_per_item", 2),
+        raters_per_item=config.raters_per_item,
         seed=study.seed,
         strata=inputs.strata,
         authors=inputs.authors,
-        items_per_rater=config.get("cases_per_rater"),
-        repeat_fraction=config.get("repeat_fraction", 0.0),
-        mode=config.get("mode", "pairwise"),
+        items_per_rater=config.cases_per_rater,
+        repeat_fraction=config.repeat_fraction,
+        mode=config.mode,
         graded_cases=set(inputs.rubrics),
     )
 

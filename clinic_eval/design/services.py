@@ -33,11 +33,9 @@ from clinic_eval.models import (
     User,
 )
 
-FROZEN_STATUSES = (Study.Status.OPEN, Study.Status.CLOSED)
-
 
 def _refuse_if_frozen(study: Study) -> None:
-    if study.status in FROZEN_STATUSES:
+    if study.is_frozen:
         raise DomainError(
             f"the design was frozen when the study opened (hash {study.design_hash[:12]}); "
             "changes are refused"
@@ -152,7 +150,7 @@ def _design_hash(
             for a in plan.design.assignments
         ),
     }
-    if study.design.get("mode") == design_lib.RUBRIC_MODE:
+    if study.is_rubric_mode:
         used = {c.case_id for c in plan.design.comparisons}
         frozen["criteria_rubrics"] = sorted(
             [case_ids[int(case_pk)], (rubrics or {})[case_pk]] for case_pk in used

@@ -47,7 +47,7 @@ def render_design_page(
     power_form: Any = None,
 ) -> HttpResponse:
     """The design page, with its planner card (the planner's own views render it too)."""
-    frozen = study.status in services.FROZEN_STATUSES
+    frozen = study.is_frozen
     context = {
         "study": study,
         "form": form or StudyDesignForm(None, study=study),

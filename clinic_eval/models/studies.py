@@ -7,6 +7,9 @@ from django.db import models
 from django.db.models import Q
 
 from clinic_eval.config import (
+    AnalysisPlan,
+    Design,
+    Rubric,
     default_analysis_plan,
     default_decision_layers,
     default_design,
@@ -78,6 +81,29 @@ class Study(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+    # Open or closed: the design, rubric, plan and rubrics no longer change.
+    FROZEN_STATUSES = (Status.OPEN, Status.CLOSED)
+
+    @property
+    def is_frozen(self) -> bool:
+        return self.status in self.FROZEN_STATUSES
+
+    @property
+    def design_config(self) -> Design:
+        return Design.model_validate(self.design)
+
+    @property
+    def rubric_config(self) -> Rubric:
+        return Rubric.model_validate(self.rubric)
+
+    @property
+    def plan_config(self) -> AnalysisPlan:
+        return AnalysisPlan.model_validate(self.analysis_plan)
+
+    @property
+    def is_rubric_mode(self) -> bool:
+        return self.design_config.mode == "rubric"
 
 
 STUDY_TRANSITIONS: dict[str, tuple[str, ...]] = {

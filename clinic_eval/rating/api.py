@@ -312,7 +312,7 @@ def _item_data(item: selectors.RatingItem) -> dict[str, Any]:
         "responses": [{"position": shown.letter, "text": shown.text} for shown in item.responses],
         "rubric": _rubric_data(item.study.rubric),
         "choices": list(item.preference_choices),
-        "rationale_required": bool(item.study.design.get("rationale_required", False)),
+        "rationale_required": item.study.design_config.rationale_required,
         "mode": item.mode,
         "criteria": [
             {"number": c.number, "text": c.text, "points": c.points, "undesirable": c.undesirable}

@@ -9,12 +9,21 @@ from clinic_eval.models import (
     Judgment,
 )
 from clinic_eval.rating import selectors, services
-from clinic_eval.rating.services import GradeInput
+from clinic_eval.rating.services import GradeInput, answer_key, criterion_part
 
 MET = "met"
 
 
 NOT_MET = "not"
+
+
+def field_name(letter: str, *parts: str) -> str:
+    """The form field of one answer about Response ``letter``: ``A-clarity``, ``B-c3-note``.
+
+    Both the form this module renders and the parser below use it, with the parts of the
+    service's ``answer_key``, so an error lands beside the field it is about.
+    """
+    return "-".join((letter, *parts))
 
 
 HALLUCINATION_LABELS = {
@@ -49,15 +58,15 @@ def judgment_values(
         return {}
     values = {"preference": judgment.preference, "rationale": judgment.rationale}
     for letter, number, met, note in grades:
-        values[f"{letter}-c{number}"] = MET if met else NOT_MET
-        values[f"{letter}-c{number}-note"] = note
+        values[field_name(letter, criterion_part(number))] = MET if met else NOT_MET
+        values[field_name(letter, criterion_part(number), "note")] = note
     for rating in judgment.ratings.all():
         letter = position_letter(rating.position)
         for key, score in rating.scores.items():
-            values[f"{letter}-{key}"] = str(score)
-        values[f"{letter}-hallucination"] = rating.hallucination
-        values[f"{letter}-severity"] = rating.severity
-        values[f"{letter}-note"] = rating.note
+            values[field_name(letter, key)] = str(score)
+        values[field_name(letter, "hallucination")] = rating.hallucination
+        values[field_name(letter, "severity")] = rating.severity
+        values[field_name(letter, "note")] = rating.note
     return values
 
 
@@ -78,7 +87,8 @@ def _grading_form(item: selectors.RatingItem, values: dict, errors: dict) -> dic
         letter = shown.letter
         criteria = []
         for criterion in item.criteria:
-            name = f"{letter}-c{criterion.number}"
+            part = criterion_part(criterion.number)
+            name = field_name(letter, part)
             criteria.append(
                 {
                     "name": name,
@@ -91,21 +101,24 @@ def _grading_form(item: selectors.RatingItem, values: dict, errors: dict) -> dic
                         for value, label, key in GRADE_WORDING[criterion.undesirable]
                     ],
                     "value": values.get(name, ""),
-                    "error": errors.get(f"{letter}.c{criterion.number}"),
-                    "note_name": f"{name}-note",
-                    "note": values.get(f"{name}-note", ""),
-                    "note_error": errors.get(f"{letter}.c{criterion.number}.note"),
+                    "error": errors.get(answer_key(letter, part)),
+                    "note_name": field_name(letter, part, "note"),
+                    "note": values.get(
+                        field_name(letter, criterion_part(criterion.number), "note"), ""
+                    ),
+                    "note_error": errors.get(
+                        answer_key(letter, criterion_part(criterion.number), "note")
+                    ),
                 }
             )
         responses.append({"letter": letter, "text": shown.text, "criteria": criteria})
-    design = item.study.design
     return {
         "rubric_mode": True,
         "responses": responses,
         "grades_error": errors.get("grades") or errors.get("ratings"),
         "rationale": values.get("rationale", ""),
         "rationale_error": errors.get("rationale"),
-        "rationale_required": design.get("rationale_required", False),
+        "rationale_required": item.study.design_config.rationale_required,
     }
 
 
@@ -113,7 +126,7 @@ def rating_form(item: selectors.RatingItem, values: dict, errors: dict) -> dict:
     """The rating form as plain nested data, so the template only loops and prints."""
     if item.is_rubric:
         return _grading_form(item, values, errors)
-    rubric, design = item.study.rubric, item.study.design
+    rubric, design = item.study.rubric, item.study.design_config
     flag = rubric["hallucination"]
     reserved = {
         "t",
@@ -127,7 +140,7 @@ def rating_form(item: selectors.RatingItem, values: dict, errors: dict) -> dict:
         letter = shown.letter
         dimensions = []
         for dimension in rubric["dimensions"]:
-            name = f"{letter}-{dimension['key']}"
+            name = field_name(letter, dimension["key"])
             anchors = {int(k): v for k, v in dimension.get("anchors", {}).items()}
             scale = range(dimension["scale_min"], dimension["scale_max"] + 1)
             dimensions.append(
@@ -139,7 +152,7 @@ def rating_form(item: selectors.RatingItem, values: dict, errors: dict) -> dict:
                         for v in scale
                     ],
                     "value": str(values.get(name, "")),
-                    "error": errors.get(f"{letter}.{dimension['key']}"),
+                    "error": errors.get(answer_key(letter, dimension["key"])),
                 }
             )
         responses.append(
@@ -148,26 +161,26 @@ def rating_form(item: selectors.RatingItem, values: dict, errors: dict) -> dict:
                 "text": shown.text,
                 "dimensions": dimensions,
                 "hallucination": {
-                    "name": f"{letter}-hallucination",
+                    "name": field_name(letter, "hallucination"),
                     "options": [
                         {"value": k, "key": type_keys[k], "label": _choice_label(k)}
                         for k in flag["types"]
                     ],
-                    "value": values.get(f"{letter}-hallucination", ""),
-                    "error": errors.get(f"{letter}.hallucination"),
+                    "value": values.get(field_name(letter, "hallucination"), ""),
+                    "error": errors.get(answer_key(letter, "hallucination")),
                 },
                 "severity": {
-                    "name": f"{letter}-severity",
+                    "name": field_name(letter, "severity"),
                     "options": [
                         {"value": k, "key": severity_keys[k], "label": _choice_label(k)}
                         for k in flag["severities"]
                     ],
-                    "value": values.get(f"{letter}-severity", ""),
-                    "error": errors.get(f"{letter}.severity"),
+                    "value": values.get(field_name(letter, "severity"), ""),
+                    "error": errors.get(answer_key(letter, "severity")),
                 },
-                "note_name": f"{letter}-note",
-                "note": values.get(f"{letter}-note", ""),
-                "note_error": errors.get(f"{letter}.note"),
+                "note_name": field_name(letter, "note"),
+                "note": values.get(field_name(letter, "note"), ""),
+                "note_error": errors.get(answer_key(letter, "note")),
             }
         )
     preference_labels = {
@@ -190,8 +203,8 @@ def rating_form(item: selectors.RatingItem, values: dict, errors: dict) -> dict:
         "preference_error": errors.get("preference") or errors.get("ratings"),
         "rationale": values.get("rationale", ""),
         "rationale_error": errors.get("rationale"),
-        "rationale_required": design.get("rationale_required", False),
-        "best_of_n": design.get("mode") == "best_of_n",
+        "rationale_required": design.rationale_required,
+        "best_of_n": design.mode == "best_of_n",
     }
 
 
@@ -201,13 +214,13 @@ def _grades_input(post: QueryDict, positions: int, criteria: int) -> tuple[Grade
     for position in range(positions):
         letter = position_letter(position)
         for number in range(1, criteria + 1):
-            raw = post.get(f"{letter}-c{number}", "")
+            raw = post.get(field_name(letter, criterion_part(number)), "")
             grades.append(
                 GradeInput(
                     position=position,
                     criterion=number,
                     met={MET: True, NOT_MET: False}.get(raw),
-                    note=post.get(f"{letter}-c{number}-note", ""),
+                    note=post.get(field_name(letter, criterion_part(number), "note"), ""),
                 )
             )
     return tuple(grades)
@@ -237,15 +250,15 @@ def judgment_input(
         letter = position_letter(position)
         scores: dict[str, int | None] = {}
         for dimension in rubric.get("dimensions", []):
-            raw = post.get(f"{letter}-{dimension['key']}", "")
+            raw = post.get(field_name(letter, dimension["key"]), "")
             scores[dimension["key"]] = int(raw) if raw.strip().lstrip("-").isdigit() else None
         ratings.append(
             services.RatingInput(
                 position=position,
                 scores=scores,
-                hallucination=post.get(f"{letter}-hallucination", ""),
-                severity=post.get(f"{letter}-severity", ""),
-                note=post.get(f"{letter}-note", ""),
+                hallucination=post.get(field_name(letter, "hallucination"), ""),
+                severity=post.get(field_name(letter, "severity"), ""),
+                note=post.get(field_name(letter, "note"), ""),
             )
         )
     data = services.JudgmentInput(

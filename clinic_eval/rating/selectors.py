@@ -36,7 +36,7 @@ def rater_progress(*, rater: User, study: Study) -> RaterProgress:
 
 def rater_studies(*, rater: User) -> list[RaterProgress]:
     studies = Study.objects.filter(
-        rater_links__rater=rater, status__in=(Study.Status.OPEN, Study.Status.CLOSED)
+        rater_links__rater=rater, status__in=Study.FROZEN_STATUSES
     ).annotate(
         seat_total=Count("assignments", filter=Q(assignments__rater=rater)),
         seat_done=Count(
@@ -104,7 +104,7 @@ def rating_item(*, assignment: Assignment) -> RatingItem:
         Response.objects.filter(pk__in=assignment.shown_order).values_list("pk", "display_text")
     )
     case = assignment.comparison.case
-    mode = assignment.study.design.get("mode", "pairwise")
+    mode = assignment.study.design_config.mode
     rubric_mode = mode == design_lib.RUBRIC_MODE
     judgment = (
         Judgment.objects.filter(assignment=assignment)

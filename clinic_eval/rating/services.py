@@ -15,12 +15,10 @@ from clinic_eval.audit.services import audit_record, changed_fields
 from clinic_eval.config import (
     NONE_ACCEPTABLE,
     POSITION_LETTERS,
-    Rubric,
     position_letter,
     position_of,
     preference_choices,
 )
-from clinic_eval.design import planner as design_lib
 from clinic_eval.errors import DomainError, JudgmentInvalid, StaleJudgment
 from clinic_eval.models import (
     Assignment,
@@ -45,7 +43,7 @@ NO_HALLUCINATION = "none"
 
 
 def _lease(study: Study) -> timedelta:
-    return timedelta(minutes=study.design.get("idle_timeout_minutes", 30))
+    return timedelta(minutes=study.design_config.idle_timeout_minutes)
 
 
 def _claim_from_pool(*, rater: User, study: Study) -> Assignment | None:
@@ -139,9 +137,19 @@ class JudgmentInput:
 RUBRIC_PREFERENCE = NONE_ACCEPTABLE
 
 
+def answer_key(letter: str, *parts: str) -> str:
+    """Where a problem with one answer about Response ``letter`` is reported: ``A.clarity``,
+    ``B.c3.note``. The rating form names its fields from the same parts (``rating.forms``)."""
+    return ".".join((letter, *parts))
+
+
+def criterion_part(number: int) -> str:
+    return f"c{number}"
+
+
 def _rationale_errors(study: Study, data: JudgmentInput) -> dict[str, str]:
     errors: dict[str, str] = {}
-    if study.design.get("rationale_required") and not data.rationale.strip():
+    if study.design_config.rationale_required and not data.rationale.strip():
         errors["rationale"] = "Give a short rationale for your choice."
     if len(data.rationale.strip()) > MAX_RATIONALE:
         errors["rationale"] = f"Keep the rationale under {MAX_RATIONALE} characters."
@@ -166,14 +174,14 @@ def _grade_errors(
             errors["grades"] = "A criterion is graded twice for one response."
         given[(grade.position, grade.criterion)] = grade
         if len(grade.note) > MAX_NOTE:
-            errors[f"{position_letter(grade.position)}.c{grade.criterion}.note"] = (
-                f"Notes are limited to {MAX_NOTE} characters."
-            )
+            errors[
+                answer_key(position_letter(grade.position), criterion_part(grade.criterion), "note")
+            ] = f"Notes are limited to {MAX_NOTE} characters."
     for position in range(positions):
         for number, criterion in enumerate(criteria, 1):
             grade = given.get((position, number))
             if grade is None or grade.met is None:
-                errors[f"{position_letter(position)}.c{number}"] = (
+                errors[answer_key(position_letter(position), criterion_part(number))] = (
                     "Say whether this occurred."
                     if criterion.points < 0
                     else "Say whether this criterion is met."
@@ -182,7 +190,7 @@ def _grade_errors(
 
 
 def _judgment_errors(study: Study, positions: int, data: JudgmentInput) -> dict[str, str]:
-    rubric = Rubric.model_validate(study.rubric)
+    rubric = study.rubric_config
     errors: dict[str, str] = {}
     if data.preference not in preference_choices(study.design, positions):
         errors["preference"] = "Choose which response you prefer."
@@ -199,24 +207,28 @@ def _judgment_errors(study: Study, positions: int, data: JudgmentInput) -> dict[
         for dimension in rubric.dimensions:
             value = rating.scores.get(dimension.key)
             if value is None or not dimension.scale_min <= value <= dimension.scale_max:
-                errors[f"{letter}.{dimension.key}"] = (
+                errors[answer_key(letter, dimension.key)] = (
                     f"Rate {dimension.title.lower()} from {dimension.scale_min} to "
                     f"{dimension.scale_max}."
                 )
         extra = set(rating.scores) - {d.key for d in rubric.dimensions}
         if extra:
-            errors[f"{letter}.scores"] = f"Unknown dimensions: {', '.join(sorted(extra))}."
+            errors[answer_key(letter, "scores")] = (
+                f"Unknown dimensions: {', '.join(sorted(extra))}."
+            )
         if flag.enabled:
             if rating.hallucination not in flag.types:
-                errors[f"{letter}.hallucination"] = "Say whether this response hallucinates."
+                errors[answer_key(letter, "hallucination")] = (
+                    "Say whether this response hallucinates."
+                )
             elif (
                 rating.hallucination != NO_HALLUCINATION and rating.severity not in flag.severities
             ):
-                errors[f"{letter}.severity"] = "Choose how severe the hallucination is."
+                errors[answer_key(letter, "severity")] = "Choose how severe the hallucination is."
         if rating.note.strip() and not flag.note_allowed:
-            errors[f"{letter}.note"] = "This study does not take notes on responses."
+            errors[answer_key(letter, "note")] = "This study does not take notes on responses."
         elif len(rating.note) > MAX_NOTE:
-            errors[f"{letter}.note"] = f"Notes are limited to {MAX_NOTE} characters."
+            errors[answer_key(letter, "note")] = f"Notes are limited to {MAX_NOTE} characters."
     return errors
 
 
@@ -412,7 +424,7 @@ def judgment_record(
         raise DomainError("This study is no longer open for rating; nothing was changed.")
     positions = len(assignment.shown_order)
     criteria: list[RubricCriterion] = []
-    if study.design.get("mode") == design_lib.RUBRIC_MODE:
+    if study.is_rubric_mode:
         criteria = selectors.case_criteria(case=assignment.comparison.case)
         errors = _grade_errors(study, positions, data, criteria)
         if errors:
@@ -422,7 +434,7 @@ def judgment_record(
         errors = _judgment_errors(study, positions, data)
         if errors:
             raise JudgmentInvalid(errors)
-        data = _normalised(data, Rubric.model_validate(study.rubric).hallucination.enabled)
+        data = _normalised(data, study.rubric_config.hallucination.enabled)
     for _ in range(2):
         try:
             with transaction.atomic():

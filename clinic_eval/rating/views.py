@@ -7,7 +7,6 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from clinic_eval import access
-from clinic_eval.design.planner import RUBRIC_MODE
 from clinic_eval.errors import DomainError, JudgmentInvalid
 from clinic_eval.models import Assignment, Study
 from clinic_eval.rating import selectors, services
@@ -80,7 +79,7 @@ def rater_item(request: HttpRequest, public_id: str) -> HttpResponse:
         return _render_item(request, assignment)
     study = assignment.study
     criteria = None
-    if study.design.get("mode") == RUBRIC_MODE:
+    if study.is_rubric_mode:
         criteria = len(rubrics_selectors.case_criteria(case=assignment.comparison.case))
     data, revision, reason = judgment_input(
         request.POST, positions=len(assignment.shown_order), rubric=study.rubric, criteria=criteria

@@ -99,7 +99,7 @@ def _chunked(queryset: QuerySet, *fields: str) -> Iterator[tuple]:
 
 def judgment_rows(study: Study, filters: ExportFilters) -> Iterator[tuple]:
     arms = _arm_of_response(study)
-    mode = study.design.get("mode", "pairwise")
+    mode = study.design_config.mode
     judgments = Judgment.objects.filter(
         _case_filter("assignment__comparison__case__", filters), study=study
     ).order_by("assignment_id")
@@ -137,7 +137,7 @@ def judgment_rows(study: Study, filters: ExportFilters) -> Iterator[tuple]:
 
 
 def rating_rows(study: Study, filters: ExportFilters) -> Iterator[tuple]:
-    dimensions = [d["key"] for d in study.rubric.get("dimensions", [])]
+    dimensions = [d.key for d in study.rubric_config.dimensions]
     ratings = ResponseRating.objects.filter(
         _case_filter("judgment__assignment__comparison__case__", filters),
         judgment__study=study,
@@ -487,11 +487,11 @@ def study_frames(study: Study, filters: ExportFilters) -> dict[str, pd.DataFrame
 
 def study_report(study: Study, filters: ExportFilters | None = None) -> dict[str, Any]:
     filters = filters or ExportFilters()
-    return reporting.study_report(study_frames(study, filters), study_meta(study, filters))
+    return reporting.report_from_frames(study_frames(study, filters), study_meta(study, filters))
 
 
 def study_analysis(study: Study, filters: ExportFilters) -> tuple[dict[str, Any], StudyTables]:
     """The report and the tables it was computed from (the results page plots the ratings)."""
     frames = study_frames(study, filters)
     meta = study_meta(study, filters)
-    return reporting.study_report(frames, meta), reporting.tables_from_frames(frames, meta)
+    return reporting.report_from_frames(frames, meta), reporting.tables_from_frames(frames, meta)

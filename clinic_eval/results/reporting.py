@@ -1,6 +1,6 @@
 """The study report from tidy export tables: one path for the database and for an export.
 
-Pure (pandas, no ORM). ``selectors.study_report`` feeds it frames built from the export row
+Pure (pandas, no ORM). ``exports.study_report`` feeds it frames built from the export row
 sources; ``study_report --from-export`` feeds it the same files read back from CSV. Both go
 through ``tables_from_frames`` and ``options_from_meta``, so they print identical numbers.
 """
@@ -279,7 +279,9 @@ def rubric_report(
     return section
 
 
-def study_report(frames: Mapping[str, pd.DataFrame], meta: Mapping[str, Any]) -> dict[str, Any]:
+def report_from_frames(
+    frames: Mapping[str, pd.DataFrame], meta: Mapping[str, Any]
+) -> dict[str, Any]:
     """The full report, with what it was computed from: status (interim?), hash, filters."""
     study = meta.get("study", {})
     options = options_from_meta(meta)

@@ -22,12 +22,12 @@ def study_export(request: HttpRequest, study_id: int, name: str = "zip") -> Stre
 
 
 def _primary_label(study: Study) -> str:
-    primary = study.analysis_plan.get("primary", {})
-    if not (primary.get("arm_a") and primary.get("arm_b")):
+    primary = study.plan_config.primary
+    if not (primary.arm_a and primary.arm_b):
         return ""
-    if primary.get("kind") == "likert":
-        return f"{primary.get('dimension')}: {primary['arm_a']} vs {primary['arm_b']}"
-    return f"Preference: {primary['arm_a']} vs {primary['arm_b']}"
+    if primary.kind == "likert":
+        return f"{primary.dimension}: {primary.arm_a} vs {primary.arm_b}"
+    return f"Preference: {primary.arm_a} vs {primary.arm_b}"
 
 
 @require_GET

@@ -13,7 +13,6 @@ from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
 from django.http import Http404
 
 from clinic_eval.access import study_get_for_coordinator
-from clinic_eval.config import Design
 from clinic_eval.models import (
     Case,
     CaseRubric,
@@ -86,7 +85,17 @@ def criterion_get_for_physician(
 
 
 def required_verifiers(*, study: Study) -> int:
-    return Design.model_validate(study.design).rubric_verifiers
+    return study.design_config.rubric_verifiers
+
+
+def rubric_verified_enough(*, verified: int, required: int) -> bool:
+    """The one rule for a usable rubric: enough physicians verified its current version."""
+    return verified >= required
+
+
+def rubric_is_usable(*, rubric: CaseRubric) -> bool:
+    verified, required = rubric_counts(rubric=rubric)
+    return rubric_verified_enough(verified=verified, required=required)
 
 
 def _with_counts(rubrics: QuerySet[CaseRubric]) -> QuerySet[CaseRubric]:
@@ -111,7 +120,9 @@ class RubricRow:
 
     @property
     def usable(self) -> bool:
-        return self.rubric is not None and self.verified >= self.required
+        return self.rubric is not None and rubric_verified_enough(
+            verified=self.verified, required=self.required
+        )
 
     @property
     def state(self) -> str:
@@ -284,7 +295,7 @@ def case_criteria(*, case: Case) -> list[RubricCriterion]:
 def rubrics_by_scope(*, study: Study) -> tuple[dict[int, CaseRubric], dict[str, CaseRubric]]:
     """The study's rubrics by case pk and by stratum, criteria prefetched, each with ``usable``
     (verified by the design's number of physicians for its current version)."""
-    required = Design.model_validate(study.design).rubric_verifiers
+    required = required_verifiers(study=study)
     rubrics = (
         CaseRubric.objects.filter(study=study)
         .annotate(
@@ -297,7 +308,9 @@ def rubrics_by_scope(*, study: Study) -> tuple[dict[int, CaseRubric], dict[str, 
     by_case: dict[int, CaseRubric] = {}
     by_stratum: dict[str, CaseRubric] = {}
     for rubric in rubrics:
-        rubric.usable = rubric.current_verifications >= required  # type: ignore[attr-defined]
+        rubric.usable = rubric_verified_enough(  # type: ignore[attr-defined]
+            verified=rubric.current_verifications, required=required
+        )
         if rubric.case_id:
             by_case[rubric.case_id] = rubric
         else:

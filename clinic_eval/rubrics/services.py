@@ -17,7 +17,6 @@ from django.db import transaction
 from django.db.models import F
 
 from clinic_eval.audit.services import audit_record
-from clinic_eval.config import Design
 from clinic_eval.errors import DomainError
 from clinic_eval.models import (
     Arm,
@@ -122,7 +121,7 @@ def rubric_store(
     A rubric whose criteria have been graded cannot be replaced: the grades would lose meaning.
     """
     _checked(criteria)
-    if study.status in {Study.Status.OPEN, Study.Status.CLOSED}:
+    if study.is_frozen:
         raise DomainError("the study is open or closed; its rubrics are frozen")
     if (case is None) == (not stratum):
         raise DomainError("a rubric is for one case or for one stratum")
@@ -262,19 +261,9 @@ def rubrics_jsonl(rubrics: Sequence[CaseRubric]) -> Iterator[str]:
 # --- Physician edits and verification ---------------------------------------------------------
 
 
-def _required_verifiers(study: Study) -> int:
-    return Design.model_validate(study.design).rubric_verifiers
-
-
-def rubric_is_usable(rubric: CaseRubric) -> bool:
-    """Verified by the study's number of physicians, for the rubric as it is now."""
-    done = rubric.verifications.filter(version=rubric.version).count()
-    return done >= _required_verifiers(rubric.study)
-
-
 def _may_edit(rubric: CaseRubric, user: User) -> None:
     study = rubric.study
-    if study.status in {Study.Status.OPEN, Study.Status.CLOSED}:
+    if study.is_frozen:
         raise DomainError("the study is open or closed; its rubrics are frozen")
     is_rater = StudyRater.objects.filter(study=study, rater=user).exists()
     is_coordinator = user.is_coordinator and study.coordinators.filter(pk=user.pk).exists()

@@ -138,7 +138,7 @@ def _context(
         "editable": rubric.study.status in rubric_reads.VERIFIABLE_STATUSES,
         "verified": verified,
         "required": required,
-        "usable": verified >= required,
+        "usable": rubric_reads.rubric_verified_enough(verified=verified, required=required),
         "seen_version": seen,
         "changed_elsewhere": seen != rubric.version,
     }

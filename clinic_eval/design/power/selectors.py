@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 from django.db.models import QuerySet
 
-from clinic_eval.config import AnalysisPlan, Design
 from clinic_eval.models import Judgment, PowerAnalysis, Study, User
 
 DEFAULT_SECONDS_PER_ITEM = 90.0
@@ -81,8 +80,8 @@ class PlannerDefaults:
 
 
 def planner_defaults(*, study: Study) -> PlannerDefaults:
-    design = Design.model_validate(study.design)
-    plan = AnalysisPlan.model_validate(study.analysis_plan)
+    design = study.design_config
+    plan = study.plan_config
     primary = plan.primary
     problem = ""
     if not (primary.arm_a and primary.arm_b):

@@ -29,7 +29,7 @@ class Command(BaseCommand):
             if not source.exists():
                 raise CommandError(f"{source} does not exist")
             try:
-                report = reporting.study_report(*reporting.read_export(source))
+                report = reporting.report_from_frames(*reporting.read_export(source))
             except (KeyError, ValueError, OSError) as exc:
                 raise CommandError(f"{source} is not a clinic-eval export: {exc}") from None
         else:
