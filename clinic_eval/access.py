@@ -1,13 +1,25 @@
+"""The access checks: one function per object type, used by every page and API endpoint.
+
+Each ``<object>_get_for_<role>`` returns the object or raises ``Http404`` for anything the user
+may not see, so a foreign id and a missing one look the same. Role checks (coordinator,
+physician) are the decorators and permission classes in ``clinic_eval.web.permissions``;
+rubric and generation objects have theirs in ``clinic_eval.rubrics.selectors`` and
+``alignment_jobs.generation.selectors`` (jobs), built on these.
+"""
+
 from __future__ import annotations
 
 from django.db.models import Count, QuerySet
 from django.http import Http404
 
 from clinic_eval.models import (
+    Arm,
     Assignment,
     Case,
     DataImport,
+    Response,
     Study,
+    StudyRater,
     User,
 )
 
@@ -35,6 +47,22 @@ def case_get_for_coordinator(*, user: User, study_id: int, case_id: int) -> Case
         raise Http404 from None
 
 
+def arm_get_for_coordinator(*, user: User, study_id: int, arm_id: int) -> Arm:
+    study = study_get_for_coordinator(user=user, study_id=study_id)
+    try:
+        return study.arms.select_related("study").get(pk=arm_id)
+    except Arm.DoesNotExist:
+        raise Http404 from None
+
+
+def response_get_for_coordinator(*, user: User, study_id: int, response_id: int) -> Response:
+    study = study_get_for_coordinator(user=user, study_id=study_id)
+    try:
+        return Response.objects.select_related("case", "arm").get(pk=response_id, arm__study=study)
+    except Response.DoesNotExist:
+        raise Http404 from None
+
+
 def data_import_get_for_coordinator(*, user: User, study_id: int, import_id: int) -> DataImport:
     study = study_get_for_coordinator(user=user, study_id=study_id)
     try:
@@ -42,6 +70,15 @@ def data_import_get_for_coordinator(*, user: User, study_id: int, import_id: int
             study.imports.select_related("study", "created_by").defer("content").get(pk=import_id)
         )
     except DataImport.DoesNotExist:
+        raise Http404 from None
+
+
+def study_rater_get_for_coordinator(*, user: User, study_id: int, rater_id: int) -> StudyRater:
+    """A physician's place on a study the coordinator runs (404 for anyone else's)."""
+    study = study_get_for_coordinator(user=user, study_id=study_id)
+    try:
+        return StudyRater.objects.select_related("study", "rater").get(study=study, rater=rater_id)
+    except StudyRater.DoesNotExist:
         raise Http404 from None
 
 

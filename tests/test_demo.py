@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -72,6 +73,10 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
             log.close()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(
+                    process.pid, signal.SIGKILL
+                )  # a demo that never came up is not left running
             pytest.fail("the demo did not start:\n" + (var_dir / "demo.log").read_text()[-4000:])
         time.sleep(0.5)
     try:

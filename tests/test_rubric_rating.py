@@ -16,7 +16,7 @@ from clinic_eval.config import default_analysis_plan, default_design, default_ru
 from clinic_eval.design import planner as design_lib
 from clinic_eval.design import selectors as design_selectors
 from clinic_eval.design import services as design_services
-from clinic_eval.design.services import _design_hash
+from clinic_eval.design.services import design_hash_of
 from clinic_eval.errors import DomainError, JudgmentInvalid
 from clinic_eval.models import (
     Assignment,
@@ -124,16 +124,16 @@ def test_the_design_hash_covers_the_rubrics_graded_on(coordinator: User, physici
     study = built.study
     inputs = design_selectors.design_inputs(study=study)
     plan = design_selectors.design_plan(study=study, inputs=inputs)
-    assert _design_hash(study, plan, inputs.usernames, inputs.rubrics) == study.design_hash
+    assert design_hash_of(study, plan, inputs.usernames, inputs.rubrics) == study.design_hash
 
     case_pk = str(built.cases[0].pk)
     scope, version, criteria = inputs.rubrics[case_pk]
     assert (scope, version) == ("case", 1) and len(criteria) == len(CASE_CRITERIA)
     bumped = inputs.rubrics | {case_pk: [scope, version + 1, criteria]}
-    assert _design_hash(study, plan, inputs.usernames, bumped) != study.design_hash
+    assert design_hash_of(study, plan, inputs.usernames, bumped) != study.design_hash
     reworded = [["Another text", *criteria[0][1:]], *criteria[1:]]
     changed = inputs.rubrics | {case_pk: [scope, version, reworded]}
-    assert _design_hash(study, plan, inputs.usernames, changed) != study.design_hash
+    assert design_hash_of(study, plan, inputs.usernames, changed) != study.design_hash
     stratum_pk = str(built.cases[2].pk)
     assert inputs.rubrics[stratum_pk][0] == "stratum:Confusion"
 

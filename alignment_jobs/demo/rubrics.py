@@ -20,7 +20,7 @@ from alignment_jobs.demo.tiny_models import build_tiny_models
 from alignment_jobs.generation import specs
 from alignment_jobs.rubric_jobs import drafting, grading
 from clinic_eval import synthetic
-from clinic_eval.demo.study import _demo_import, _demo_user
+from clinic_eval.demo.study import demo_import, demo_user
 from clinic_eval.design import services as design_services
 from clinic_eval.models import (
     Arm,
@@ -86,7 +86,7 @@ def _model_arm(study: Study, label: str, base: str, description: str) -> Arm:
 
 def _study_with_cases(title: str, question: str, coordinator: User, cases: list) -> Study:
     study = studies_services.study_create(title=title, question=question, created_by=coordinator)
-    _demo_import(study, coordinator, DataImport.Kind.CASES, cases, "synthetic-cases")
+    demo_import(study, coordinator, DataImport.Kind.CASES, cases, "synthetic-cases")
     return study
 
 
@@ -201,12 +201,12 @@ def _graded_study(coordinator: User, cases: list, base: str, seed: int) -> Study
         studies_services.arm_create(
             study=study, label=label, kind=Arm.Kind.IMPORTED, description="Simulated, not a model."
         )
-    _demo_import(study, coordinator, DataImport.Kind.RESPONSES, responses, "simulated-responses")
+    demo_import(study, coordinator, DataImport.Kind.RESPONSES, responses, "simulated-responses")
     drafter = _model_arm(study, DRAFTER, base, "Drafts rubrics: the tiny random-init Llama.")
     grader = _model_arm(study, GRADER, base, "Grades criteria: the tiny random-init Llama.")
     _draft(study, drafter)
     raters = [
-        _demo_user(name, secrets.token_urlsafe(24), role=User.Role.PHYSICIAN)
+        demo_user(name, secrets.token_urlsafe(24), role=User.Role.PHYSICIAN)
         for name in SIMULATED_RUBRIC_RATERS
     ]
     design_services.study_design_update(

@@ -12,7 +12,7 @@ from rest_framework.response import Response
 
 from alignment_jobs.generation import jobs, selectors, specs
 from alignment_jobs.models import GenerationJob, GenerationSpec
-from clinic_eval.access import study_get_for_coordinator
+from clinic_eval import access
 from clinic_eval.errors import DomainError
 from clinic_eval.web.api import PAGE_PARAMETER, BaseApi, paginated
 from clinic_eval.web.permissions import IsCoordinator
@@ -73,7 +73,7 @@ class SpecInput(serializers.Serializer):
 class SpecApi(CoordinatorApi):
     @extend_schema(responses=SpecOutput)
     def get(self, request: Request, study_id: int, arm_id: int) -> Response:
-        arm = selectors.arm_get_for_coordinator(user=request.user, study_id=study_id, arm_id=arm_id)
+        arm = access.arm_get_for_coordinator(user=request.user, study_id=study_id, arm_id=arm_id)
         spec = selectors.spec_for_arm(arm=arm)
         if spec is None:
             return Response({"detail": "no generation settings yet"}, status=404)
@@ -81,7 +81,7 @@ class SpecApi(CoordinatorApi):
 
     @extend_schema(request=SpecInput, responses=SpecOutput)
     def put(self, request: Request, study_id: int, arm_id: int) -> Response:
-        arm = selectors.arm_get_for_coordinator(user=request.user, study_id=study_id, arm_id=arm_id)
+        arm = access.arm_get_for_coordinator(user=request.user, study_id=study_id, arm_id=arm_id)
         payload = SpecInput(data=request.data)
         payload.is_valid(raise_exception=True)
         try:
@@ -158,14 +158,14 @@ class JobListApi(CoordinatorApi):
         operation_id="studies_jobs_list",
     )
     def get(self, request: Request, study_id: int) -> Response:
-        study = study_get_for_coordinator(user=request.user, study_id=study_id)
+        study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
         paginator = PageNumberPagination()
         page = paginator.paginate_queryset(selectors.job_list(study=study), request, view=self)
         return paginator.get_paginated_response([_job_data(job) for job in page])
 
     @extend_schema(request=JobInput, responses={201: JobOutput, 503: QueueUnavailableOutput})
     def post(self, request: Request, study_id: int) -> Response:
-        study = study_get_for_coordinator(user=request.user, study_id=study_id)
+        study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
         payload = JobInput(data=request.data)
         payload.is_valid(raise_exception=True)
         data = payload.validated_data

@@ -14,27 +14,11 @@ from clinic_eval.access import study_get_for_coordinator
 from clinic_eval.models import Arm, Response, Study, User
 
 
-def arm_get_for_coordinator(*, user: User, study_id: int, arm_id: int) -> Arm:
-    study = study_get_for_coordinator(user=user, study_id=study_id)
-    try:
-        return study.arms.select_related("study").get(pk=arm_id)
-    except Arm.DoesNotExist:
-        raise Http404 from None
-
-
 def job_get_for_coordinator(*, user: User, study_id: int, job_id: int) -> GenerationJob:
     study = study_get_for_coordinator(user=user, study_id=study_id)
     try:
         return job_list(study=study).select_related("study").get(pk=job_id)
     except GenerationJob.DoesNotExist:
-        raise Http404 from None
-
-
-def response_get_for_coordinator(*, user: User, study_id: int, response_id: int) -> Response:
-    study = study_get_for_coordinator(user=user, study_id=study_id)
-    try:
-        return Response.objects.select_related("case", "arm").get(pk=response_id, arm__study=study)
-    except Response.DoesNotExist:
         raise Http404 from None
 
 

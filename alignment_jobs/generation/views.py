@@ -10,7 +10,7 @@ from django_htmx.http import HttpResponseStopPolling
 
 from alignment_jobs.generation import jobs, selectors, specs
 from alignment_jobs.generation.forms import JobLaunchForm, ReviewForm, SpecForm
-from clinic_eval.access import study_get_for_coordinator
+from clinic_eval import access
 from clinic_eval.errors import DomainError
 from clinic_eval.studies.services import response_review
 from clinic_eval.web.http import wants_partial
@@ -20,7 +20,7 @@ from clinic_eval.web.permissions import coordinator_required
 @require_http_methods(["GET", "POST"])
 @coordinator_required
 def spec_edit(request: HttpRequest, study_id: int, arm_id: int) -> HttpResponse:
-    arm = selectors.arm_get_for_coordinator(user=request.user, study_id=study_id, arm_id=arm_id)
+    arm = access.arm_get_for_coordinator(user=request.user, study_id=study_id, arm_id=arm_id)
     spec = selectors.spec_for_arm(arm=arm)
     form = SpecForm.for_spec(spec, request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
@@ -38,7 +38,7 @@ def spec_edit(request: HttpRequest, study_id: int, arm_id: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @coordinator_required
 def job_list(request: HttpRequest, study_id: int) -> HttpResponse:
-    study = study_get_for_coordinator(user=request.user, study_id=study_id)
+    study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
     form = JobLaunchForm(request.POST or None, study=study)
     if request.method == "POST" and form.is_valid():
         try:
@@ -100,7 +100,7 @@ def job_retry_failed(request: HttpRequest, study_id: int, job_id: int) -> HttpRe
 @require_GET
 @coordinator_required
 def held_responses(request: HttpRequest, study_id: int) -> HttpResponse:
-    study = study_get_for_coordinator(user=request.user, study_id=study_id)
+    study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
     responses = selectors.held_responses(study=study)[:200]
     return render(
         request, "alignment_jobs/held_responses.html", {"study": study, "responses": responses}
@@ -110,7 +110,7 @@ def held_responses(request: HttpRequest, study_id: int) -> HttpResponse:
 @require_POST
 @coordinator_required
 def response_review_view(request: HttpRequest, study_id: int, response_id: int) -> HttpResponse:
-    response = selectors.response_get_for_coordinator(
+    response = access.response_get_for_coordinator(
         user=request.user, study_id=study_id, response_id=response_id
     )
     form = ReviewForm(request.POST)

@@ -65,14 +65,14 @@ class DemoAccounts:
     accounts: tuple[tuple[str, str, str], ...]  # (role, username, password)
 
 
-def _demo_user(username: str, password: str, role: str) -> User:
+def demo_user(username: str, password: str, role: str) -> User:
     user = User.objects.filter(username=username).first()
     if user is None:
         return studies_services.user_create(username=username, password=password, role=role)
     return user
 
 
-def _demo_import(study: Study, coordinator: User, kind: str, rows: list, name: str) -> None:
+def demo_import(study: Study, coordinator: User, kind: str, rows: list, name: str) -> None:
     data_import = imports_services.data_import_create(
         study=study,
         kind=kind,
@@ -87,9 +87,9 @@ def _demo_import(study: Study, coordinator: User, kind: str, rows: list, name: s
 
 @transaction.atomic
 def demo_seed(*, n_cases: int = 240, seed: int = 1) -> DemoAccounts:
-    coordinator = _demo_user(*DEMO_COORDINATOR, role=User.Role.COORDINATOR)
+    coordinator = demo_user(*DEMO_COORDINATOR, role=User.Role.COORDINATOR)
     for username, password in DEMO_PHYSICIANS:
-        _demo_user(username, password, role=User.Role.PHYSICIAN)
+        demo_user(username, password, role=User.Role.PHYSICIAN)
     accounts = (
         ("coordinator", *DEMO_COORDINATOR),
         *(("physician", username, password) for username, password in DEMO_PHYSICIANS),
@@ -104,7 +104,7 @@ def demo_seed(*, n_cases: int = 240, seed: int = 1) -> DemoAccounts:
     sandbox = studies_services.study_create(
         title=DEMO_GENERATION_TITLE, question=DEMO_GENERATION_QUESTION, created_by=coordinator
     )
-    _demo_import(sandbox, coordinator, DataImport.Kind.CASES, cases, f"synthetic-cases-seed{seed}")
+    demo_import(sandbox, coordinator, DataImport.Kind.CASES, cases, f"synthetic-cases-seed{seed}")
     design_services.study_transition(study=study, to_status=Study.Status.READY)
     design_services.study_design_update(
         study=study,
@@ -169,8 +169,8 @@ def _demo_study(
     )
     case_ids = {case["case_id"] for case in cases}
     responses = [r for r in responses if r["case_id"] in case_ids]
-    _demo_import(study, coordinator, DataImport.Kind.CASES, cases, f"synthetic-cases-seed{seed}")
-    _demo_import(
+    demo_import(study, coordinator, DataImport.Kind.CASES, cases, f"synthetic-cases-seed{seed}")
+    demo_import(
         study, coordinator, DataImport.Kind.RESPONSES, responses, f"simulated-responses-seed{seed}"
     )
     return study
@@ -182,7 +182,7 @@ def _demo_closed_study(coordinator: User, cases: list, responses: list, seed: in
         DEMO_CLOSED_TITLE, DEMO_CLOSED_QUESTION, coordinator, cases, responses, seed
     )
     raters = [
-        _demo_user(name, secrets.token_urlsafe(24), role=User.Role.PHYSICIAN)
+        demo_user(name, secrets.token_urlsafe(24), role=User.Role.PHYSICIAN)
         for name in DEMO_SIMULATED_RATERS
     ]
     design_services.study_transition(study=study, to_status=Study.Status.READY)

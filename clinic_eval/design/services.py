@@ -120,7 +120,7 @@ def _design_state(study: Study) -> dict[str, Any]:
     }
 
 
-def _design_hash(
+def design_hash_of(
     study: Study,
     plan: design_lib.StudyPlan,
     usernames: dict[str, str],
@@ -211,7 +211,7 @@ def design_freeze(*, study: Study) -> Study:
     )
     # The latest power analysis becomes part of the pre-registered plan, under the hash.
     power_freeze_into_plan(study=study)
-    study.design_hash = _design_hash(study, plan, inputs.usernames, inputs.rubrics)
+    study.design_hash = design_hash_of(study, plan, inputs.usernames, inputs.rubrics)
     study.opened_at = timezone.now()
     study.save(update_fields=["design_hash", "opened_at"])
     return study

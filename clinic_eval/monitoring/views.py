@@ -2,12 +2,12 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from clinic_eval import access
 from clinic_eval.errors import DomainError
-from clinic_eval.models import Study, StudyRater, User
+from clinic_eval.models import Study, User
 from clinic_eval.monitoring import selectors as monitoring_selectors
 from clinic_eval.monitoring import services
 from clinic_eval.monitoring.forms import ReassignForm
@@ -31,11 +31,10 @@ def study_monitor(request: HttpRequest, study_id: int) -> HttpResponse:
 
 
 def _study_rater(request: HttpRequest, study_id: int, rater_id: int) -> tuple[Study, User]:
-    study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
-    link = get_object_or_404(
-        StudyRater.objects.select_related("rater"), study=study, rater=rater_id
+    link = access.study_rater_get_for_coordinator(
+        user=request.user, study_id=study_id, rater_id=rater_id
     )
-    return study, link.rater
+    return link.study, link.rater
 
 
 @require_POST

@@ -340,7 +340,7 @@ def _finalise(f: dict) -> dict:
     }
 
 
-def _sample_fields(rng: random.Random) -> dict:
+def sample_fields(rng: random.Random) -> dict:
     names = [name for name, _, _ in ARCHETYPES]
     weights = [weight for _, weight, _ in ARCHETYPES]
     builders = {name: build for name, _, build in ARCHETYPES}
@@ -432,7 +432,7 @@ def _genetics_sentence(f: dict) -> str:
     return ""
 
 
-def _build_narrative(f: dict, rng: random.Random) -> str:
+def build_narrative(f: dict, rng: random.Random) -> str:
     cycles = "regular cycles" if f["cycle_pattern"] == "regular" else "oligo-anovulatory cycles"
     if f["hyperandrogenism"]:
         cycles += " and clinical hyperandrogenism"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from clinic_eval.synthetic.cases import _build_narrative, _sample_fields
+from clinic_eval.synthetic.cases import build_narrative, sample_fields
 from clinic_eval.synthetic.phrases import (
     _PROTOCOL_PHRASES,
     _STRATEGY_PHRASES,
@@ -116,10 +116,10 @@ def _physician_text(
 
 def _generate_case(seed: int, index: int) -> dict:
     rng = _rng(seed, "case", index)
-    fields = _sample_fields(rng)
+    fields = sample_fields(rng)
     truth = derive_ground_truth(fields)
     stratum = derive_stratum(fields)
-    narrative = _build_narrative(fields, rng)
+    narrative = build_narrative(fields, rng)
     decision, layer, reason = _physician_decision(rng, fields, truth, stratum)
     return {
         "case_id": f"SYN-{index:05d}",
