@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/clinic_eval
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: demo test test-stats lint format migrations-check browser r-reference
+.PHONY: demo test test-unit lint format migrations-check browser r-reference
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else 1)' \
@@ -62,9 +62,9 @@ test: $(VENV)/.installed-dev $(VENV)/.installed-vllm browser r-reference
 	CELERY_BROKER_URL="$${CELERY_BROKER_URL:-$(TEST_BROKER_URL)}" \
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The service-free part: the statistics tests, with no database, broker or browser started.
-test-stats: $(VENV)/.installed-dev r-reference
-	$(BIN)/python -m pytest tests/test_stats_*.py $(PYTEST_ARGS)
+# The service-free part (tests/unit): no database, broker or browser started.
+test-unit: $(VENV)/.installed-dev r-reference
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -9,7 +9,7 @@ cases, and prints the share of tests rejecting at alpha = 0.05 and the share of 
 covering the truth: for the clustered preference share, tie-as-half rate, Likert mean difference
 and net benefit, hallucination difference, hallucination rate and win rate, beside the naive
 sign test. Then power with no heterogeneity for a planted effect, clustered beside naive.
-Numbers are measured, not asserted; ``tests/test_stats_calibration.py`` asserts the bands.
+Numbers are measured, not asserted; ``tests/unit/test_stats_calibration.py`` asserts the bands.
 """
 
 from __future__ import annotations

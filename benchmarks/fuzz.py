@@ -1,10 +1,10 @@
-"""The full API fuzzing run: tests/test_fuzz.py with many more cases per operation.
+"""The full API fuzzing run: tests/web/test_fuzz.py with many more cases per operation.
 
 Run from the repository root with PostgreSQL and Redis on 127.0.0.1 (as for the tests):
 
     .venv/bin/python benchmarks/fuzz.py --examples 200 [--seed 7]
 
-It runs pytest on tests/test_fuzz.py against its own database (``clinic_eval_fz``; pytest-django
+It runs pytest on tests/web/test_fuzz.py against its own database (``clinic_eval_fz``; pytest-django
 creates ``test_clinic_eval_fz`` afresh) with ``FUZZ_EXAMPLES`` raised, then prints the operations
 covered, the cases run per role with their status codes, and every failure with the first few
 reproductions (a curl command each). Without ``--seed`` the cases are the derandomized ones CI
@@ -43,7 +43,7 @@ def run_pytest(examples: int, seed: int | None, workdir: Path) -> tuple[Path, Pa
     if seed is not None:
         env["FUZZ_SEED"] = str(seed)
     command = [
-        sys.executable, "-m", "pytest", "tests/test_fuzz.py", "-q", "-p", "no:cacheprovider",
+        sys.executable, "-m", "pytest", "tests/web/test_fuzz.py", "-q", "-p", "no:cacheprovider",
         "--create-db", f"--junitxml={junit}", "-o", "junit_logging=no",
     ]  # fmt: skip
     started = time.perf_counter()

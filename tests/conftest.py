@@ -4,6 +4,7 @@ import os
 import socket
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -13,7 +14,7 @@ from pytest_django.fixtures import Settings
 from alignment_jobs.demo.tiny_models import TinyModelSet
 from clinic_eval.celery import app as celery_app
 from clinic_eval.models import Study, User
-from tests.factories import StudyFactory, UserFactory
+from tests.support.factories import StudyFactory, UserFactory
 
 # schemathesis (the fuzz tests) probes for Flask by importing it, and Flask is installed as
 # locust's dependency. Flask's request globals would then sit in sys.modules, where vLLM's scan
@@ -34,14 +35,14 @@ def _reachable(url: str, default_port: int) -> bool:
         return False
 
 
-# The pure statistics tests touch no database or broker: they run on a laptop with nothing
-# started (``pytest tests/test_stats_*.py``). Everything else needs the real services.
-SERVICE_FREE = "test_stats_"
+# tests/unit touches no database, broker or browser: it runs on a laptop with nothing started
+# (``pytest tests/unit``). Everything else needs the real services.
+SERVICE_FREE = Path(__file__).resolve().parent / "unit"
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Refuse to run the suite half-way: it needs real PostgreSQL and Redis (see README)."""
-    if session.items and all(item.path.name.startswith(SERVICE_FREE) for item in session.items):
+    if session.items and all(item.path.is_relative_to(SERVICE_FREE) for item in session.items):
         return
     database_url = os.environ.get("DATABASE_URL", "")
     broker_url = os.environ.get("CELERY_BROKER_URL", "")

@@ -11,33 +11,33 @@ from clinic_eval.synthetic.rules import (
     CHROMOSOMAL_NORMAL_VARIANT,
     MONOGENIC_AT_RISK,
     MONOGENIC_NOT_AT_RISK,
-    _clip,
-    _num,
-    _pick,
-    _years,
+    clip,
+    number_text,
+    weighted_pick,
+    years_text,
 )
 
 
 def _amh_for_age(rng: random.Random, age: float) -> float:
     # Median AMH falls roughly exponentially with age, faster after 37.
     median = 3.0 * math.exp(-0.10 * (age - 30) - 0.05 * max(0.0, age - 37))
-    return _clip(median * math.exp(rng.gauss(0.0, 0.5)), 0.05, 20.0)
+    return clip(median * math.exp(rng.gauss(0.0, 0.5)), 0.05, 20.0)
 
 
 def _afc_for_amh(rng: random.Random, amh: float) -> float:
-    return _clip(7.5 * amh**0.7 * math.exp(rng.gauss(0.0, 0.2)), 0, 60)
+    return clip(7.5 * amh**0.7 * math.exp(rng.gauss(0.0, 0.2)), 0, 60)
 
 
 def _fsh(rng: random.Random, age: float, amh: float) -> float:
-    return _clip(5.5 + 0.08 * (age - 30) + 4.0 * max(0.0, 1.5 - amh) + rng.gauss(0, 1.0), 2.5, 25)
+    return clip(5.5 + 0.08 * (age - 30) + 4.0 * max(0.0, 1.5 - amh) + rng.gauss(0, 1.0), 2.5, 25)
 
 
 def _duration(rng: random.Random, mean_extra: float) -> float:
-    return _clip(1.0 + rng.gammavariate(1.5, mean_extra / 1.5), 1.0, 12.0)
+    return clip(1.0 + rng.gammavariate(1.5, mean_extra / 1.5), 1.0, 12.0)
 
 
 def _age(rng: random.Random, mean: float, sd: float, low: int = 22, high: int = 45) -> int:
-    return int(round(_clip(rng.gauss(mean, sd), low, high)))
+    return int(round(clip(rng.gauss(mean, sd), low, high)))
 
 
 def _set_reserve(rng: random.Random, f: dict, amh: float | None = None) -> None:
@@ -48,12 +48,12 @@ def _set_reserve(rng: random.Random, f: dict, amh: float | None = None) -> None:
 
 def _set_semen(rng: random.Random, f: dict, conc: float, motility: float, forms: float) -> None:
     f["semen_concentration_m_per_ml"] = conc
-    f["semen_progressive_motility_pct"] = _clip(motility, 0, 75)
-    f["semen_normal_forms_pct"] = _clip(forms, 0, 20)
+    f["semen_progressive_motility_pct"] = clip(motility, 0, 75)
+    f["semen_normal_forms_pct"] = clip(forms, 0, 20)
 
 
 def _base(rng: random.Random, age: int) -> dict:
-    f: dict = {"age": age, "bmi": _clip(rng.gauss(23.0, 3.3), 17.5, 38.0)}
+    f: dict = {"age": age, "bmi": clip(rng.gauss(23.0, 3.3), 17.5, 38.0)}
     _set_reserve(rng, f)
     secondary = rng.random() < 0.35
     f.update(
@@ -61,20 +61,20 @@ def _base(rng: random.Random, age: int) -> dict:
         infertility_years=_duration(rng, 1.5),
         cycle_pattern="oligo-anovulatory" if rng.random() < 0.04 else "regular",
         hyperandrogenism=rng.random() < 0.04,
-        tubal_findings=_pick(
+        tubal_findings=weighted_pick(
             rng, (("patent", 0.90), ("unilateral occlusion", 0.08), ("bilateral occlusion", 0.02))
         ),
-        uterine_findings=_pick(
+        uterine_findings=weighted_pick(
             rng, (("normal", 0.96), ("submucosal fibroid", 0.02), ("intrauterine adhesions", 0.02))
         ),
         endometriosis_stage="none",
-        prior_iui_cycles=_pick(rng, ((0, 0.72), (1, 0.12), (2, 0.09), (3, 0.07))),
+        prior_iui_cycles=weighted_pick(rng, ((0, 0.72), (1, 0.12), (2, 0.09), (3, 0.07))),
         prior_ivf_cycles=0,
         prior_poor_response=False,
         prior_fertilisation_failure=False,
         failed_good_quality_transfers=0,
         pregnancy_losses=1 if secondary and rng.random() < 0.3 else 0,
-        semen_volume_ml=_clip(rng.gauss(3.0, 0.9), 1.5, 6.5),
+        semen_volume_ml=clip(rng.gauss(3.0, 0.9), 1.5, 6.5),
         carrier_status="none",
         carrier_type="none",
     )
@@ -99,7 +99,7 @@ def _arch_unexplained(rng: random.Random) -> dict:
 
 def _arch_tubal(rng: random.Random) -> dict:
     f = _base(rng, _age(rng, 32.5, 4.5))
-    f["tubal_findings"] = _pick(
+    f["tubal_findings"] = weighted_pick(
         rng, (("bilateral occlusion", 0.55), ("hydrosalpinx", 0.35), ("unilateral occlusion", 0.1))
     )
     if rng.random() < 0.6:
@@ -109,13 +109,13 @@ def _arch_tubal(rng: random.Random) -> dict:
 
 def _arch_pcos(rng: random.Random) -> dict:
     f = _base(rng, _age(rng, 29.0, 3.5, 22, 38))
-    afc = _clip(rng.gauss(38, 10), 18, 70)
+    afc = clip(rng.gauss(38, 10), 18, 70)
     amh = (afc / 7.5) ** (1 / 0.7) * math.exp(rng.gauss(0, 0.2))
     f.update(
-        bmi=_clip(rng.gauss(27.0, 4.5), 18.5, 40.0),
-        amh_ng_ml=_clip(amh, 2.5, 20.0),
+        bmi=clip(rng.gauss(27.0, 4.5), 18.5, 40.0),
+        amh_ng_ml=clip(amh, 2.5, 20.0),
         afc=afc,
-        fsh_iu_l=_clip(rng.gauss(5.8, 1.1), 3.0, 9.0),
+        fsh_iu_l=clip(rng.gauss(5.8, 1.1), 3.0, 9.0),
         cycle_pattern="oligo-anovulatory" if rng.random() < 0.85 else "regular",
         hyperandrogenism=rng.random() < 0.6,
     )
@@ -135,7 +135,7 @@ def _arch_male_severe(rng: random.Random) -> dict:
     else:
         # Asthenozoospermia: concentration fine, too few progressive sperm.
         _set_semen(rng, f, rng.uniform(16, 30), rng.uniform(3, 10), rng.uniform(1, 4))
-        f["semen_volume_ml"] = _clip(rng.gauss(2.2, 0.5), 1.2, 3.0)
+        f["semen_volume_ml"] = clip(rng.gauss(2.2, 0.5), 1.2, 3.0)
     if rng.random() < 0.1:
         _add_ivf_history(rng, f, 1)
     return f
@@ -149,9 +149,9 @@ def _arch_azoospermia(rng: random.Random) -> dict:
 
 def _arch_low_reserve(rng: random.Random) -> dict:
     f = _base(rng, _age(rng, 39.0, 3.2, 30, 45))
-    amh = _clip(rng.uniform(0.08, 1.05), 0.05, 1.05)
+    amh = clip(rng.uniform(0.08, 1.05), 0.05, 1.05)
     _set_reserve(rng, f, amh)
-    f["afc"] = _clip(f["afc"] - rng.uniform(0, 2), 1, 10)
+    f["afc"] = clip(f["afc"] - rng.uniform(0, 2), 1, 10)
     f["infertility_years"] = _duration(rng, 2.0)
     if rng.random() < 0.45:
         _add_ivf_history(rng, f)
@@ -173,7 +173,7 @@ def _arch_endometriosis(rng: random.Random) -> dict:
 
 def _arch_uterine(rng: random.Random) -> dict:
     f = _base(rng, _age(rng, 33.5, 4.5))
-    f["uterine_findings"] = _pick(
+    f["uterine_findings"] = weighted_pick(
         rng,
         (
             ("submucosal fibroid", 0.3),
@@ -187,7 +187,7 @@ def _arch_uterine(rng: random.Random) -> dict:
 
 def _arch_rpl(rng: random.Random) -> dict:
     f = _base(rng, _age(rng, 34.5, 4.5, 24, 44))
-    f["pregnancy_losses"] = _pick(rng, ((2, 0.55), (3, 0.3), (4, 0.15)))
+    f["pregnancy_losses"] = weighted_pick(rng, ((2, 0.55), (3, 0.3), (4, 0.15)))
     f["infertility_type"] = "secondary"
     if rng.random() < 0.3:
         _add_ivf_history(rng, f)
@@ -228,7 +228,7 @@ def _arch_inv9(rng: random.Random) -> dict:
 def _arch_boundary_male(rng: random.Random) -> dict:
     f = _base(rng, _age(rng, 32.5, 4.0))
     _set_semen(rng, f, rng.uniform(4.5, 10), rng.gauss(32, 6), rng.uniform(2, 5))
-    f["semen_volume_ml"] = _clip(rng.gauss(3.0, 0.8), 1.5, 5.0)
+    f["semen_volume_ml"] = clip(rng.gauss(3.0, 0.8), 1.5, 5.0)
     return f
 
 
@@ -355,7 +355,7 @@ def sample_fields(rng: random.Random) -> dict:
 
 
 def _reserve_sentence(f: dict, rng: random.Random) -> str:
-    amh, afc, fsh = _num(f["amh_ng_ml"]), f["afc"], _num(f["fsh_iu_l"])
+    amh, afc, fsh = number_text(f["amh_ng_ml"]), f["afc"], number_text(f["fsh_iu_l"])
     return rng.choice(
         (
             f"AMH {amh} ng/mL, AFC {afc}, day-3 FSH {fsh} IU/L.",
@@ -389,9 +389,12 @@ def _pelvis_sentence(f: dict, rng: random.Random) -> str:
 def _semen_sentence(f: dict, rng: random.Random) -> str:
     if f["semen_concentration_m_per_ml"] == 0:
         return "Partner's semen analysis shows azoospermia on two samples."
-    conc = _num(f["semen_concentration_m_per_ml"])
+    conc = number_text(f["semen_concentration_m_per_ml"])
     mot, forms = f["semen_progressive_motility_pct"], f["semen_normal_forms_pct"]
-    volume, tpmc = _num(f["semen_volume_ml"]), _num(f["total_progressive_motile_count_m"])
+    volume, tpmc = (
+        number_text(f["semen_volume_ml"]),
+        number_text(f["total_progressive_motile_count_m"]),
+    )
     return rng.choice(
         (
             f"Partner's semen analysis: {conc} M/mL, progressive motility {mot}%, "
@@ -436,15 +439,15 @@ def build_narrative(f: dict, rng: random.Random) -> str:
     cycles = "regular cycles" if f["cycle_pattern"] == "regular" else "oligo-anovulatory cycles"
     if f["hyperandrogenism"]:
         cycles += " and clinical hyperandrogenism"
-    years, kind = _years(f["infertility_years"]), f["infertility_type"]
+    years, kind = years_text(f["infertility_years"]), f["infertility_type"]
+    bmi = number_text(f["bmi"])
     opening = rng.choice(
         (
-            f"{f['age']}-year-old woman (BMI {_num(f['bmi'])}) with {years} of {kind} "
+            f"{f['age']}-year-old woman (BMI {bmi}) with {years} of {kind} "
             f"infertility and {cycles}.",
-            f"A {f['age']}-year-old woman, BMI {_num(f['bmi'])}, presents with {kind} "
+            f"A {f['age']}-year-old woman, BMI {bmi}, presents with {kind} "
             f"infertility of {years} and {cycles}.",
-            f"Woman aged {f['age']} years, BMI {_num(f['bmi'])}; {kind} infertility for {years}, "
-            f"{cycles}.",
+            f"Woman aged {f['age']} years, BMI {bmi}; {kind} infertility for {years}, {cycles}.",
         )
     )
     sentences = [

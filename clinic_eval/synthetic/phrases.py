@@ -7,13 +7,13 @@ import random
 from clinic_eval.synthetic.rules import (
     HIGH_DOSE_AGE,
     HIGH_DOSE_BMI,
-    _assess,
-    _ivf_indications,
-    _num,
-    _years,
+    assess,
+    ivf_indications,
+    number_text,
+    years_text,
 )
 
-_STRATEGY_PHRASES: dict[str, str] = {
+STRATEGY_PHRASES: dict[str, str] = {
     "IUI": "IUI with ovarian stimulation",
     "IVF": "IVF with conventional insemination",
     "ICSI": "ICSI",
@@ -21,7 +21,7 @@ _STRATEGY_PHRASES: dict[str, str] = {
     "PGT-M": "ICSI with PGT-M",
     "PGT-SR": "ICSI with PGT-SR",
 }
-_PROTOCOL_PHRASES: dict[str, str] = {
+PROTOCOL_PHRASES: dict[str, str] = {
     "GnRH antagonist": "GnRH antagonist protocol",
     "long agonist": "long GnRH agonist protocol",
     "short agonist": "short agonist (flare) protocol",
@@ -35,19 +35,19 @@ _DOSES: dict[str, tuple[int, ...]] = {
 }
 
 
-def _dose_number(rng: random.Random, band: str, strategy: str) -> int:
+def dose_number(rng: random.Random, band: str, strategy: str) -> int:
     return 75 if strategy == "IUI" and band == "<=150 IU" else rng.choice(_DOSES[band])
 
 
-def _values(f: dict) -> dict[str, str]:
+def phrase_values(f: dict) -> dict[str, str]:
     return {
         "age": str(f["age"]),
-        "amh": _num(f["amh_ng_ml"]),
+        "amh": number_text(f["amh_ng_ml"]),
         "afc": str(f["afc"]),
-        "fsh": _num(f["fsh_iu_l"]),
-        "tpmc": _num(f["total_progressive_motile_count_m"]),
-        "bmi": _num(f["bmi"]),
-        "years": _years(f["infertility_years"]),
+        "fsh": number_text(f["fsh_iu_l"]),
+        "tpmc": number_text(f["total_progressive_motile_count_m"]),
+        "bmi": number_text(f["bmi"]),
+        "years": years_text(f["infertility_years"]),
     }
 
 
@@ -64,7 +64,7 @@ def _ivf_phrase(key: str, f: dict, v: dict[str, str]) -> str:
     }[key]
 
 
-def _strategy_reason(f: dict, strategy: str, v: dict[str, str]) -> str:
+def strategy_reason(f: dict, strategy: str, v: dict[str, str]) -> str:
     # Wrong labels from the simulated arms reach here too, so no reason may assert a finding
     # that the case does not have.
     carrier = f["carrier_status"] if f["carrier_type"] != "none" else "genetic risk"
@@ -89,15 +89,15 @@ def _strategy_reason(f: dict, strategy: str, v: dict[str, str]) -> str:
         context = " and ".join(history) or "age-related aneuploidy risk"
         return f"age {v['age']} with {context}, so PGT-A to select euploid embryos"
     if strategy == "IVF":
-        keys = _ivf_indications(f)
+        keys = ivf_indications(f)
         return "; ".join(_ivf_phrase(k, f, v) for k in keys[:2]) or "to shorten time to pregnancy"
-    if f["tubal_findings"] == "patent" and not _assess(f).male_mild:
+    if f["tubal_findings"] == "patent" and not assess(f).male_mild:
         return f"tubes patent and semen adequate after {v['years']}, so IUI with stimulation first"
     return f"{v['years']} of trying, so IUI with stimulation first"
 
 
-def _protocol_reason(f: dict, chosen: str, strategy: str, v: dict[str, str]) -> str:
-    fi = _assess(f)
+def protocol_reason(f: dict, chosen: str, strategy: str, v: dict[str, str]) -> str:
+    fi = assess(f)
     if chosen == "mild/natural":
         if strategy == "IUI":
             return "mild stimulation to limit multiple pregnancy"
@@ -121,23 +121,21 @@ def _protocol_reason(f: dict, chosen: str, strategy: str, v: dict[str, str]) -> 
     return "short agonist flare protocol"
 
 
-def _dose_reason(f: dict, band: str, v: dict[str, str]) -> str:
+def dose_reason(f: dict, band: str, v: dict[str, str]) -> str:
     if band == "<=150 IU":
-        if _assess(f).high_responder:
+        if assess(f).high_responder:
             return f"low start dose, AFC {v['afc']} predicts a high response"
         return "low start dose; higher doses add nothing here"
     if band == "226-300 IU":
         drivers = []
-        if _assess(f).low_reserve:
+        if assess(f).low_reserve:
             drivers.append("low reserve")
         if f["age"] >= HIGH_DOSE_AGE:
             drivers.append(f"age {v['age']}")
         if f["bmi"] >= HIGH_DOSE_BMI:
             drivers.append(f"BMI {v['bmi']}")
         return "higher start dose for " + (" and ".join(drivers) or "a better oocyte yield")
-    return (
-        "standard start dose" if _assess(f).low_reserve else "standard start dose, normal reserve"
-    )
+    return "standard start dose" if assess(f).low_reserve else "standard start dose, normal reserve"
 
 
 _DX_WORDS: dict[str, str] = {
@@ -156,6 +154,6 @@ _DX_WORDS: dict[str, str] = {
 }
 
 
-def _dx_words(labels: list[str]) -> str:
+def dx_words(labels: list[str]) -> str:
     words = [_DX_WORDS[label] for label in labels]
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]

@@ -6,21 +6,21 @@ import random
 
 from clinic_eval.synthetic.cases import build_narrative, sample_fields
 from clinic_eval.synthetic.phrases import (
-    _PROTOCOL_PHRASES,
-    _STRATEGY_PHRASES,
-    _dose_number,
-    _dose_reason,
-    _dx_words,
-    _protocol_reason,
-    _strategy_reason,
-    _values,
+    PROTOCOL_PHRASES,
+    STRATEGY_PHRASES,
+    dose_number,
+    dose_reason,
+    dx_words,
+    phrase_values,
+    protocol_reason,
+    strategy_reason,
 )
 from clinic_eval.synthetic.rules import (
     LAYERS,
-    _assess,
-    _rng,
+    assess,
     derive_ground_truth,
     derive_stratum,
+    seeded_rng,
 )
 from clinic_eval.vocabulary import DOSE_BANDS
 
@@ -36,7 +36,7 @@ def _physician_options(
     rng: random.Random, f: dict, truth: dict, stratum: str
 ) -> list[tuple[float, str, object, str]]:
     # (weight, layer, physician's label, reason); only disagreements a clinician would defend.
-    v = _values(f)
+    v = phrase_values(f)
     strategy, chosen_protocol = truth["art_strategy"], truth["protocol"]
     step = DOSE_BANDS.index(truth["dose_band"])
     options: list[tuple[float, str, object, str]] = []
@@ -51,7 +51,7 @@ def _physician_options(
     if stratum == "Human Enhancement":
         return options
     if strategy == "IVF":
-        if _assess(f).male_mild or f["total_progressive_motile_count_m"] < 20:
+        if assess(f).male_mild or f["total_progressive_motile_count_m"] < 20:
             reason = f"partner's TPMC {v['tpmc']} M, borderline for conventional IVF, so ICSI"
             options.append(
                 (3.0, "art_strategy", "ICSI", reason + " to avoid fertilisation failure")
@@ -69,7 +69,7 @@ def _physician_options(
         else:
             reason = "the couple declined IUI after counselling and asked for IVF"
         options.append((3.0, "art_strategy", "IVF", reason))
-    if chosen_protocol == "GnRH antagonist" and not _assess(f).high_responder:
+    if chosen_protocol == "GnRH antagonist" and not assess(f).high_responder:
         options.append((2.0, "protocol", "long agonist", "long agonist, easier to schedule"))
     if len(truth["diagnosis"]) >= 2:
         kept = list(truth["diagnosis"])
@@ -93,29 +93,29 @@ def _physician_decision(
 def _physician_text(
     rng: random.Random, f: dict, decision: dict, changed_layer: str, changed_reason: str
 ) -> str:
-    v = _values(f)
+    v = phrase_values(f)
     strategy, chosen_protocol, band = (decision[k] for k in LAYERS[1:])
     reasons = {
-        "art_strategy": _strategy_reason(f, strategy, v),
-        "protocol": _protocol_reason(f, chosen_protocol, strategy, v),
-        "dose_band": _dose_reason(f, band, v),
+        "art_strategy": strategy_reason(f, strategy, v),
+        "protocol": protocol_reason(f, chosen_protocol, strategy, v),
+        "dose_band": dose_reason(f, band, v),
     }
     if changed_reason:
         reasons[changed_layer] = changed_reason
     why = "; ".join(r for r in reasons.values() if not r.startswith("standard"))
-    dose = _dose_number(rng, band, strategy)
-    plan = f"{_STRATEGY_PHRASES[strategy]}, {_PROTOCOL_PHRASES[chosen_protocol]}, start {dose} IU"
+    dose = dose_number(rng, band, strategy)
+    plan = f"{STRATEGY_PHRASES[strategy]}, {PROTOCOL_PHRASES[chosen_protocol]}, start {dose} IU"
     key = f"{v['age']} y, AMH {v['amh']}, AFC {v['afc']}"
     template = rng.randrange(3)
     if template == 0:
         return f"Plan: {plan}. Reasoning: {key}; {why}."
     if template == 1:
-        return f"Impression: {_dx_words(decision['diagnosis'])}. Plan {plan}. Why: {why} ({key})."
+        return f"Impression: {dx_words(decision['diagnosis'])}. Plan {plan}. Why: {why} ({key})."
     return f"{plan[0].upper() + plan[1:]}. {why[0].upper() + why[1:]}. Key values: {key}."
 
 
 def _generate_case(seed: int, index: int) -> dict:
-    rng = _rng(seed, "case", index)
+    rng = seeded_rng(seed, "case", index)
     fields = sample_fields(rng)
     truth = derive_ground_truth(fields)
     stratum = derive_stratum(fields)

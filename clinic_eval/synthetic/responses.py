@@ -7,24 +7,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from clinic_eval.synthetic.phrases import (
-    _PROTOCOL_PHRASES,
-    _STRATEGY_PHRASES,
-    _dose_number,
-    _dose_reason,
-    _dx_words,
-    _protocol_reason,
-    _strategy_reason,
-    _values,
+    PROTOCOL_PHRASES,
+    STRATEGY_PHRASES,
+    dose_number,
+    dose_reason,
+    dx_words,
+    phrase_values,
+    protocol_reason,
+    strategy_reason,
 )
 from clinic_eval.synthetic.rules import (
     LAYER_TITLES,
     LAYERS,
-    _assess,
-    _clip,
-    _num,
-    _rng,
-    _sorted_labels,
+    assess,
+    clip,
     derive_ground_truth,
+    number_text,
+    seeded_rng,
+    sorted_labels,
 )
 from clinic_eval.vocabulary import DOSE_BANDS
 
@@ -73,7 +73,7 @@ _WRONG_PROTOCOL: dict[str, tuple[str, ...]] = {
 def _normalise_dx(labels: set[str]) -> list[str]:
     if len(labels) > 1:
         labels = labels - {"unexplained"}
-    return _sorted_labels(labels or {"unexplained"})
+    return sorted_labels(labels or {"unexplained"})
 
 
 def _wrong_diagnosis(rng: random.Random, f: dict, truth: list[str]) -> list[str]:
@@ -115,8 +115,8 @@ def _simulated_decision(rng: random.Random, case: dict, profile: ArmProfile) -> 
     f = case["fields"]
     truth = case.get("ground_truth") or derive_ground_truth(f)
     shift = STRATUM_ACCURACY_SHIFT.get(case["stratum"], 0.0)
-    accuracy = _clip(profile.accuracy + shift, 0.05, 0.99)
-    dose_accuracy = _clip(profile.dose_accuracy + shift, 0.05, 0.99)
+    accuracy = clip(profile.accuracy + shift, 0.05, 0.99)
+    dose_accuracy = clip(profile.dose_accuracy + shift, 0.05, 0.99)
     decision = {layer: truth[layer] for layer in LAYERS}
     if rng.random() >= accuracy:
         decision["diagnosis"] = _wrong_diagnosis(rng, f, truth["diagnosis"])
@@ -151,26 +151,26 @@ def parse_final_block(text: str) -> dict:
 
 def _hallucinated_values(rng: random.Random, f: dict) -> dict[str, str]:
     # One value stated wrongly is the hallucination raters are asked to catch.
-    v = _values(f)
+    v = phrase_values(f)
     key = rng.choice(("amh", "amh", "afc", "fsh"))
     if key == "amh":
         factor = rng.choice((0.3, 0.4, 2.5, 3.0))
-        v["amh"] = _num(round(max(0.1, f["amh_ng_ml"] * factor), 2))
-        if v["amh"] == _num(f["amh_ng_ml"]):
-            v["amh"] = _num(round(f["amh_ng_ml"] + 1.5, 2))
+        v["amh"] = number_text(round(max(0.1, f["amh_ng_ml"] * factor), 2))
+        if v["amh"] == number_text(f["amh_ng_ml"]):
+            v["amh"] = number_text(round(f["amh_ng_ml"] + 1.5, 2))
     elif key == "afc":
         v["afc"] = str(max(1, f["afc"] + rng.choice((-6, 8, 11))))
         if v["afc"] == str(f["afc"]):
             v["afc"] = str(f["afc"] + 8)
     else:
-        v["fsh"] = _num(round(f["fsh_iu_l"] + rng.choice((5.5, 7.2, 9.1)), 1))
+        v["fsh"] = number_text(round(f["fsh_iu_l"] + rng.choice((5.5, 7.2, 9.1)), 1))
     return v
 
 
 def _reserve_word(f: dict, decision: dict) -> str:
     if "diminished_ovarian_reserve" in decision["diagnosis"]:
         return "reduced reserve"
-    return "high reserve" if _assess(f).high_responder else "normal reserve"
+    return "high reserve" if assess(f).high_responder else "normal reserve"
 
 
 def _tubes_uterus(f: dict) -> str:
@@ -184,10 +184,10 @@ def _semen_brief(f: dict) -> str:
     if f["semen_concentration_m_per_ml"] == 0:
         return "azoospermia"
     return (
-        f"{_num(f['semen_concentration_m_per_ml'])} M/mL, "
+        f"{number_text(f['semen_concentration_m_per_ml'])} M/mL, "
         f"{f['semen_progressive_motility_pct']}% progressive, "
         f"{f['semen_normal_forms_pct']}% normal forms, "
-        f"TPMC {_num(f['total_progressive_motile_count_m'])} M"
+        f"TPMC {number_text(f['total_progressive_motile_count_m'])} M"
     )
 
 
@@ -211,25 +211,25 @@ def _history_brief(f: dict) -> str:
 
 
 def _write_structured(rng: random.Random, f: dict, decision: dict, hallucinate: bool) -> str:
-    v = _hallucinated_values(rng, f) if hallucinate else _values(f)
+    v = _hallucinated_values(rng, f) if hallucinate else phrase_values(f)
     strategy, chosen_protocol, band = (decision[k] for k in LAYERS[1:])
-    dose = _dose_number(rng, band, strategy)
+    dose = dose_number(rng, band, strategy)
     return "\n".join(
         (
             f"Assessment: {v['age']}-year-old woman with {v['years']} of {f['infertility_type']} "
-            f"infertility; working diagnosis: {_dx_words(decision['diagnosis'])}.",
+            f"infertility; working diagnosis: {dx_words(decision['diagnosis'])}.",
             "Key findings:",
             f"- Ovarian reserve: AMH {v['amh']} ng/mL, AFC {v['afc']}, day-3 FSH {v['fsh']} IU/L "
             f"({_reserve_word(f, decision)}).",
             f"- Tubes and uterus: {_tubes_uterus(f)}.",
             f"- Semen: {_semen_brief(f)}.",
             f"- History: {_history_brief(f)}.",
-            f"Plan: {_STRATEGY_PHRASES[strategy]}, {_PROTOCOL_PHRASES[chosen_protocol]}, "
+            f"Plan: {STRATEGY_PHRASES[strategy]}, {PROTOCOL_PHRASES[chosen_protocol]}, "
             f"start {dose} IU/day.",
             "Rationale:",
-            f"1. Strategy: {_strategy_reason(f, strategy, v)}.",
-            f"2. Protocol: {_protocol_reason(f, chosen_protocol, strategy, v)}.",
-            f"3. Dose: {_dose_reason(f, band, v)}.",
+            f"1. Strategy: {strategy_reason(f, strategy, v)}.",
+            f"2. Protocol: {protocol_reason(f, chosen_protocol, strategy, v)}.",
+            f"3. Dose: {dose_reason(f, band, v)}.",
             "",
             final_block(decision),
         )
@@ -248,9 +248,9 @@ _COUNSELLING_POINTS: tuple[str, ...] = (
 
 
 def _write_warm(rng: random.Random, f: dict, decision: dict, hallucinate: bool) -> str:
-    v = _hallucinated_values(rng, f) if hallucinate else _values(f)
+    v = _hallucinated_values(rng, f) if hallucinate else phrase_values(f)
     strategy, chosen_protocol, band = (decision[k] for k in LAYERS[1:])
-    dose = _dose_number(rng, band, strategy)
+    dose = dose_number(rng, band, strategy)
     points = rng.sample(_COUNSELLING_POINTS, 3)
     opening = rng.choice(
         (
@@ -268,12 +268,12 @@ def _write_warm(rng: random.Random, f: dict, decision: dict, hallucinate: bool) 
             f"of {v['afc']} suggests {_reserve_word(f, decision)} for her age of {v['age']}. "
             f"The semen analysis shows {_semen_brief(f)}, and the workup shows "
             f"{_tubes_uterus(f)}. Taken together, the picture fits "
-            f"{_dx_words(decision['diagnosis'])}.",
+            f"{dx_words(decision['diagnosis'])}.",
             "",
-            f"I would gently suggest {_STRATEGY_PHRASES[strategy]}. My reasoning: "
-            f"{_strategy_reason(f, strategy, v)}. For stimulation, a "
-            f"{_PROTOCOL_PHRASES[chosen_protocol]} seems reasonable, starting at around {dose} IU "
-            f"per day ({_protocol_reason(f, chosen_protocol, strategy, v)}). That said, other "
+            f"I would gently suggest {STRATEGY_PHRASES[strategy]}. My reasoning: "
+            f"{strategy_reason(f, strategy, v)}. For stimulation, a "
+            f"{PROTOCOL_PHRASES[chosen_protocol]} seems reasonable, starting at around {dose} IU "
+            f"per day ({protocol_reason(f, chosen_protocol, strategy, v)}). That said, other "
             "approaches could also be reasonable, and this may need adjusting as the cycle goes.",
             "",
             "Points that may be worth discussing with the couple:",
@@ -297,7 +297,7 @@ _UNSUPPORTED_CLAIMS: tuple[str, ...] = (
 
 
 def _write_terse(rng: random.Random, f: dict, decision: dict, hallucinate: bool) -> str:
-    v = _values(f)
+    v = phrase_values(f)
     strategy, chosen_protocol, band = (decision[k] for k in LAYERS[1:])
     why = f"age {v['age']}, AMH {v['amh']}, AFC {v['afc']}"
     if hallucinate:
@@ -332,17 +332,17 @@ _TEMPLATE_ECHOES: tuple[tuple[str, str], ...] = (
 
 
 def _write_template(rng: random.Random, f: dict, decision: dict, hallucinate: bool) -> str:
-    v = _hallucinated_values(rng, f) if hallucinate else _values(f)
+    v = _hallucinated_values(rng, f) if hallucinate else phrase_values(f)
     strategy, chosen_protocol, band = (decision[k] for k in LAYERS[1:])
     explanation = (
-        f"Based on the findings, the recommended approach is {_STRATEGY_PHRASES[strategy]}, "
-        f"using a {_PROTOCOL_PHRASES[chosen_protocol]}."
+        f"Based on the findings, the recommended approach is {STRATEGY_PHRASES[strategy]}, "
+        f"using a {PROTOCOL_PHRASES[chosen_protocol]}."
     )
     if rng.random() < 0.2:
         present = {
             "hydrosalpinx": f["tubal_findings"] == "hydrosalpinx",
             "azoospermia": f["semen_concentration_m_per_ml"] == 0,
-            "pcos": _assess(f).pcos,
+            "pcos": assess(f).pcos,
             "translocation": "translocation" in f["carrier_status"],
         }
         echoes = [text for topic, text in _TEMPLATE_ECHOES if not present[topic]]
@@ -376,7 +376,7 @@ def generate_simulated_responses(cases: list[dict], *, seed: int) -> list[dict]:
     for case in cases:
         for arm in SIMULATED_ARMS:
             profile = ARM_PROFILES[arm]
-            rng = _rng(seed, "response", case["case_id"], arm)
+            rng = seeded_rng(seed, "response", case["case_id"], arm)
             decision = _simulated_decision(rng, case, profile)
             hallucinate = rng.random() < profile.hallucination
             text = _WRITERS[arm](rng, case["fields"], decision, hallucinate)

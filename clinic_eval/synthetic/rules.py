@@ -105,7 +105,7 @@ NORMAL_FIELDS: dict[str, object] = {
 # --- Small helpers ----------------------------------------------------------------------------
 
 
-def _clip(value: float, low: float, high: float) -> float:
+def clip(value: float, low: float, high: float) -> float:
     return max(low, min(high, value))
 
 
@@ -113,7 +113,7 @@ def _between(value: float, bounds: tuple[float, float]) -> bool:
     return bounds[0] <= value <= bounds[1]
 
 
-def _rng(*parts: object) -> random.Random:
+def seeded_rng(*parts: object) -> random.Random:
     # A string seed is hashed with SHA-512 by random.Random, so it is stable across processes
     # and independent of PYTHONHASHSEED.
     return random.Random(":".join(str(p) for p in parts))
@@ -122,20 +122,20 @@ def _rng(*parts: object) -> random.Random:
 _T = TypeVar("_T")
 
 
-def _pick(rng: random.Random, weighted: tuple[tuple[_T, float], ...]) -> _T:
+def weighted_pick(rng: random.Random, weighted: tuple[tuple[_T, float], ...]) -> _T:
     return rng.choices([k for k, _ in weighted], weights=[w for _, w in weighted])[0]
 
 
-def _num(value: float) -> str:
+def number_text(value: float) -> str:
     # Clinicians write "3 years" and "AMH 2", not "3.0 years" and "AMH 2.0".
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
-def _years(value: float) -> str:
-    return "1 year" if value == 1 else f"{_num(value)} years"
+def years_text(value: float) -> str:
+    return "1 year" if value == 1 else f"{number_text(value)} years"
 
 
-def _sorted_labels(labels: set[str]) -> list[str]:
+def sorted_labels(labels: set[str]) -> list[str]:
     return [label for label in DIAGNOSIS_LABELS if label in labels]
 
 
@@ -183,7 +183,7 @@ def _is_normal_variant(status: str) -> bool:
     return "inv(9)" in status
 
 
-def _assess(fields: dict) -> _Findings:
+def assess(fields: dict) -> _Findings:
     age = fields["age"]
     amh = fields["amh_ng_ml"]
     afc = fields["afc"]
@@ -227,7 +227,7 @@ def _assess(fields: dict) -> _Findings:
 
 
 def _diagnosis_labels(fields: dict) -> list[str]:
-    fi = _assess(fields)
+    fi = assess(fields)
     flags = {
         "tubal_factor": fi.tubal,
         "male_factor_mild": fi.male_mild,
@@ -242,12 +242,12 @@ def _diagnosis_labels(fields: dict) -> list[str]:
         "chromosomal_rearrangement_carrier": fi.chromosomal,
     }
     labels = {label for label, present in flags.items() if present}
-    return _sorted_labels(labels or {"unexplained"})
+    return sorted_labels(labels or {"unexplained"})
 
 
-def _ivf_indications(fields: dict) -> list[str]:
+def ivf_indications(fields: dict) -> list[str]:
     # Keys rather than a bool so that the reasoning text and the Confusion margins can say why.
-    fi = _assess(fields)
+    fi = assess(fields)
     checks = (
         ("tubal", fi.tubal),
         ("low_reserve", fi.low_reserve),
@@ -262,7 +262,7 @@ def _ivf_indications(fields: dict) -> list[str]:
 
 
 def _art_strategy(fields: dict) -> str:
-    fi = _assess(fields)
+    fi = assess(fields)
     if fi.monogenic_at_risk:
         return "PGT-M"
     if fi.chromosomal:
@@ -271,13 +271,13 @@ def _art_strategy(fields: dict) -> str:
         return "ICSI"
     if fields["age"] >= PGT_A_AGE and (fi.rpl or fi.rif):
         return "PGT-A"
-    if _ivf_indications(fields):
+    if ivf_indications(fields):
         return "IVF"
     return "IUI"
 
 
 def _protocol(fields: dict, strategy: str) -> str:
-    fi = _assess(fields)
+    fi = assess(fields)
     if strategy == "IUI" or fi.poor_responder:
         return "mild/natural"
     if fi.high_responder:
@@ -296,7 +296,7 @@ def _protocol(fields: dict, strategy: str) -> str:
 
 
 def _dose_band(fields: dict, chosen_protocol: str) -> str:
-    fi = _assess(fields)
+    fi = assess(fields)
     if chosen_protocol == "mild/natural" or fi.high_responder:
         return "<=150 IU"
     if fi.low_reserve or fields["age"] >= HIGH_DOSE_AGE or fields["bmi"] >= HIGH_DOSE_BMI:
@@ -326,7 +326,7 @@ def confusion_reasons(fields: dict) -> list[str]:
     Missing fields are read as in NORMAL_FIELDS.
     """
     fields = _complete(fields)
-    fi = _assess(fields)
+    fi = assess(fields)
     conc = fields["semen_concentration_m_per_ml"]
     reasons = []
     if _between(fields["total_progressive_motile_count_m"], MARGIN_TPMC) or _between(
@@ -341,7 +341,7 @@ def confusion_reasons(fields: dict) -> list[str]:
     # IUI versus IVF is only close when age or duration is all that could tip it.
     if (
         _diagnosis_labels(fields) == ["unexplained"]
-        and set(_ivf_indications(fields)) <= {"age", "duration"}
+        and set(ivf_indications(fields)) <= {"age", "duration"}
         and (
             _between(fields["age"], MARGIN_UNEXPLAINED_AGE)
             or _between(fields["infertility_years"], MARGIN_DURATION)

@@ -1,0 +1,332 @@
+"""`make demo`'s command end to end: SQLite, the embedded broker and worker, in a real browser."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from alignment_jobs.demo.rubrics import DRAFTER, GRADED_ARMS, GRADED_TITLE, GRADER, VERIFY_CASES
+from clinic_eval.demo.study import (
+    DEMO_CLOSED_TITLE,
+    DEMO_COORDINATOR,
+    DEMO_GENERATION_TITLE,
+    DEMO_ITEMS_PER_RATER,
+    DEMO_PHYSICIANS,
+    DEMO_TITLE,
+)
+from tests.support.browser import ConsoleLog, chromium, new_page, sign_in
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class Demo:
+    url: str
+    log: Path
+
+
+@pytest.fixture(scope="module")
+def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    """The demo exactly as `make demo` runs it, with no DATABASE_URL or broker configured."""
+    var_dir = tmp_path_factory.mktemp("demo-var")
+    port = free_port()
+    keep = {"PATH", "HOME", "LANG"}
+    env = {k: v for k, v in os.environ.items() if k in keep}
+    env.update({"DEBUG": "1", "VAR_DIR": str(var_dir), "PYTHONUNBUFFERED": "1"})
+    log = (var_dir / "demo.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "run_demo", "--port", str(port), "--cases", "60"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base_url}/healthz", timeout=2) as response:
+                if json.load(response) == {"status": "ok"}:
+                    break
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            log.close()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(
+                    process.pid, signal.SIGKILL
+                )  # a demo that never came up is not left running
+            pytest.fail("the demo did not start:\n" + (var_dir / "demo.log").read_text()[-4000:])
+        time.sleep(0.5)
+    try:
+        yield Demo(url=base_url, log=var_dir / "demo.log")
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+        log.close()
+        assert (var_dir / "clinic_eval.sqlite3").exists(), "the demo used the embedded SQLite"
+        assert not (ROOT / "control").exists(), "the embedded broker keeps its files in VAR_DIR"
+
+
+@pytest.fixture
+def demo(demo_server: Demo) -> str:
+    return demo_server.url
+
+
+def test_the_demo_prints_its_accounts_and_url(demo_server: Demo) -> None:
+    printed = demo_server.log.read_text()
+    assert f"clinic-eval demo: open {demo_server.url}/" in printed
+    for username, password in (DEMO_COORDINATOR, *DEMO_PHYSICIANS):
+        assert f"{username:<14} password: {password}" in printed
+    with urllib.request.urlopen(f"{demo_server.url}/accounts/login/") as response:
+        assert response.status == 200
+        assert "Sign in" in response.read().decode()
+
+
+def test_a_coordinator_sees_the_demo_study_and_imports_through_the_worker(
+    demo: str, tmp_path: Path
+) -> None:
+    console = ConsoleLog()
+    good = tmp_path / "more-cases.jsonl"
+    good.write_text(
+        "\n".join(
+            json.dumps({"case_id": f"NEW-{i}", "stratum": "General", "narrative": "Text."})
+            for i in range(3)
+        )
+        + "\n"
+    )
+    bad = tmp_path / "bad-cases.csv"
+    bad.write_bytes(
+        b"case_id,stratum,narrative,truth.art_strategy\n"
+        b"B-1,General,,IVF\n"
+        b"B-2,General,Text,IVF\n"
+        b"B-2,General,Text,IVF\n"
+        b"B-3,General,Text,IVF++\n"
+        b"B-4,General,caf\xe9,IVF\n"
+    )
+    with chromium() as browser:
+        page = new_page(browser, console)
+        sign_in(page, demo, *DEMO_COORDINATOR)
+        page.get_by_role("link", name=DEMO_TITLE).click()
+        assert page.locator("h2", has_text="Cases").inner_text().endswith("60")
+        arms = page.locator("table").nth(1).inner_text()
+        for label in ("SFT-sim", "DPO-sim", "GRPO-sim", "ICL-sim", "Physician"):
+            assert label in arms
+
+        page.get_by_role("link", name="Import cases or responses").click()
+        page.set_input_files("#id_file", str(bad))
+        page.get_by_role("button", name="Check and import").click()
+        page.get_by_text("Nothing was imported: 4 problems found").wait_for(timeout=30_000)
+        rows = page.locator("table.errors tbody tr").all_inner_texts()
+        assert [row.split("\t")[0] for row in rows] == ["2", "4", "5", "6"]
+
+        page.goto(page.url.rsplit("/imports/", 1)[0] + "/imports/new/")
+        page.set_input_files("#id_file", str(good))
+        page.get_by_role("button", name="Check and import").click()
+        page.get_by_text("3 cases imported").wait_for(timeout=30_000)
+
+        page.get_by_role("link", name="Browse cases").click()
+        page.fill("#id_q", "NEW-")
+        page.get_by_text("3 cases matching").wait_for(timeout=10_000)
+        assert "q=NEW-" in page.url, "the filter is in the address, so it can be shared"
+    assert console.problems == []
+
+
+def test_a_physician_sees_only_the_rating_area(demo: str) -> None:
+    console = ConsoleLog()
+    with chromium() as browser:
+        page = new_page(browser, console)
+        sign_in(page, demo, *DEMO_PHYSICIANS[0])
+        assert page.get_by_role("heading", name="My ratings").is_visible()
+        body = page.content()
+        for hidden in ("SFT-sim", "GRPO-sim", DEMO_GENERATION_TITLE, "Studies"):
+            assert hidden not in body
+        assert DEMO_TITLE in body, "the physician sees the study they rate, and only that"
+        response = page.goto(f"{demo}/coordinator/")
+        assert response is not None and response.status == 403
+    assert [p for p in console.problems if "403" not in p] == []
+
+
+def test_a_coordinator_runs_a_real_cpu_job_on_the_tiny_models_and_watches_it_finish(
+    demo: str,
+) -> None:
+    console = ConsoleLog()
+    with chromium() as browser:
+        page = new_page(browser, console)
+        sign_in(page, demo, *DEMO_COORDINATOR)
+        page.get_by_role("link", name=DEMO_GENERATION_TITLE).click()
+        page.get_by_role("link", name="Generation jobs").click()
+        arms = page.locator("table").first.inner_text()
+        for label in ("SFT-tiny", "DPO-tiny", "GRPO-tiny", "ICL-tiny"):
+            assert label in arms
+        assert "/tiny/base" in arms, "the coordinator sees the checkpoint each arm loads"
+
+        page.get_by_label("These case ids").check()
+        page.fill("#id_case_ids", "SYN-00001 SYN-00002 SYN-00003")
+        page.get_by_role("button", name="Launch").click()
+        page.get_by_text("Job #1 queued: 12 case × arm items.").wait_for(timeout=15_000)
+        percent = page.get_by_test_id("job-percent")
+        percent.filter(has_text="100%").wait_for(timeout=240_000)
+        page.get_by_test_id("job-status").filter(has_text="Finished").wait_for(timeout=10_000)
+        assert page.locator("#job-bar").get_attribute("value") == "100"
+        assert "12 / 12" in page.locator("#job-progress").inner_text()
+        assert "tokens/s" in page.locator("#job-progress").inner_text()
+    assert console.problems == []
+
+
+def test_a_physician_rates_the_demo_study_end_to_end_and_the_coordinator_sees_it(
+    demo: str,
+) -> None:
+    """Issue 4's done-when: a whole queue rated with the keyboard, then progress and balance."""
+    console = ConsoleLog()
+    username, password = DEMO_PHYSICIANS[2]
+    with chromium() as browser:
+        page = new_page(browser, console)
+        sign_in(page, demo, username, password)
+        page.get_by_role("button", name="Start rating").click()
+        page.wait_for_selector("#rating-item")
+        total = int(page.locator("#rating-item h1").inner_text().split(" of ")[1].split()[0])
+        assert DEMO_ITEMS_PER_RATER <= total <= DEMO_ITEMS_PER_RATER + 3
+        for _ in range(total):
+            assert "-sim" not in page.content()
+            before = page.get_attribute("#rating-item", "data-item")
+            page.keyboard.type("43n52nb")
+            page.keyboard.press("Enter")
+            page.locator(f'#rating-item:not([data-item="{before}"])').wait_for()
+        page.get_by_text("All your items are rated").wait_for()
+
+        coordinator = new_page(browser, console)
+        sign_in(coordinator, demo, *DEMO_COORDINATOR)
+        coordinator.get_by_role("link", name=DEMO_TITLE).click()
+        coordinator.get_by_role("link", name="Rater progress").click()
+        rows = coordinator.locator("#monitor tbody tr").all_inner_texts()
+        row = next(r.split("\t") for r in rows if r.startswith(username))
+        assert row[1:3] == [str(total), str(total)], row
+        assert row[5] == "0%", "every choice was B: the side-bias column shows it"
+        coordinator.get_by_role("link", name="Design and balance").click()
+        assert "Positions per arm set" in coordinator.content()
+        assert coordinator.locator(".hash").first.inner_text().strip()
+    assert console.problems == []
+
+
+def test_the_closed_demo_study_shows_every_results_panel(demo: str) -> None:
+    """Issue 5's done-when: the results page renders every panel for the demo study."""
+    artifacts = Path(os.environ.get("TEST_ARTIFACTS_DIR", ROOT / "var" / "test-artifacts"))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    console = ConsoleLog()
+    with chromium() as browser:
+        page = new_page(browser, console)
+        sign_in(page, demo, *DEMO_COORDINATOR)
+        page.get_by_role("link", name=DEMO_CLOSED_TITLE).click()
+        page.get_by_role("link", name="Results").click()
+        page.wait_for_selector("#primary")
+        assert page.locator("#simulated-badge").is_visible()
+        assert page.locator("#interim-banner").count() == 0
+        images = page.locator("main img")
+        assert images.count() >= 4
+        for index in range(images.count()):
+            width = images.nth(index).evaluate("img => img.naturalWidth")
+            assert width > 0, "every plot decodes"
+        text = page.locator("main").inner_text()
+        for heading in ("Primary endpoint", "Agreement", "Position", "stratum"):
+            assert heading.lower() in text.lower(), heading
+        assert "SFT-sim" in text and "GRPO-sim" in text
+        # Issue 13: the clustered primary numbers first, the per-judgment ones beneath them.
+        assert "generalises to physicians and cases like these" in text
+        assert page.locator("#primary-sensitivity").is_visible()
+        assert page.locator("#primary-model-based").is_visible()
+        clustered_top = page.locator("#pairwise-clustered").bounding_box()["y"]
+        assert clustered_top < page.locator("#pairwise-sensitivity").bounding_box()["y"]
+        page.screenshot(path=str(artifacts / "results-demo-1366x768-full.png"), full_page=True)
+        page.screenshot(path=str(artifacts / "results-demo-1366x768-viewport.png"))
+        # The open demo study's design page shows the power frozen into its plan.
+        page.get_by_role("link", name="Studies").first.click()
+        page.get_by_role("link", name=DEMO_TITLE).click()
+        page.get_by_role("link", name="Design and balance").click()
+        frozen = page.locator("#power-frozen")
+        assert frozen.is_visible() and "Power for an effect of" in frozen.inner_text()
+        assert frozen.locator("img").evaluate("img => img.naturalWidth") > 0
+    assert console.problems == []
+
+
+def test_a_demo_physician_refines_and_verifies_a_tiny_model_draft(demo: str) -> None:
+    """Issue 7's done-when, first half: a rubric drafted by the tiny local model, verified by a
+    demo physician in the browser."""
+    from playwright.sync_api import expect
+
+    console = ConsoleLog()
+    with chromium() as browser:
+        page = new_page(browser, console)
+        sign_in(page, demo, *DEMO_PHYSICIANS[1])
+        queue = page.locator("#rubric-queue")
+        expect(queue).to_contain_text(f"{VERIFY_CASES} rubrics waiting for your verification")
+        queue.get_by_role("link", name="Verify the next rubric").click()
+        page.wait_for_url("**/rate/rubrics/*/")
+        assert DRAFTER not in page.content(), "the drafting model stays hidden"
+        rows = page.locator("#criteria-list > li")
+        drafted = rows.count()
+        assert drafted >= 1
+        add = page.locator("#criterion-add")
+        add.get_by_label("Criterion").fill("Recommends IVF given blocked tubes")
+        add.get_by_label("Points").fill("5")
+        add.get_by_role("button", name="Add criterion").click()
+        expect(rows).to_have_count(drafted + 1)
+        gibberish = rows.first
+        gibberish.locator("summary", has_text="Delete").click()
+        gibberish.get_by_role("button", name="Yes, delete this criterion").click()
+        expect(rows).to_have_count(drafted)
+        verified = page.url
+        page.get_by_role("button", name="Verify this rubric").click()
+        # On to the next draft waiting for this physician.
+        page.wait_for_url(lambda url: url != verified and "/rate/rubrics/" in url)
+        expect(page.locator(".messages")).to_contain_text("Rubric verified")
+        page.goto(f"{demo}/rate/")
+        waiting = f"{VERIFY_CASES - 1} rubrics waiting"
+        expect(page.locator("#rubric-queue")).to_contain_text(waiting)
+    assert console.problems == []
+
+
+def test_the_closed_rubric_study_shows_scores_with_intervals_and_grader_agreement(
+    demo: str,
+) -> None:
+    """Issue 7's done-when, second half: graded by physicians and by the grader model."""
+    console = ConsoleLog()
+    with chromium() as browser:
+        page = new_page(browser, console)
+        sign_in(page, demo, *DEMO_COORDINATOR)
+        page.get_by_role("link", name=GRADED_TITLE).click()
+        page.get_by_role("link", name="Results").click()
+        section = page.locator("#rubric")
+        section.wait_for()
+        text = section.inner_text()
+        for arm in GRADED_ARMS:
+            assert arm in text
+        assert f"Grader {GRADER}" in text
+        assert " to " in text, "scores carry their 95% intervals"
+        assert "Can the grader model be trusted?" in text and "Cohen's kappa" in text
+        assert page.locator("#simulated-badge").is_visible()
+    assert console.problems == []
