@@ -67,7 +67,7 @@ def _fast_password_hashing(settings: Settings) -> None:
 
 @pytest.fixture(autouse=True)
 def _celery_runs_tasks_in_process() -> Iterator[None]:
-    """Unit tests run tasks inline; tests/test_worker.py runs a real worker instead."""
+    """Unit tests run tasks inline; tests/imports/test_worker.py runs a real worker instead."""
     celery_app.conf.task_always_eager = True
     yield
     celery_app.conf.task_always_eager = False

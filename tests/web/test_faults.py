@@ -1,7 +1,8 @@
 """Faults in the services beneath the application: PostgreSQL restarting, Redis gone.
 
-Each test breaks a private instance it owns (tests/private_services.py), never the shared ones.
-A worker killed mid-job is covered in tests/test_generation_worker.py and tests/test_worker.py.
+Each test breaks a private instance it owns (tests/support/private_services.py), never the
+shared ones. A worker killed mid-job is covered in tests/generation/test_generation_worker.py
+and tests/imports/test_worker.py.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from alignment_jobs.models import GenerationItem, GenerationJob, GenerationShard
 from clinic_eval.celery import app as celery_app
 from clinic_eval.models import Arm, Study
 from tests.conftest import PASSWORD
+from tests.generation.test_generation import make_cases, model_arm
 from tests.support.browser import ConsoleLog, chromium, new_page, sign_in
 from tests.support.private_services import (
     PrivatePostgres,
@@ -40,7 +42,6 @@ from tests.support.private_services import (
     private_redis,
     seed_open_study,
 )
-from tests.test_generation import make_cases, model_arm
 
 pytestmark = pytest.mark.slow
 

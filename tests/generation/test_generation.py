@@ -1,7 +1,7 @@
 """Generation jobs in one process: specs, launch, shards, provenance, failures and the sweep.
 
 Tasks run eagerly here with the real transformers engine on the tiny local models;
-tests/test_generation_worker.py runs the same path through real Celery workers and vLLM.
+tests/generation/test_generation_worker.py runs the same path through real Celery workers and vLLM.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from alignment_jobs.models import GenerationItem, GenerationJob, GenerationShard
 from clinic_eval import synthetic
 from clinic_eval.errors import DomainError
 from clinic_eval.models import Arm, Case, Response, Study, User
-from tests.factories import ArmFactory, StudyFactory
+from tests.support.factories import ArmFactory, StudyFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -21,9 +21,9 @@ from alignment_jobs.generation.tasks import shard_run_task
 from alignment_jobs.models import GenerationJob, GenerationShard
 from clinic_eval.celery import app
 from clinic_eval.models import Arm, Response, Study, User
-from tests.factories import ArmFactory, StudyFactory
-from tests.test_generation import launch, make_cases
-from tests.workers import start_worker, stop_worker, wait_for
+from tests.generation.test_generation import launch, make_cases
+from tests.support.factories import ArmFactory, StudyFactory
+from tests.support.workers import start_worker, stop_worker, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

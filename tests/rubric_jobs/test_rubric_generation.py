@@ -39,7 +39,7 @@ from clinic_eval.models import (
 )
 from clinic_eval.rubrics.selectors import rubric_is_usable
 from clinic_eval.rubrics.services import CriterionInput, rubric_store, rubric_verify
-from tests.factories import ArmFactory
+from tests.support.factories import ArmFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -15,8 +15,8 @@ from clinic_eval import synthetic
 from clinic_eval.celery import app
 from clinic_eval.imports import services
 from clinic_eval.models import DataImport, Study, User
-from tests.factories import StudyFactory
-from tests.workers import children_of, start_worker, stop_worker, wait_for
+from tests.support.factories import StudyFactory
+from tests.support.workers import children_of, start_worker, stop_worker, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

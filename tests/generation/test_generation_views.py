@@ -14,8 +14,8 @@ from alignment_jobs.demo.tiny_models import TinyModelSet
 from alignment_jobs.generation import jobs, specs
 from alignment_jobs.models import GenerationJob, GenerationSpec
 from clinic_eval.models import Arm, Response, Study, User
-from tests.factories import ArmFactory, CaseFactory
-from tests.test_generation import make_cases
+from tests.generation.test_generation import make_cases
+from tests.support.factories import ArmFactory, CaseFactory
 
 pytestmark = pytest.mark.django_db
 
