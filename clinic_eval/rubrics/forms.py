@@ -6,6 +6,7 @@ from django import forms
 from django.core.files.uploadedfile import UploadedFile
 
 from clinic_eval.models import CaseRubric, RubricCriterion
+from clinic_eval.rubrics.selectors import RubricState
 from clinic_eval.rubrics.services import MAX_CRITERION_TEXT, MAX_POINTS, CriterionInput
 
 MAX_RUBRIC_FILE_BYTES = 5 * 1024 * 1024
@@ -89,12 +90,7 @@ class RubricImportForm(forms.Form):
 
 
 class RubricFilterForm(forms.Form):
-    STATES = [
-        ("", "Any"),
-        ("missing", "No rubric"),
-        ("unverified", "Not yet usable"),
-        ("usable", "Usable"),
-    ]
+    STATES = [("", "Any"), *RubricState.choices]
 
     stratum = forms.CharField(required=False, max_length=80)
     state = forms.ChoiceField(choices=STATES, required=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.db import models
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
 from django.http import Http404
 
@@ -107,6 +108,12 @@ def _with_counts(rubrics: QuerySet[CaseRubric]) -> QuerySet[CaseRubric]:
     )
 
 
+class RubricState(models.TextChoices):
+    MISSING = "missing", "No rubric"
+    UNVERIFIED = "unverified", "Not yet usable"
+    USABLE = "usable", "Usable"
+
+
 @dataclass(frozen=True)
 class RubricRow:
     """One line of the coordinator's overview: a case (or a stratum) and its rubric, if any."""
@@ -125,10 +132,10 @@ class RubricRow:
         )
 
     @property
-    def state(self) -> str:
+    def state(self) -> RubricState:
         if self.rubric is None:
-            return "missing"
-        return "usable" if self.usable else "unverified"
+            return RubricState.MISSING
+        return RubricState.USABLE if self.usable else RubricState.UNVERIFIED
 
 
 @dataclass(frozen=True)
