@@ -326,7 +326,7 @@ def bootstrap_macro_f1(
     ]
     t_sets = [t for t, _ in pairs]
     p_sets = [p for _, p in pairs]
-    _, tp, fp, fn = _count_matrices(t_sets, p_sets)  # type: ignore[arg-type]
+    _, tp, fp, fn = _count_matrices(t_sets, p_sets)
     estimate, _, _ = _macro_micro(tp.sum(0), fp.sum(0), fn.sum(0))
     n = len(t_sets)
     if n == 0:

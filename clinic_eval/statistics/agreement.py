@@ -99,14 +99,19 @@ def _coincidences_of(
 def _delta2(values: np.ndarray, n_c: np.ndarray, level: AlphaLevel) -> np.ndarray:
     c = values[:, None]
     k = values[None, :]
+    # Each branch names its result so that numpy's Any-typed arithmetic gets a declared type.
+    delta2: np.ndarray
     if level == "nominal":
-        return (c != k).astype(float)
+        delta2 = (c != k).astype(float)
+        return delta2
     if level == "interval":
-        return (c - k) ** 2
+        delta2 = (c - k) ** 2
+        return delta2
     if level == "ratio":
         with np.errstate(invalid="ignore", divide="ignore"):
             d = ((c - k) / (c + k)) ** 2
-        return np.nan_to_num(d)  # 0/0 only when c == k == 0: no difference
+        delta2 = np.nan_to_num(d)  # 0/0 only when c == k == 0: no difference
+        return delta2
     if level == "ordinal":
         # Ordinal metric: squared count of pairable values between c and k, halving the ends.
         cum = np.concatenate([[0.0], np.cumsum(n_c)])
@@ -114,7 +119,8 @@ def _delta2(values: np.ndarray, n_c: np.ndarray, level: AlphaLevel) -> np.ndarra
         lo = np.minimum(i[:, None], i[None, :])
         hi = np.maximum(i[:, None], i[None, :])
         between = cum[hi + 1] - cum[lo]
-        return (between - (n_c[:, None] + n_c[None, :]) / 2) ** 2 * (lo != hi)
+        delta2 = (between - (n_c[:, None] + n_c[None, :]) / 2) ** 2 * (lo != hi)
+        return delta2
     raise ValueError(f"unknown level {level!r}")
 
 

@@ -32,7 +32,9 @@ studies) at once, each group analysed on its own rows.
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import TypedDict, Unpack
 
 import numpy as np
 import pandas as pd
@@ -96,7 +98,7 @@ class CrossedEstimate:
         return Interval(self.estimate, self.low, self.high)
 
 
-def codes(values: pd.Series | np.ndarray) -> np.ndarray:
+def codes(values: pd.Series | pd.Index | np.ndarray | Sequence[Hashable]) -> np.ndarray:
     """Dense integer codes (0..k-1) of any hashable values; missing values get -1."""
     return pd.factorize(pd.Series(values), sort=False)[0].astype(np.int64)
 
@@ -152,11 +154,13 @@ class CrossedDesign:
     @property
     def nested_cases(self) -> np.ndarray:
         """One rater per case: the case and cell clusters are the same."""
-        return self.cells == self.cases
+        same: np.ndarray = self.cells == self.cases
+        return same
 
     @property
     def nested_raters(self) -> np.ndarray:
-        return self.cells == self.raters
+        same: np.ndarray = self.cells == self.raters
+        return same
 
 
 def crossed_design(
@@ -438,7 +442,7 @@ def estimates(
     for g in range(len(fit.mean)):
         cases, raters, n = int(v.cases[g]), int(v.raters[g]), int(v.n[g])
         mean = float(fit.mean[g])
-        base = dict(
+        base = _Clusters(
             null=null,
             n=n,
             cases=cases,
@@ -502,7 +506,18 @@ def estimates(
     return results
 
 
-def _empty(estimate: float, reason: str, **base: object) -> CrossedEstimate:
+class _Clusters(TypedDict):
+    """The fields of a CrossedEstimate that every outcome of one group shares."""
+
+    null: float
+    n: int
+    cases: int
+    raters: int
+    design_effect: float
+    rater_share: float
+
+
+def _empty(estimate: float, reason: str, **base: Unpack[_Clusters]) -> CrossedEstimate:
     nan = math.nan
     return CrossedEstimate(
         estimate=estimate,
@@ -513,7 +528,7 @@ def _empty(estimate: float, reason: str, **base: object) -> CrossedEstimate:
         statistic=nan,
         p_value=nan,
         not_estimable=reason,
-        **base,  # type: ignore[arg-type]
+        **base,
     )
 
 

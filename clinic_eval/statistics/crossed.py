@@ -13,6 +13,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -40,9 +41,9 @@ ESTIMATE_FIELDS = (
 )
 
 
-def _columns(prefix: str, results: Sequence[CrossedEstimate]) -> dict[str, list[object]]:
+def _columns(prefix: str, results: Sequence[CrossedEstimate]) -> dict[str, list[Any]]:
     """Flat columns ``<prefix>_<field>`` from a list of estimates (one per row)."""
-    columns: dict[str, list[object]] = {}
+    columns: dict[str, list[Any]] = {}
     for name in ESTIMATE_FIELDS:
         key = prefix if name == "estimate" else f"{prefix}_{name}"
         columns[key] = [asdict(result)[name] for result in results]
@@ -226,8 +227,9 @@ def likert_pairs(
     values, signs, groups, case_parts, rater_parts = [], [], [], [], []
     for dimension in dimensions:
         wide = tables[dimension]
-        # The wide table's index already holds integer codes of its cases and raters.
-        index = wide.index
+        # The wide table's index already holds integer codes of its cases and raters
+        # (score_tables indexes it by PAIR_KEYS, a MultiIndex).
+        index = cast(pd.MultiIndex, wide.index)
         case_code = np.asarray(index.codes[index.names.index(PAIR_KEYS[0])], dtype=np.int64)
         rater_code = np.asarray(index.codes[index.names.index(PAIR_KEYS[1])], dtype=np.int64)
         for arm_a, arm_b in itertools.combinations(arms, 2):
@@ -279,7 +281,7 @@ def hallucination(
     McNemar: Obuchowski 1998's idea with crossed clusters). Clustered intervals; the rates'
     on the logit scale."""
     units = units if units is not None else flag_units(flags)
-    arm_code = pd.Index(list(arms)).get_indexer(units["arm"])
+    arm_code = pd.Index(list(arms)).get_indexer(pd.Index(units["arm"]))
     keep = arm_code >= 0
     units = units[keep].reset_index(drop=True)
     arm_code = arm_code[keep]
@@ -300,7 +302,8 @@ def hallucination(
 
     # (case, rater) as one integer key; each arm has at most one unit per key.
     key = case * (int(rater.max(initial=0)) + 1) + rater
-    rows, values, groups, case_parts, rater_parts = [], [], [], [], []
+    rows: list[dict[str, object]] = []
+    values, groups, case_parts, rater_parts = [], [], [], []
     for index_a, index_b in itertools.combinations(range(len(arms)), 2):
         at_a, at_b = np.flatnonzero(arm_code == index_a), np.flatnonzero(arm_code == index_b)
         _, in_a, in_b = np.intersect1d(key[at_a], key[at_b], return_indices=True)

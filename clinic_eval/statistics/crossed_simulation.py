@@ -265,11 +265,13 @@ def true_decisive_share(
     sd = math.sqrt(2 * heterogeneity.rater_taste**2 + 2 * heterogeneity.case_effect**2)
 
     def won(eta: np.ndarray) -> np.ndarray:
-        return np.exp(eta / 2) / (np.exp(eta / 2) + np.exp(-eta / 2) + shape.tie)
+        share: np.ndarray = np.exp(eta / 2) / (np.exp(eta / 2) + np.exp(-eta / 2) + shape.tie)
+        return share
 
     def decisive(eta: np.ndarray) -> np.ndarray:
         a, b = np.exp(eta / 2), np.exp(-eta / 2)
-        return (a + b) / (a + b + shape.tie)
+        share: np.ndarray = (a + b) / (a + b + shape.tie)
+        return share
 
     return normal_expectation(won, mean, sd) / normal_expectation(decisive, mean, sd)
 
@@ -285,7 +287,8 @@ def true_tie_half_share(
 
     def score(eta: np.ndarray) -> np.ndarray:
         a, b = np.exp(eta / 2), np.exp(-eta / 2)
-        return (a + 0.5 * shape.tie) / (a + b + shape.tie)
+        half_share: np.ndarray = (a + 0.5 * shape.tie) / (a + b + shape.tie)
+        return half_share
 
     return normal_expectation(score, mean, sd)
 
@@ -453,7 +456,8 @@ def true_win_rate(shape: StudyShape, heterogeneity: Heterogeneity) -> float:
 
     def win(eta: np.ndarray) -> np.ndarray:
         a, b = np.exp(eta / 2), np.exp(-eta / 2)
-        return a / (a + b + shape.tie)
+        share: np.ndarray = a / (a + b + shape.tie)
+        return share
 
     return (1 - shape.both_bad) * normal_expectation(win, 0.0, sd)
 

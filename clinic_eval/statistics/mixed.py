@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 from scipy import optimize, sparse, stats
 
 # A fixed effect beyond this (log-odds) means the maximum is at infinity, not a real estimate.
@@ -182,7 +183,7 @@ def lmm(
     def deviance(theta: np.ndarray) -> float:
         state = _lmm_state(design, np.abs(theta), y, x, zy, zx)
         _, logdet_rx = np.linalg.slogdet(state.rx)
-        return (
+        return float(
             state.logdet + logdet_rx + (n - p) * (1 + math.log(2 * math.pi * state.pwrss / (n - p)))
         )
 
@@ -261,11 +262,14 @@ def _satterthwaite(
         state = _lmm_state(design, np.abs(varpar[:2]), y, x, zy, zx)
         s2 = varpar[2] ** 2
         _, logdet_rx = np.linalg.slogdet(state.rx)
-        return state.logdet + logdet_rx + state.pwrss / s2 + (n - p) * math.log(2 * math.pi * s2)
+        return float(
+            state.logdet + logdet_rx + state.pwrss / s2 + (n - p) * math.log(2 * math.pi * s2)
+        )
 
     def variances(varpar: np.ndarray) -> np.ndarray:
         state = _lmm_state(design, np.abs(varpar[:2]), y, x, zy, zx)
-        return varpar[2] ** 2 * np.diag(np.linalg.inv(state.rx))
+        scaled: np.ndarray = varpar[2] ** 2 * np.diag(np.linalg.inv(state.rx))
+        return scaled
 
     varpar = np.array([theta[0], theta[1], sigma])
     hessian = _hessian(full_deviance, varpar)
@@ -287,7 +291,7 @@ def _step(x: float) -> float:
 def _hessian(function: Callable[[np.ndarray], float], at: np.ndarray) -> np.ndarray:
     """Central-difference Hessian with Richardson extrapolation (as numDeriv)."""
 
-    def estimate(scale: float) -> np.ndarray:
+    def estimate(scale: float) -> npt.NDArray[np.float64]:
         k = len(at)
         h = np.array([_step(v) * scale for v in at])
         out = np.empty((k, k))
@@ -312,7 +316,7 @@ def _hessian(function: Callable[[np.ndarray], float], at: np.ndarray) -> np.ndar
 
 
 def _jacobian(function: Callable[[np.ndarray], np.ndarray], at: np.ndarray) -> np.ndarray:
-    def estimate(scale: float) -> np.ndarray:
+    def estimate(scale: float) -> npt.NDArray[np.float64]:
         columns = []
         for i, value in enumerate(at):
             h = _step(value) * scale
@@ -337,13 +341,14 @@ class _Family:
     gradient: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
-def _logistic(z: np.ndarray) -> np.ndarray:
+def _logistic(z: np.ndarray) -> npt.NDArray[np.float64]:
     return 0.5 * (1 + np.tanh(z / 2))
 
 
 def _binary(y: np.ndarray) -> _Family:
     def loglik(eta: np.ndarray, _: np.ndarray) -> np.ndarray:
-        return y * eta - np.logaddexp(0.0, eta)
+        terms: np.ndarray = y * eta - np.logaddexp(0.0, eta)
+        return terms
 
     def gradient(eta: np.ndarray, _: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mu = _logistic(eta)

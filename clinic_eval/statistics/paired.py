@@ -105,11 +105,14 @@ def _compact(values: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
         rank = np.zeros(size, dtype=np.int64)
         rank[present] = np.arange(present.size)
         return rank[values], present
-    present, inverse = np.unique(values, return_inverse=True)
-    return inverse.reshape(-1), present
+    # Not `present` again: mypy 1.19 crashes re-binding a name from np.unique's result tuple.
+    distinct, inverse = np.unique(values, return_inverse=True)
+    return inverse.reshape(-1), distinct
 
 
-def _sorted_group(frame: pd.DataFrame, columns: Sequence[str]) -> tuple[np.ndarray, list]:
+def _sorted_group(
+    frame: pd.DataFrame, columns: Sequence[str]
+) -> tuple[np.ndarray, list[np.ndarray]]:
     """Group number per row in sorted key order (as ``groupby(sort=True).ngroup()``).
 
     Rows with a missing key get -1, as groupby drops them. Returns the group numbers and,
@@ -137,7 +140,7 @@ def _wide(
     arms: Sequence[str],
     values: np.ndarray,
     keep: np.ndarray,
-    keys: tuple[np.ndarray, list] | None = None,
+    keys: tuple[np.ndarray, list[np.ndarray]] | None = None,
 ) -> pd.DataFrame:
     """Wide float table of ``values`` indexed by (case_id, rater_id), sorted, one column per arm.
 
@@ -147,7 +150,7 @@ def _wide(
     dominated the report on large studies. ``keys`` is ``_sorted_group(frame, PAIR_KEYS)``
     when the caller already has it.
     """
-    arm_code = pd.Index(list(arms)).get_indexer(frame["arm"]).astype(np.int64)
+    arm_code = pd.Index(list(arms)).get_indexer(pd.Index(frame["arm"])).astype(np.int64)
     pair, pair_keys = keys if keys is not None else _sorted_group(frame, PAIR_KEYS)
     rows = keep & (arm_code >= 0) & (pair >= 0)
     # Sorted group numbers stay sorted on a subset, so the subset's own index is in order.
@@ -287,7 +290,7 @@ def _normal_approx_p(d: np.ndarray, zero_method: ZeroMethod, t_plus: float) -> f
     n_zero = int(np.count_nonzero(d == 0))
     magnitudes = np.abs(d)
     mean = n * (n + 1) / 4
-    variance = n * (n + 1) * (2 * n + 1)
+    variance: float = n * (n + 1) * (2 * n + 1)
     if zero_method == "pratt":
         mean -= n_zero * (n_zero + 1) / 4
         variance -= n_zero * (n_zero + 1) * (2 * n_zero + 1)

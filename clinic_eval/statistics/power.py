@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -283,7 +283,10 @@ def heterogeneity_from_tables(
         if decisive.empty:
             raise ValueError("the study has no decisive judgments")
         pair_key = decisive[["arm_a", "arm_b"]].apply(lambda r: tuple(sorted(r)), axis=1)
-        chosen = tuple(sorted(arms)) if arms else pair_key.value_counts().idxmax()
+        # pair_key holds sorted (arm, arm) tuples; pandas types idxmax as any Hashable.
+        chosen = (
+            tuple(sorted(arms)) if arms else cast(tuple[str, str], pair_key.value_counts().idxmax())
+        )
         rows = decisive[pair_key == chosen]
         if rows.empty:
             raise ValueError(f"the study compared no {chosen[0]} with {chosen[1]}")

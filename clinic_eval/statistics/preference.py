@@ -145,7 +145,7 @@ def judgment_codes(
     raw, uniques = pd.factorize(both)
     if (raw < 0).any():
         raise ValueError("arm_a and arm_b must not be missing")
-    outcome = pd.Index(OUTCOMES).get_indexer(judgments["outcome"])
+    outcome = pd.Index(OUTCOMES).get_indexer(pd.Index(judgments["outcome"]))
     if (outcome < 0).any():
         bad = set(judgments["outcome"].unique()) - set(OUTCOMES)
         raise ValueError(f"unknown outcomes {sorted(map(str, bad))}; expected {OUTCOMES}")
@@ -326,7 +326,8 @@ def _unit_counts(
     is_a, is_b, is_tie = outcome == 0, outcome == 1, outcome == 2
 
     def cells(rows: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
-        return (unit[rows] * k + first[rows]) * k + second[rows]
+        cell: np.ndarray = (unit[rows] * k + first[rows]) * k + second[rows]
+        return cell
 
     winner_first = np.concatenate([cells(is_a, ia, ib), cells(is_b, ib, ia)])
     tie_cells = np.concatenate([cells(is_tie, ia, ib), cells(is_tie, ib, ia)])
@@ -346,7 +347,7 @@ def _identifiable(wins: np.ndarray, ties: np.ndarray) -> bool:
         return False
     graph = sparse.csr_matrix((wins + ties) > 0)
     n_components, _ = csgraph.connected_components(graph, directed=True, connection="strong")
-    return n_components == 1
+    return bool(n_components == 1)
 
 
 def _fit_counts(
@@ -487,8 +488,9 @@ def _distinct_rows(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         distinct = np.zeros((int(which.max()) + 1 if which.size else 0, counts.shape[1]))
         distinct[which] = counts
         return distinct, which
-    distinct, which = np.unique(counts, axis=0, return_inverse=True)
-    return distinct, which.reshape(-1)
+    # Not `distinct, which` again: mypy 1.19 crashes re-binding names from np.unique's result.
+    unique_rows, inverse = np.unique(counts, axis=0, return_inverse=True)
+    return unique_rows, inverse.reshape(-1)
 
 
 def bradley_terry_bootstrap(

@@ -56,7 +56,7 @@ class StudyTables:
 @dataclass(frozen=True)
 class ReportOptions:
     layers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    correction: str = "holm"
+    correction: paired.Correction = "holm"
     alpha: float = 0.05
     seed: int = 0
     n_boot: int = 1000
@@ -460,7 +460,9 @@ def _model_reason(rows: int, case: Any, rater: Any) -> str:
     )
 
 
-def _fit_summary(fit: mixed.MixedFit, options: ReportOptions, *, probability: bool = False):
+def _fit_summary(
+    fit: mixed.MixedFit, options: ReportOptions, *, probability: bool = False
+) -> dict[str, Any]:
     estimate, se, df = fit.coefficients[0], fit.se[0], fit.df[0]
     q = float(clustered.t_quantile(1 - options.alpha, df))
     low, high = estimate - q * se, estimate + q * se
@@ -575,7 +577,7 @@ def build_report(tables: StudyTables, options: ReportOptions) -> dict[str, Any]:
     if "bradley_terry" in report:
         report["preference"]["bradley_terry"] = report.pop("bradley_terry")
     model_based = report.pop("model_based", None)
-    plain = _plain(report)
+    plain: dict[str, Any] = _plain(report)
     plain["primary"] = _primary(plain, options)
     if plain["primary"] is not None:
         plain["primary"]["model_based"] = _plain(model_based)

@@ -180,7 +180,10 @@ def _prepare(
 def _majority(physicians: pd.DataFrame) -> pd.DataFrame:
     """Per (response, criterion): n_physicians, n_met and the criterion's context columns."""
     keys = ["response_id", "criterion_id"]
-    counts = physicians.groupby(keys, sort=True)["met"].agg(n_physicians="size", n_met="sum")
+    # Named aggregations give a DataFrame; pandas-stubs types SeriesGroupBy.agg as a Series.
+    counts: pd.DataFrame = physicians.groupby(keys, sort=True)["met"].agg(  # type: ignore[assignment]
+        n_physicians="size", n_met="sum"
+    )
     context = physicians.drop_duplicates(keys).set_index(keys)
     context = context[[*_meta_columns(physicians), "points", "axis"]]
     return counts.join(context).reset_index()
