@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
 
 from django.core.exceptions import ValidationError
@@ -129,13 +129,15 @@ class PrimaryEndpoint(_Strict):
     dimension: str = ""  # a rubric dimension key, for a Likert endpoint
 
 
+TestName = Literal["sign", "wilcoxon", "friedman", "bradley_terry"]
+_DEFAULT_TESTS: tuple[TestName, ...] = ("sign", "wilcoxon", "bradley_terry")
+
+
 class AnalysisPlan(_Strict):
     """The pre-registered analysis, frozen (hashed) when the study opens."""
 
     primary: PrimaryEndpoint = Field(default_factory=PrimaryEndpoint)
-    tests: list[Literal["sign", "wilcoxon", "friedman", "bradley_terry"]] = Field(
-        default_factory=lambda: ["sign", "wilcoxon", "bradley_terry"]
-    )
+    tests: list[TestName] = Field(default_factory=lambda: list(_DEFAULT_TESTS))
     alpha: float = Field(default=0.05, gt=0.0, lt=0.5)
     correction: Literal["holm", "bh"] = "holm"
     notes: Annotated[str, StringConstraints(max_length=4000)] = ""
@@ -174,7 +176,7 @@ def position_of(letter: str) -> int:
     return POSITION_LETTERS.index(letter)
 
 
-def preference_choices(design: dict, positions: int) -> list[str]:
+def preference_choices(design: Mapping[str, Any], positions: int) -> list[str]:
     """What a rater may answer: a position, a tie (pairwise), or none acceptable."""
     choices = [position_letter(i) for i in range(positions)]
     if design.get("mode") == "pairwise" and design.get("allow_tie", True):
@@ -184,7 +186,7 @@ def preference_choices(design: dict, positions: int) -> list[str]:
     return choices
 
 
-DEFAULT_RUBRIC: dict = {
+DEFAULT_RUBRIC: dict[str, Any] = {
     "dimensions": [
         {
             "key": "reasoning_clarity",
@@ -218,15 +220,15 @@ DEFAULT_RUBRIC: dict = {
 }
 
 
-def default_rubric() -> dict:
+def default_rubric() -> dict[str, Any]:
     return Rubric.model_validate(DEFAULT_RUBRIC).model_dump(mode="json")
 
 
-def default_design() -> dict:
+def default_design() -> dict[str, Any]:
     return Design().model_dump(mode="json")
 
 
-def default_analysis_plan() -> dict:
+def default_analysis_plan() -> dict[str, Any]:
     return AnalysisPlan().model_dump(mode="json")
 
 
@@ -234,7 +236,7 @@ def default_strata() -> list[str]:
     return list(STRATA)
 
 
-def default_decision_layers() -> dict:
+def default_decision_layers() -> dict[str, Any]:
     return copy.deepcopy(DEFAULT_DECISION_LAYERS)
 
 

@@ -117,8 +117,9 @@ class DraftParse:
 def _draft_items(value: Any) -> list[Any] | None:
     if isinstance(value, dict):
         for key in ("criteria", "rubric", "rubrics"):
-            if isinstance(value.get(key), list):
-                return value[key]
+            items = value.get(key)
+            if isinstance(items, list):
+                return items
         return [value] if "criterion" in value else None
     return value if isinstance(value, list) else None
 

@@ -198,7 +198,7 @@ def build_design(
 
     shown_for = _counterbalance(comparisons, raters, per_rater)
 
-    assignments = []
+    assignments: list[Assignment] = []
     for rater in raters:
         items = [(index, shown_for[(rater, index)]) for index in per_rater.get(rater, [])]
         rng_rater = random.Random(f"{seed}:{rater}")
@@ -241,7 +241,7 @@ def _interleaved_cases(case_ids: Sequence[str], strata: Mapping[str, str], seed:
         cases = by_stratum[stratum]
         rng.shuffle(cases)
         queues.append(cases)
-    dealt = []
+    dealt: list[str] = []
     for round_index in range(max((len(q) for q in queues), default=0)):
         dealt.extend(q[round_index] for q in queues if round_index < len(q))
     return dealt

@@ -120,7 +120,7 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not allowed")
 
 
-def _read_jsonl(text: str) -> Iterator[tuple[int, dict | RecordError]]:
+def _read_jsonl(text: str) -> Iterator[tuple[int, dict[str, Any] | RecordError]]:
     for line_number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -190,7 +190,7 @@ class CsvShape:
             )
         return "expected case_id, arm, sample, text, decision.<layer>"
 
-    def record(self, cells: list[str]) -> dict:
+    def record(self, cells: list[str]) -> dict[str, Any]:
         if len(cells) != len(self.header):
             raise RecordError(f"has {len(cells)} cells; the header has {len(self.header)}")
         record: dict[str, Any] = {}
@@ -217,7 +217,7 @@ class CsvShape:
 
 def _read_csv(
     text: str, kind: Literal["cases", "responses"]
-) -> Iterator[tuple[int, dict | RecordError]]:
+) -> Iterator[tuple[int, dict[str, Any] | RecordError]]:
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     line_of_next_record = 1
     shape: CsvShape | None = None
@@ -254,7 +254,7 @@ def _read_csv(
 
 def read_records(
     content: bytes, file_format: FileFormat, *, kind: Literal["cases", "responses"]
-) -> Iterator[tuple[int, dict | RecordError]]:
+) -> Iterator[tuple[int, dict[str, Any] | RecordError]]:
     """Yield ``(line, record)`` for each non-blank record, or ``(line, RecordError)``."""
     text = _decode(content)
     if file_format == "jsonl":
@@ -276,7 +276,7 @@ def _contains_nul(value: Any) -> bool:
     return False
 
 
-def _required_text(record: Mapping, key: str, *, max_chars: int, where: str = "") -> str:
+def _required_text(record: Mapping[str, Any], key: str, *, max_chars: int, where: str = "") -> str:
     name = f"{where}{key}"
     value = record.get(key)
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -288,7 +288,7 @@ def _required_text(record: Mapping, key: str, *, max_chars: int, where: str = ""
     return value.strip()
 
 
-def _unknown_keys(record: Mapping, allowed: set[str], where: str = "") -> None:
+def _unknown_keys(record: Mapping[str, Any], allowed: set[str], where: str = "") -> None:
     unknown = sorted(set(record) - allowed)
     if unknown:
         raise RecordError(
@@ -296,7 +296,9 @@ def _unknown_keys(record: Mapping, allowed: set[str], where: str = "") -> None:
         )
 
 
-def check_decision(value: Any, layers: Mapping[str, Mapping], *, where: str) -> dict[str, Any]:
+def check_decision(
+    value: Any, layers: Mapping[str, Mapping[str, Any]], *, where: str
+) -> dict[str, Any]:
     """Validate a decision coded in the study's layers; return it normalised."""
     if value is None:
         return {}
@@ -354,7 +356,11 @@ def _check_fields(value: Any) -> dict[str, Any]:
 
 
 def _case_row(
-    line: int, record: Mapping, *, strata: list[str], layers: Mapping[str, Mapping]
+    line: int,
+    record: Mapping[str, Any],
+    *,
+    strata: list[str],
+    layers: Mapping[str, Mapping[str, Any]],
 ) -> CaseRow:
     _unknown_keys(record, CASE_KEYS)
     if _contains_nul(record):
@@ -405,11 +411,11 @@ def _case_row(
 
 
 def _validate_records(
-    records: Iterator[tuple[int, dict | RecordError]],
+    records: Iterator[tuple[int, dict[str, Any] | RecordError]],
     *,
     what: str,
     max_rows: int,
-    check: Callable[[int, Mapping], RowT],
+    check: Callable[[int, Mapping[str, Any]], RowT],
     key: Callable[[RowT], Hashable],
     duplicate: Callable[[RowT, int], str],
 ) -> Validated[RowT]:
@@ -439,14 +445,14 @@ def _validate_records(
 
 
 def validate_cases(
-    records: Iterator[tuple[int, dict | RecordError]],
+    records: Iterator[tuple[int, dict[str, Any] | RecordError]],
     *,
     strata: list[str],
-    layers: Mapping[str, Mapping],
+    layers: Mapping[str, Mapping[str, Any]],
     existing_ids: set[str],
     max_rows: int,
 ) -> Validated[CaseRow]:
-    def check(line: int, record: Mapping) -> CaseRow:
+    def check(line: int, record: Mapping[str, Any]) -> CaseRow:
         row = _case_row(line, record, strata=strata, layers=layers)
         if row.external_id in existing_ids:
             raise RecordError(f"case_id {row.external_id!r} already exists in this study")
@@ -468,7 +474,11 @@ def validate_cases(
 
 
 def _response_row(
-    line: int, record: Mapping, *, layers: Mapping[str, Mapping], arm_label: str = ""
+    line: int,
+    record: Mapping[str, Any],
+    *,
+    layers: Mapping[str, Mapping[str, Any]],
+    arm_label: str = "",
 ) -> ResponseRow:
     _unknown_keys(record, RESPONSE_KEYS)
     if _contains_nul(record):
@@ -496,9 +506,9 @@ def _response_row(
 
 
 def validate_responses(
-    records: Iterator[tuple[int, dict | RecordError]],
+    records: Iterator[tuple[int, dict[str, Any] | RecordError]],
     *,
-    layers: Mapping[str, Mapping],
+    layers: Mapping[str, Mapping[str, Any]],
     case_ids: set[str],
     arm_labels: set[str],
     existing_keys: set[tuple[str, str, int]],
@@ -507,7 +517,7 @@ def validate_responses(
 ) -> Validated[ResponseRow]:
     """``arm_label``: every line belongs to this arm, so lines may leave ``arm`` out."""
 
-    def check(line: int, record: Mapping) -> ResponseRow:
+    def check(line: int, record: Mapping[str, Any]) -> ResponseRow:
         row = _response_row(line, record, layers=layers, arm_label=arm_label)
         if row.case_id not in case_ids:
             raise RecordError(f"case_id {row.case_id!r} is not a case of this study")
