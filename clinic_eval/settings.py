@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
+from typing import overload
 from urllib.parse import urlsplit
 
 import dj_database_url
@@ -22,6 +23,10 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
+@overload
+def env_str(name: str, default: str) -> str: ...
+@overload
+def env_str(name: str, default: None = None) -> str | None: ...
 def env_str(name: str, default: str | None = None) -> str | None:
     """Return ``$NAME``, or the contents of the file named by ``$NAME_FILE``, or ``default``."""
     file_path = os.environ.get(f"{name}_FILE")
@@ -83,7 +88,7 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-def database_from_url(name: str, url: str) -> dict:
+def database_from_url(name: str, url: str) -> dj_database_url.DBConfig:
     try:
         config = dj_database_url.parse(url, conn_max_age=0)
     except Exception as exc:  # dj-database-url raises several types for malformed URLs

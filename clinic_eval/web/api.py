@@ -7,7 +7,7 @@ from django.core.exceptions import (
 )
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, inline_serializer
+from drf_spectacular.utils import Direction, OpenApiParameter, inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -35,7 +35,7 @@ class ApiSchema(AutoSchema):
                 schema["pattern"] = "^[^/]+$"
         return parameters
 
-    def _get_response_bodies(self, direction: str = "response") -> dict:
+    def _get_response_bodies(self, direction: Direction = "response") -> dict:
         bodies = super()._get_response_bodies(direction)
         errors: dict[str, object] = {
             # No or a bad credential; the wrong role; another study's object, or a bad page.

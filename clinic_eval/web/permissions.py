@@ -8,10 +8,12 @@ from typing import Any
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.views import APIView
+
+from clinic_eval.web.http import AuthenticatedHttpRequest
 
 View = Callable[..., HttpResponse]
 
@@ -21,7 +23,7 @@ def coordinator_required(view: View) -> View:
 
     @login_required
     @wraps(view)
-    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def wrapped(request: AuthenticatedHttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if not request.user.is_coordinator:
             raise PermissionDenied("This page is for study coordinators.")
         return view(request, *args, **kwargs)
@@ -32,7 +34,7 @@ def coordinator_required(view: View) -> View:
 def physician_required(view: View) -> View:
     @login_required
     @wraps(view)
-    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def wrapped(request: AuthenticatedHttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if not request.user.is_physician:
             raise PermissionDenied("This page is for physicians rating a study.")
         return view(request, *args, **kwargs)
