@@ -11,7 +11,7 @@ import hashlib
 import importlib.util
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -54,19 +54,50 @@ class Completion:
     text: str
     completion_tokens: int
     finish_reason: str
+    # The structured-output backend that constrained the text, e.g. "json_schema:xgrammar";
+    # "" where the engine generated freely.
+    constraint: str = ""
+
+
+# A JSON schema, as a dict; ``generate`` takes one for every request or one per request.
+JsonSchema = Mapping[str, Any]
 
 
 class Engine(Protocol):
+    """What callers may use of a loaded engine; its library objects stay inside the engine."""
+
     name: str
     version: str
     # What the weights were loaded as, e.g. vLLM runs a float32 checkpoint in bfloat16 on "auto".
     dtype: str
     max_context: int
-    tokenizer: Any
+    # Whether ``generate`` can decode under a JSON schema; if not, it refuses one.
+    supports_json_schema: bool
+
+    def render_chat(self, messages: Sequence[Mapping[str, str]]) -> str: ...
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def select_adapter(self, adapter_path: str) -> str: ...
 
     def generate(
-        self, requests: Sequence[EngineRequest], sampling: Sampling, *, adapter_path: str = ""
+        self,
+        requests: Sequence[EngineRequest],
+        sampling: Sampling,
+        *,
+        adapter_path: str = "",
+        json_schema: JsonSchema | Sequence[JsonSchema] | None = None,
     ) -> list[list[Completion]]: ...
+
+    def continuation_logprobs(
+        self, prompt_ids: Sequence[int], continuations: Sequence[str], *, adapter_path: str = ""
+    ) -> list[float]: ...
+
+    def provenance(self) -> dict[str, str]: ...
+
+    def close(self) -> None: ...
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -141,3 +172,17 @@ def encode_prompt(tokenizer: Any, text: str) -> list[int]:
     bos = getattr(tokenizer, "bos_token", None)
     add_special = not (bos and text.startswith(bos))
     return list(tokenizer(text, add_special_tokens=add_special)["input_ids"])
+
+
+def schemas_per_request(
+    json_schema: JsonSchema | Sequence[JsonSchema] | None, count: int
+) -> list[JsonSchema] | None:
+    """One schema for each of ``count`` requests, from one shared schema or a list of them."""
+    if json_schema is None:
+        return None
+    if isinstance(json_schema, Mapping):
+        return [json_schema] * count
+    schemas = list(json_schema)
+    if len(schemas) != count:
+        raise EngineError(f"{len(schemas)} JSON schemas for {count} requests")
+    return schemas

@@ -1,15 +1,26 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from django.conf import settings
 
-from alignment_jobs.engines.base import TRANSFORMERS, Completion, EngineRequest, Sampling
+from alignment_jobs.engines.base import (
+    TRANSFORMERS,
+    Completion,
+    EngineError,
+    EngineRequest,
+    JsonSchema,
+    Sampling,
+    encode_prompt,
+)
 
 
 class TransformersEngine:
     name = TRANSFORMERS
+    # transformers has no constrained decoding here: callers parse free text instead.
+    supports_json_schema = False
 
     def __init__(self, *, base: str, dtype: str):
         import torch
@@ -33,9 +44,26 @@ class TransformersEngine:
         self.eos_ids = [configured] if isinstance(configured, int) else list(configured)
         self._adapters: dict[str, str] = {}
 
-    def _select_adapter(self, adapter_path: str) -> Any:
+    def render_chat(self, messages: Sequence[Mapping[str, str]]) -> str:
+        text = self.tokenizer.apply_chat_template(
+            [dict(m) for m in messages], tokenize=False, add_generation_prompt=True
+        )
+        return str(text)
+
+    def encode(self, text: str) -> list[int]:
+        return encode_prompt(self.tokenizer, text)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.encode(text))
+
+    def provenance(self) -> dict[str, str]:
+        return {"engine": self.name, "engine_version": self.version, "engine_dtype": self.dtype}
+
+    def select_adapter(self, adapter_path: str) -> str:
+        """Make the LoRA adapter at ``adapter_path`` the active one (loaded on first use); its
+        name, or "" for the base model."""
         if not adapter_path:
-            return None
+            return ""
         from peft import PeftModel
 
         name = self._adapters.get(adapter_path)
@@ -50,23 +78,47 @@ class TransformersEngine:
         self.model.set_adapter(name)
         return name
 
-    def generate(
-        self, requests: Sequence[EngineRequest], sampling: Sampling, *, adapter_path: str = ""
-    ) -> list[list[Completion]]:
-        from contextlib import nullcontext
-
-        adapter = self._select_adapter(adapter_path)
+    @contextmanager
+    def _weights_for(self, adapter_path: str) -> Iterator[None]:
+        """The adapter's weights, or the bare base even where adapters are loaded."""
+        adapter = self.select_adapter(adapter_path)
         uses_adapters = bool(self._adapters)
+        with self.model.disable_adapter() if uses_adapters and not adapter else nullcontext():
+            yield
+
+    def generate(
+        self,
+        requests: Sequence[EngineRequest],
+        sampling: Sampling,
+        *,
+        adapter_path: str = "",
+        json_schema: JsonSchema | Sequence[JsonSchema] | None = None,
+    ) -> list[list[Completion]]:
+        if json_schema is not None:
+            raise EngineError("the transformers engine cannot decode under a JSON schema")
         batch_size = settings.TRANSFORMERS_BATCH_SIZE
         results: list[list[Completion]] = []
-        for start in range(0, len(requests), batch_size):
-            batch = requests[start : start + batch_size]
-            without_adapter = (
-                self.model.disable_adapter() if uses_adapters and not adapter else nullcontext()
-            )
-            with without_adapter:
-                results.extend(self._generate_batch(batch, sampling))
+        with self._weights_for(adapter_path):
+            for start in range(0, len(requests), batch_size):
+                results.extend(self._generate_batch(requests[start : start + batch_size], sampling))
         return results
+
+    def continuation_logprobs(
+        self, prompt_ids: Sequence[int], continuations: Sequence[str], *, adapter_path: str = ""
+    ) -> list[float]:
+        """log P(continuation | prompt) for each continuation, summed over its tokens."""
+        torch = self.torch
+        prompt = list(prompt_ids)
+        scores = []
+        with self._weights_for(adapter_path), torch.inference_mode():
+            for text in continuations:
+                tail = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+                ids = torch.tensor([prompt + tail], device=self.device)
+                logits = self.model(input_ids=ids).logits[0, len(prompt) - 1 : -1].float()
+                logprobs = torch.log_softmax(logits, dim=-1)
+                picked = logprobs.gather(1, torch.tensor(tail, device=self.device).unsqueeze(1))
+                scores.append(float(picked.sum()))
+        return scores
 
     def _generate_batch(
         self, batch: Sequence[EngineRequest], sampling: Sampling

@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
 import uuid
@@ -20,8 +18,16 @@ from django.utils import timezone
 
 from alignment_jobs import engines, prompts
 from alignment_jobs.generation.jobs import job_refresh
+from alignment_jobs.generation.spec_engine import (
+    case_data,
+    prompt_encode,
+    prompt_render,
+    spec_engine,
+    spec_provenance,
+    worker_name,
+)
 from alignment_jobs.models import GenerationItem, GenerationJob, GenerationShard, GenerationSpec
-from clinic_eval.models import Case, Response, Study
+from clinic_eval.models import Response, Study
 from clinic_eval.studies.services import NewResponse, responses_store
 
 logger = logging.getLogger(__name__)
@@ -37,10 +43,6 @@ class ShardOutcome:
     failed: int = 0
     retry: bool = False
     errors: list[str] = field(default_factory=list)
-
-
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _claim(shard_id: int) -> str | None:
@@ -86,17 +88,6 @@ def _heartbeat(shard_id: int, token: str) -> Iterator[None]:
     finally:
         stop.set()
         thread.join()
-
-
-def _case_data(case: Case) -> prompts.CaseData:
-    return prompts.CaseData(
-        id=case.pk,
-        external_id=case.external_id,
-        stratum=case.stratum,
-        narrative=case.narrative,
-        fields=case.fields,
-        ground_truth=case.ground_truth,
-    )
 
 
 def _adapter_rank_for_base(job: GenerationJob, spec: GenerationSpec) -> int:
@@ -182,12 +173,8 @@ def _generate(
         return result
 
     def load_engine() -> engines.Engine:
-        return engines.engine_for(
-            name=engines.available_engine(job.engine),
-            base=spec.base_model_path,
-            dtype=spec.dtype,
-            tensor_parallel_size=spec.tensor_parallel_size,
-            adapter_rank=_adapter_rank_for_base(job, spec),
+        return spec_engine(
+            spec, engine_name=job.engine, adapter_rank=_adapter_rank_for_base(job, spec)
         )
 
     try:
@@ -201,7 +188,7 @@ def _generate(
     pool = []
     if spec.few_shot_k:
         pool = [
-            _case_data(case)
+            case_data(case)
             for case in study.cases.filter(external_id__in=spec.few_shot_pool).order_by(
                 "external_id"
             )
@@ -209,7 +196,7 @@ def _generate(
     ready: list[tuple[GenerationItem, engines.EngineRequest, dict[str, Any]]] = []
     for item in todo:
         try:
-            request, provenance = _request_for(engine, spec, _case_data(item.case), pool)
+            request, provenance = _request_for(engine, spec, case_data(item.case), pool)
         except prompts.TemplateError as exc:
             _failed(item, f"prompt: {exc}", final=True)
             continue
@@ -298,20 +285,8 @@ def _request_for(
         layers=layers,
         examples=examples,
     )
-    text = prompts.render_prompt(
-        rendered.messages,
-        use_chat_template=spec.use_chat_template,
-        apply_chat_template=lambda messages: engine.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True
-        ),
-    )
-    token_ids = engines.encode_prompt(engine.tokenizer, text)
-    room = engine.max_context - spec.max_tokens
-    if len(token_ids) > room:
-        raise ValueError(
-            f"the prompt is {len(token_ids):,} tokens; with max_tokens={spec.max_tokens} the "
-            f"model's context of {engine.max_context:,} leaves room for {max(room, 0):,}"
-        )
+    text = prompt_render(engine, spec, rendered.messages)
+    token_ids = prompt_encode(engine, text, max_tokens=spec.max_tokens)
     seed = prompts.request_seed(spec.seed, case.external_id)
     return engines.EngineRequest(token_ids=token_ids, seed=seed), {
         "prompt_sha256": prompts.sha256_text(text),
@@ -325,17 +300,8 @@ def _spec_provenance(
     return {
         "source": "generation",
         "job_id": job.pk,
-        "spec_id": spec.pk,
-        "engine": engine.name,
-        "engine_version": engine.version,
-        "base_model_path": spec.base_model_path,
-        "base_config_sha256": spec.base_config_sha256,
-        "adapter_path": spec.adapter_path,
-        "adapter_config_sha256": spec.adapter_config_sha256,
+        **spec_provenance(spec, engine),
         "template_version": spec.template_version,
-        "use_chat_template": spec.use_chat_template,
-        "dtype": spec.dtype,
-        "engine_dtype": engine.dtype,
         "tensor_parallel_size": spec.tensor_parallel_size,
         "sampling": {
             "temperature": spec.temperature,
@@ -344,7 +310,6 @@ def _spec_provenance(
             "n": spec.n_samples,
             "spec_seed": spec.seed,
         },
-        "worker": worker_name(),
     }
 
 

@@ -10,6 +10,7 @@ from django.db import IntegrityError, transaction
 
 from alignment_jobs import engines, prompts
 from alignment_jobs.generation.jobs import broker_check
+from alignment_jobs.generation.spec_engine import prompt_encode, prompt_render, spec_engine
 from alignment_jobs.models import GenerationSpec
 from alignment_jobs.rubric_jobs.engine_use import (
     FROZEN_STATUSES,
@@ -18,15 +19,11 @@ from alignment_jobs.rubric_jobs.engine_use import (
     attempt_seed,
     check_engine_name,
     chunked,
-    encode_text,
     engine_generate,
     engine_provenance,
-    load_engine,
     publish_tasks,
-    render_prompt_text,
     sampling_for,
     sampling_record,
-    supports_structured,
 )
 from alignment_jobs.rubric_jobs.prompts import (
     DRAFT_TEMPLATE_SHA256,
@@ -181,17 +178,17 @@ def rubric_draft_run(
     if not cases:
         return outcome
     try:
-        loaded = load_engine(spec, engine)
+        loaded = spec_engine(spec, engine_name=engine)
     except engines.EngineError as exc:
         outcome.failed = {case.pk: str(exc) for case in cases}
         return outcome
     max_tokens = max_tokens or spec.max_tokens
-    structured = supports_structured(loaded)
+    structured = loaded.supports_json_schema
     prompts_by_case: dict[int, tuple[list[int], str]] = {}
     for case in cases:
-        text = render_prompt_text(loaded, spec, draft_messages(case, study.decision_layers))
+        text = prompt_render(loaded, spec, draft_messages(case, study.decision_layers))
         try:
-            prompts_by_case[case.pk] = (encode_text(loaded, text, max_tokens), text)
+            prompts_by_case[case.pk] = (prompt_encode(loaded, text, max_tokens=max_tokens), text)
         except ValueError as exc:
             outcome.failed[case.pk] = str(exc)
     history = {pk: Attempts() for pk in prompts_by_case}

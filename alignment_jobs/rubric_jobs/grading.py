@@ -11,6 +11,7 @@ from django.db import transaction
 
 from alignment_jobs import engines, prompts
 from alignment_jobs.generation.jobs import broker_check
+from alignment_jobs.generation.spec_engine import prompt_encode, prompt_render, spec_engine
 from alignment_jobs.models import GenerationSpec
 from alignment_jobs.rubric_jobs.drafting import Attempts
 from alignment_jobs.rubric_jobs.engine_use import (
@@ -20,16 +21,11 @@ from alignment_jobs.rubric_jobs.engine_use import (
     attempt_seed,
     check_engine_name,
     chunked,
-    continuation_logprobs,
-    encode_text,
     engine_generate,
     engine_provenance,
-    load_engine,
     publish_tasks,
-    render_prompt_text,
     sampling_for,
     sampling_record,
-    supports_structured,
 )
 from alignment_jobs.rubric_jobs.prompts import (
     GRADE_TEMPLATE_SHA256,
@@ -200,24 +196,24 @@ def rubric_grade_run(
     if not targets:
         return outcome
     try:
-        loaded = load_engine(spec, engine)
+        loaded = spec_engine(spec, engine_name=engine)
     except engines.EngineError as exc:
         outcome.errors.append(str(exc))
         return outcome
     max_tokens = spec.max_tokens
     items = []
     for response, rubric, criteria in targets:
-        text = render_prompt_text(
+        text = prompt_render(
             loaded, spec, grade_messages(response.case, response.display_text, criteria)
         )
         try:
-            token_ids = encode_text(loaded, text, max_tokens)
+            token_ids = prompt_encode(loaded, text, max_tokens=max_tokens)
         except ValueError as exc:
             outcome.errors.append(f"response {response.pk}: {exc}")
             continue
         items.append(_GradeItem(response, rubric, criteria, token_ids, text))
 
-    structured = supports_structured(loaded)
+    structured = loaded.supports_json_schema
     use_likelihood = method == "likelihood" or (method == "auto" and not structured)
     if method == "likelihood" and structured:
         outcome.errors.append("likelihood grading is implemented for the transformers engine only")
@@ -275,11 +271,10 @@ def rubric_grade_run(
             for number in range(1, len(item.criteria) + 1):
                 if number in item.verdicts:
                     continue
-                yes, no = continuation_logprobs(
-                    loaded,
+                yes, no = loaded.continuation_logprobs(
                     item.token_ids,
                     [json.dumps({str(number): True}), json.dumps({str(number): False})],
-                    spec.adapter_path,
+                    adapter_path=spec.adapter_path,
                 )
                 item.likelihood[number] = {"logprob_met": yes, "logprob_not_met": no}
         outcome.engine_seconds += time.perf_counter() - started

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from alignment_jobs import prompts
+from alignment_jobs.generation.spec_engine import case_data
 from clinic_eval.models import Case, RubricCriterion
 from clinic_eval.rubrics.services import (
     MAX_CRITERIA_PER_RUBRIC,
@@ -287,14 +288,7 @@ def verdict_schema(count: int) -> dict[str, Any]:
 
 
 def _case_block(case: Case) -> str:
-    data = prompts.CaseData(
-        id=case.pk,
-        external_id=case.external_id,
-        stratum=case.stratum,
-        narrative=case.narrative,
-        fields=case.fields,
-        ground_truth=case.ground_truth,
-    )
+    data = case_data(case)
     parts = [f"Case (stratum: {case.stratum}):\n{case.narrative.strip()}"]
     if case.fields:
         parts.append(
