@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/clinic_eval
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: demo test test-unit lint format migrations-check browser r-reference
+.PHONY: demo test test-unit lint typecheck format migrations-check browser r-reference
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else 1)' \
@@ -69,6 +69,11 @@ test-unit: $(VENV)/.installed-dev r-reference
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# mypy (pyproject [tool.mypy]). The django plugin imports the settings: DEBUG=1 needs no
+# SECRET_KEY, and no DATABASE_URL keeps it off any database.
+typecheck: $(VENV)/.installed-dev
+	DATABASE_URL= DEBUG=1 $(BIN)/mypy
 
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix .

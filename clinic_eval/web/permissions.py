@@ -8,14 +8,15 @@ from typing import Any
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponse
+from django.http import HttpResponseBase
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from clinic_eval.web.http import AuthenticatedHttpRequest
 
-View = Callable[..., HttpResponse]
+# Any response: a download view returns a StreamingHttpResponse.
+View = Callable[..., HttpResponseBase]
 
 
 def coordinator_required(view: View) -> View:
@@ -23,7 +24,7 @@ def coordinator_required(view: View) -> View:
 
     @login_required
     @wraps(view)
-    def wrapped(request: AuthenticatedHttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def wrapped(request: AuthenticatedHttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not request.user.is_coordinator:
             raise PermissionDenied("This page is for study coordinators.")
         return view(request, *args, **kwargs)
@@ -34,7 +35,7 @@ def coordinator_required(view: View) -> View:
 def physician_required(view: View) -> View:
     @login_required
     @wraps(view)
-    def wrapped(request: AuthenticatedHttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def wrapped(request: AuthenticatedHttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not request.user.is_physician:
             raise PermissionDenied("This page is for physicians rating a study.")
         return view(request, *args, **kwargs)
