@@ -49,7 +49,7 @@ from clinic_eval.models import (
     User,
 )
 from clinic_eval.rubrics import selectors
-from clinic_eval.rubrics.services import rubric_is_usable
+from clinic_eval.rubrics.selectors import rubric_is_usable
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def _grade_items(
         if (
             rubric is None
             or response.review == Response.Review.EXCLUDED
-            or not rubric_is_usable(rubric)
+            or not rubric_is_usable(rubric=rubric)
         ):
             outcome.skipped += 1
             continue
