@@ -23,8 +23,6 @@ import sys
 import time
 from pathlib import Path
 
-from clinic_eval.studies import services
-
 ROOT = Path(__file__).resolve().parents[1]
 SERVER = "postgres://postgres@127.0.0.1:5432"
 DATABASE = "clinic_eval_bench_export"
@@ -74,8 +72,8 @@ def load_study(rating_rows: int, seed: int) -> int:
     from django.db import connection
     from django.utils import timezone
 
-    pass
     from clinic_eval.models import Arm, Case, Response, Study, StudyRater, User
+    from clinic_eval.studies import services
 
     rng = random.Random(seed)
     coordinator = User.objects.get_or_create(username="bench-coordinator", role="coordinator")[0]

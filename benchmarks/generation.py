@@ -25,9 +25,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from alignment_jobs.generation import jobs, shards, specs
-from clinic_eval.studies import services
-
 ROOT = Path(__file__).resolve().parents[1]
 SIZES: dict[str, dict[str, int]] = {
     "tiny": {},  # build_tiny_models' defaults: hidden 128, 2 layers, 4 heads
@@ -199,11 +196,10 @@ def job_row(
     """DB rows, then job_launch + shard_run as a worker runs them; also engine.generate's time."""
     from django.test import override_settings
 
-    pass
+    from alignment_jobs.generation import jobs, shards, specs
     from alignment_jobs.prompts import sha256_text
-
-    pass
     from clinic_eval.models import Arm, Case, Response, User
+    from clinic_eval.studies import services
 
     user = services.user_create(
         username="bench", password=secrets.token_urlsafe(), role=User.Role.COORDINATOR

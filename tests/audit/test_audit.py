@@ -143,7 +143,6 @@ def test_an_unknown_action_filter_shows_everything(coordinator: User, study: Stu
 def test_generation_settings_launches_cancels_and_retries_are_audited(
     coordinator: User, study: Study, model_roots: object, django_capture_on_commit_callbacks: Any
 ) -> None:
-    pass
     from alignment_jobs.models import GenerationItem, GenerationJob
     from tests.support.factories import CaseFactory
 

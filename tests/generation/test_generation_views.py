@@ -91,8 +91,6 @@ def test_launch_from_the_page_then_poll_until_the_partial_stops_polling(
 def test_a_running_job_keeps_polling_and_can_be_cancelled(
     coordinator_client: Client, arm: Arm, model_roots: TinyModelSet
 ) -> None:
-    pass
-
     specs.spec_save(arm=arm, base_model_path=str(model_roots.base))
     job = jobs.job_launch(study=arm.study, created_by=None, enqueue=False)
     url = reverse("jobs:job_detail", args=[arm.study_id, job.pk])

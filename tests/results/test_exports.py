@@ -236,8 +236,6 @@ def test_the_results_page_shows_every_panel_and_is_cached_until_data_change(
     assert html.count("data:image/svg+xml;base64,") >= 3
     import re
 
-    pass
-
     def without_token(page: str) -> str:
         page = re.sub(r'"X-CSRFToken": "[^"]+"', "", page)
         return re.sub(r'name="csrfmiddlewaretoken" value="[^"]+"', "", page)

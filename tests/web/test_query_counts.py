@@ -122,7 +122,6 @@ def test_rater_requests_run_a_bounded_number_of_queries_whatever_the_study_size(
 
 
 def _original_sync_queries(coordinator: User, n_cases: int) -> int:
-    pass
     from clinic_eval.models import Arm
     from tests.support.factories import CaseFactory
 
