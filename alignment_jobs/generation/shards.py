@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
@@ -36,9 +36,19 @@ logger = logging.getLogger(__name__)
 MAX_ERROR_CHARS = 2_000
 
 
+class ShardRunStatus(models.TextChoices):
+    """What a call of ``shard_run`` left the shard as (``missing``: it no longer exists)."""
+
+    PENDING = GenerationShard.Status.PENDING.value, GenerationShard.Status.PENDING.label
+    RUNNING = GenerationShard.Status.RUNNING.value, GenerationShard.Status.RUNNING.label
+    DONE = GenerationShard.Status.DONE.value, GenerationShard.Status.DONE.label
+    CANCELLED = GenerationShard.Status.CANCELLED.value, GenerationShard.Status.CANCELLED.label
+    MISSING = "missing", "No such shard"
+
+
 @dataclass
 class ShardOutcome:
-    status: str
+    status: ShardRunStatus
     done: int = 0
     failed: int = 0
     retry: bool = False
@@ -116,7 +126,7 @@ def shard_run(*, shard_id: int) -> ShardOutcome:
     token = _claim(shard_id)
     if token is None:
         status = GenerationShard.objects.filter(pk=shard_id).values_list("status", flat=True)
-        return ShardOutcome(status=next(iter(status), "missing"))
+        return ShardOutcome(status=ShardRunStatus(next(iter(status), ShardRunStatus.MISSING)))
     shard = GenerationShard.objects.select_related("job", "spec__arm__study").get(pk=shard_id)
     job, spec = shard.job, shard.spec
     GenerationJob.objects.filter(pk=job.pk, status=GenerationJob.Status.QUEUED).update(
@@ -356,7 +366,7 @@ def _shard_finish(
         )
         still_pending = current.items.filter(status=GenerationItem.Status.PENDING).exists()
         outcome = ShardOutcome(
-            status=current.status,
+            status=ShardRunStatus(current.status),
             done=sum(item.status == GenerationItem.Status.DONE for item in items),
             failed=sum(item.status == GenerationItem.Status.FAILED for item in items),
             errors=[item.error for item in items if item.error],
@@ -373,6 +383,6 @@ def _shard_finish(
             current.engine_seconds = shard.engine_seconds
             current.last_error = next((e for e in reversed(outcome.errors)), "")[:MAX_ERROR_CHARS]
             current.save(update_fields=["status", "finished_at", "engine_seconds", "last_error"])
-            outcome.status = current.status
+            outcome.status = ShardRunStatus(current.status)
         job_refresh(job_id=shard.job_id)
     return outcome
