@@ -1,7 +1,7 @@
 """The blinded design: which rater sees which comparison, in which positions and order.
 
 Pure functions over plain values, so a design can be rebuilt from the study seed and checked
-without a database. Issue 4's services store the result as Comparison and Assignment rows.
+without a database. ``design.services`` stores the result as Comparison and Assignment rows.
 """
 
 from __future__ import annotations
@@ -18,24 +18,24 @@ class DesignError(ValueError):
 
 
 @dataclass(frozen=True)
-class Comparison:
+class PlannedComparison:
     case_id: str
     arms: tuple[str, ...]  # sorted: the arm set, independent of where each is shown
 
 
 @dataclass(frozen=True)
-class Assignment:
+class PlannedSeat:
     rater: str
-    comparison: int  # index into Design.comparisons
+    comparison: int  # index into PlannedDesign.comparisons
     shown: tuple[str, ...]  # arms in on-screen order: A/B, or 1..N
     queue_position: int  # 0-based place in the rater's queue
     repeat: bool = False  # a second showing for intra-rater consistency
 
 
 @dataclass(frozen=True)
-class Design:
-    comparisons: list[Comparison]
-    assignments: list[Assignment]
+class PlannedDesign:
+    comparisons: list[PlannedComparison]
+    assignments: list[PlannedSeat]
 
     def balance(self) -> dict[tuple[str, ...], Counter[tuple[str, ...]]]:
         """Per arm set: how often each on-screen order was used (first showings only)."""
@@ -81,7 +81,7 @@ def check_arm_sets(arm_sets: Sequence[Sequence[str]], *, mode: str = "pairwise")
 
 def build_comparisons(
     case_ids: Sequence[str], arm_sets: Sequence[Sequence[str]], *, mode: str = "pairwise"
-) -> list[Comparison]:
+) -> list[PlannedComparison]:
     """One comparison per case and arm set (a pair, N arms for best-of-N, 1+ in rubric mode)."""
     check_arm_sets(arm_sets, mode=mode)
     sets = []
@@ -89,7 +89,7 @@ def build_comparisons(
         key = tuple(sorted(arms))
         if key not in sets:
             sets.append(key)
-    return [Comparison(case_id, arms) for case_id in case_ids for arms in sets]
+    return [PlannedComparison(case_id, arms) for case_id in case_ids for arms in sets]
 
 
 def _orders(arms: tuple[str, ...]) -> list[tuple[str, ...]]:
@@ -98,7 +98,9 @@ def _orders(arms: tuple[str, ...]) -> list[tuple[str, ...]]:
 
 
 def _counterbalance(
-    comparisons: Sequence[Comparison], raters: Sequence[str], per_rater: Mapping[str, list[int]]
+    comparisons: Sequence[PlannedComparison],
+    raters: Sequence[str],
+    per_rater: Mapping[str, list[int]],
 ) -> dict[tuple[str, int], tuple[str, ...]]:
     """The on-screen order of each (rater, comparison), balanced per rater and overall.
 
@@ -134,13 +136,13 @@ def _counterbalance(
 
 def build_design(
     *,
-    comparisons: Sequence[Comparison],
+    comparisons: Sequence[PlannedComparison],
     raters: Sequence[str],
     raters_per_item: int,
     seed: int,
     authors: Mapping[str, str] | None = None,
     repeats_per_rater: int = 0,
-) -> Design:
+) -> PlannedDesign:
     """Assign every comparison to exactly ``raters_per_item`` raters, balanced.
 
     - Load: each comparison goes to the eligible raters with the fewest items so far, then the
@@ -198,7 +200,7 @@ def build_design(
 
     shown_for = _counterbalance(comparisons, raters, per_rater)
 
-    assignments: list[Assignment] = []
+    assignments: list[PlannedSeat] = []
     for rater in raters:
         items = [(index, shown_for[(rater, index)]) for index in per_rater.get(rater, [])]
         rng_rater = random.Random(f"{seed}:{rater}")
@@ -211,10 +213,10 @@ def build_design(
                 again = shown[1:] + shown[:1]
                 queue.insert(rng_rater.randint(half, len(queue)), (index, again, True))
         assignments.extend(
-            Assignment(rater, index, shown, position, repeat)
+            PlannedSeat(rater, index, shown, position, repeat)
             for position, (index, shown, repeat) in enumerate(queue)
         )
-    return Design(comparisons=list(comparisons), assignments=assignments)
+    return PlannedDesign(comparisons=list(comparisons), assignments=assignments)
 
 
 SKIP_MISSING = "a response is missing, held back or excluded"
@@ -225,7 +227,7 @@ SKIP_NO_RUBRIC = "no verified rubric"
 
 @dataclass(frozen=True)
 class StudyPlan:
-    design: Design
+    design: PlannedDesign
     skipped: dict[str, int]  # reason -> comparisons left out
     repeats_per_rater: int
 
@@ -295,7 +297,7 @@ def plan_design(
         if available:
             per_case[case_id] = available
 
-    chosen: list[Comparison] = []
+    chosen: list[PlannedComparison] = []
     budget = None
     if items_per_rater is not None:
         budget = (items_per_rater * len(set(raters))) // raters_per_item
@@ -303,7 +305,7 @@ def plan_design(
         if budget is not None and len(chosen) + len(available) > budget:
             skipped[SKIP_LIMIT] += len(available)
             continue
-        chosen.extend(Comparison(case_id, arms) for arms in available)
+        chosen.extend(PlannedComparison(case_id, arms) for arms in available)
     if not chosen:
         raise DesignError(
             "no comparison can be built: "

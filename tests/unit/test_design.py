@@ -9,7 +9,7 @@ from itertools import combinations
 import pytest
 from scipy.stats import chisquare
 
-from clinic_eval.design.planner import Design, DesignError, build_comparisons, build_design
+from clinic_eval.design.planner import DesignError, PlannedDesign, build_comparisons, build_design
 
 ARMS = ("SFT", "GRPO", "Physician")
 PAIRS = [("SFT", "GRPO"), ("SFT", "Physician"), ("GRPO", "Physician")]
@@ -18,7 +18,7 @@ CASES = [f"C-{i:03d}" for i in range(1, 41)]
 AUTHORS = {case: RATERS[i % len(RATERS)] for i, case in enumerate(CASES[:14])}
 
 
-def pairwise(seed: int = 7, **options: object) -> Design:
+def pairwise(seed: int = 7, **options: object) -> PlannedDesign:
     return build_design(
         comparisons=build_comparisons(CASES, PAIRS),
         raters=RATERS,
