@@ -9,11 +9,22 @@ from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import Direction, OpenApiParameter, inline_serializer
 from rest_framework import exceptions, serializers, status
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from clinic_eval.errors import DomainError
+from clinic_eval.models import User
 from clinic_eval.web.permissions import IsCoordinator
+
+
+class AuthenticatedRequest(Request):
+    """A request to an API view whose permission classes require a signed-in ``User``.
+
+    For the type checker only (as ``web.http.AuthenticatedHttpRequest`` is for pages).
+    """
+
+    user: User
 
 
 class DetailOutput(serializers.Serializer):
