@@ -13,12 +13,11 @@ import json
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import pandas as pd
 
-from clinic_eval.statistics import agreement, crossed, preference
-from clinic_eval.statistics import rubric as rubric_stats
+from clinic_eval.statistics import agreement, crossed, preference, rubric, rubric_agreement
 from clinic_eval.statistics.report import ReportOptions, StudyTables, build_report
 from clinic_eval.statistics.report import plain_json as plain
 
@@ -241,6 +240,13 @@ def rubric_tables(frames: Mapping[str, pd.DataFrame]) -> tuple[pd.DataFrame, pd.
     return criteria.reset_index(drop=True), grades.reset_index(drop=True)
 
 
+class _BootOptions(TypedDict):
+    """The bootstrap settings every rubric statistic takes."""
+
+    n_boot: int
+    seed: int
+
+
 def rubric_report(
     frames: Mapping[str, pd.DataFrame], options: ReportOptions
 ) -> dict[str, Any] | None:
@@ -249,31 +255,29 @@ def rubric_report(
     criteria, grades = rubric_tables(frames)
     if criteria.empty or grades.empty:
         return None
-    boot = {"n_boot": options.n_boot, "seed": options.seed}
-    scores = rubric_stats.response_scores(criteria, grades, model_prefix=MODEL_GRADER_PREFIX)
-    axes = rubric_stats.response_axis_scores(criteria, grades, model_prefix=MODEL_GRADER_PREFIX)
+    boot: _BootOptions = {"n_boot": options.n_boot, "seed": options.seed}
+    scores = rubric.response_scores(criteria, grades, model_prefix=MODEL_GRADER_PREFIX)
+    axes = rubric.response_axis_scores(criteria, grades, model_prefix=MODEL_GRADER_PREFIX)
     graders = sorted(g for g in grades["grader"].unique() if g.startswith(MODEL_GRADER_PREFIX))
     section: dict[str, Any] = {
         "criteria": len(criteria),
         "physician_verdicts": int((~grades["grader"].str.startswith(MODEL_GRADER_PREFIX)).sum()),
         "model_verdicts": int(grades["grader"].str.startswith(MODEL_GRADER_PREFIX).sum()),
-        "arm_scores": rubric_stats.arm_scores(scores, **boot),
-        "axis_scores": rubric_stats.axis_scores(axes, **boot),
-        "paired": rubric_stats.paired_arm_comparisons(
-            scores, correction=options.correction, **boot
-        ),
-        "physician_agreement": rubric_stats.physician_agreement(
+        "arm_scores": rubric.arm_scores(scores, **boot),
+        "axis_scores": rubric.axis_scores(axes, **boot),
+        "paired": rubric.paired_arm_comparisons(scores, correction=options.correction, **boot),
+        "physician_agreement": rubric_agreement.physician_agreement(
             criteria, grades, model_prefix=MODEL_GRADER_PREFIX
         ),
         "graders": {
             grader.removeprefix(MODEL_GRADER_PREFIX): {
-                "arm_scores": rubric_stats.arm_scores(scores, kind="model", grader=grader, **boot),
+                "arm_scores": rubric.arm_scores(scores, kind="model", grader=grader, **boot),
             }
             for grader in graders
         },
     }
     if graders:
-        section["grader_agreement"] = rubric_stats.grader_agreement(
+        section["grader_agreement"] = rubric_agreement.grader_agreement(
             criteria, grades, model_prefix=MODEL_GRADER_PREFIX
         )
     return section

@@ -83,7 +83,7 @@ def _is_missing(value: Any) -> bool:
     return bool(pd.isna(value))
 
 
-def _as_set(value: Any, multi: bool) -> frozenset[Any] | None:
+def as_label_set(value: Any, multi: bool) -> frozenset[Any] | None:
     """Label set of a cell, or None when the cell is missing."""
     if _is_missing(value):
         return None
@@ -94,7 +94,7 @@ def _as_set(value: Any, multi: bool) -> frozenset[Any] | None:
     return frozenset([value])
 
 
-def _count_matrices(
+def count_matrices(
     truths: list[frozenset[Any]], preds: list[frozenset[Any] | None]
 ) -> tuple[list[Any], np.ndarray, np.ndarray, np.ndarray]:
     """Per-case × per-label TP, FP, FN indicator matrices over labels seen in truth or pred."""
@@ -116,7 +116,7 @@ def _count_matrices(
     return labels, tp, fp, fn
 
 
-def _macro_micro(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> tuple[float, float, int]:
+def macro_micro(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> tuple[float, float, int]:
     """Macro and micro F1 from per-label totals (last axis = labels).
 
     F1 = 2TP / (2TP + FP + FN) equals the harmonic mean of precision and recall where both are
@@ -164,7 +164,7 @@ def _score_single(truths: np.ndarray, preds: np.ndarray, confidence: float) -> L
     """score_layer for a single-label layer, on label codes instead of per-case sets.
 
     Per case the truth {t} and prediction {p} give TP on t when p == t, otherwise FN on t and
-    FP on p (when given), and Jaccard 1 or 0; the totals equal _count_matrices' column sums.
+    FP on p (when given), and Jaccard 1 or 0; the totals equal count_matrices' column sums.
     """
     if len(truths) != len(preds):
         raise ValueError("truths and preds differ in length")
@@ -177,11 +177,11 @@ def _score_single(truths: np.ndarray, preds: np.ndarray, confidence: float) -> L
     tp = np.bincount(t[hit], minlength=k).astype(float)
     fn = np.bincount(t[~hit], minlength=k).astype(float)
     fp = np.bincount(p[~hit & (p >= 0)], minlength=k).astype(float)
-    # Same label order as _count_matrices (labels seen, sorted by str), so the macro mean sums
+    # Same label order as count_matrices (labels seen, sorted by str), so the macro mean sums
     # the per-label F1 values in the same order.
     seen = [j for j in range(k) if tp[j] + fn[j] + fp[j] > 0]
     order = sorted(seen, key=lambda j: str(labels[j]))
-    macro, micro, n_labels = _macro_micro(tp[order], fp[order], fn[order])
+    macro, micro, n_labels = macro_micro(tp[order], fp[order], fn[order])
     correct = int(hit.sum())
     interval = wilson_interval(correct, n, confidence) if n else NAN_INTERVAL
     return LayerScores(
@@ -205,8 +205,8 @@ def score_layer(
     """Score paired truth/prediction cells of one layer (see module docstring for the rules)."""
     if not multi:
         return _score_single(_cells(truths), _cells(preds), confidence)
-    truth_sets = [_as_set(t, multi) for t in truths]
-    pred_sets = [_as_set(p, multi) for p in preds]
+    truth_sets = [as_label_set(t, multi) for t in truths]
+    pred_sets = [as_label_set(p, multi) for p in preds]
     if len(truth_sets) != len(pred_sets):
         raise ValueError("truths and preds differ in length")
     keep = [i for i, t in enumerate(truth_sets) if t is not None]
@@ -221,8 +221,8 @@ def score_layer(
         0.0 if p is None else (1.0 if not (t | p) else len(t & p) / len(t | p))
         for t, p in zip(t_sets, p_sets, strict=True)
     ]
-    _, tp, fp, fn = _count_matrices(t_sets, p_sets)
-    macro, micro, n_labels = _macro_micro(tp.sum(0), fp.sum(0), fn.sum(0))
+    _, tp, fp, fn = count_matrices(t_sets, p_sets)
+    macro, micro, n_labels = macro_micro(tp.sum(0), fp.sum(0), fn.sum(0))
     interval = wilson_interval(correct, n, confidence) if n else NAN_INTERVAL
     low, high = interval.low, interval.high
     return LayerScores(
@@ -320,14 +320,16 @@ def bootstrap_macro_f1(
     pairs = [
         (t, p)
         for t, p in zip(
-            (_as_set(t, multi) for t in truths), (_as_set(p, multi) for p in preds), strict=True
+            (as_label_set(t, multi) for t in truths),
+            (as_label_set(p, multi) for p in preds),
+            strict=True,
         )
         if t is not None
     ]
     t_sets = [t for t, _ in pairs]
     p_sets = [p for _, p in pairs]
-    _, tp, fp, fn = _count_matrices(t_sets, p_sets)
-    estimate, _, _ = _macro_micro(tp.sum(0), fp.sum(0), fn.sum(0))
+    _, tp, fp, fn = count_matrices(t_sets, p_sets)
+    estimate, _, _ = macro_micro(tp.sum(0), fp.sum(0), fn.sum(0))
     n = len(t_sets)
     if n == 0:
         nan = float("nan")
@@ -337,7 +339,7 @@ def bootstrap_macro_f1(
     # How often each case is drawn per replicate turns each resample's totals into a product.
     weights = np.zeros((n_boot, n))
     np.add.at(weights, (np.repeat(np.arange(n_boot), n), draws.ravel()), 1)
-    macro, _, _ = _macro_micro(weights @ tp, weights @ fp, weights @ fn)
+    macro, _, _ = macro_micro(weights @ tp, weights @ fp, weights @ fn)
     alpha = 1 - confidence
     low, high = np.nanquantile(macro, [alpha / 2, 1 - alpha / 2])
     return BootstrapCI(float(estimate), float(low), float(high), n_boot, seed, confidence)

@@ -21,8 +21,9 @@ from scipy import stats
 
 from clinic_eval.statistics import clustered
 from clinic_eval.statistics.clustered import CrossedEstimate, crossed_means, estimates
+from clinic_eval.statistics.hallucination import flag_units
 from clinic_eval.statistics.intervals import wilson_interval
-from clinic_eval.statistics.paired import PAIR_KEYS, flag_units, score_tables
+from clinic_eval.statistics.paired import PAIR_KEYS, score_tables
 from clinic_eval.statistics.preference import judgment_codes
 
 ESTIMATE_FIELDS = (

@@ -33,13 +33,17 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from clinic_eval.statistics.intervals import NAN_INTERVAL, Interval, wilson_interval
+from clinic_eval.statistics.intervals import NAN_INTERVAL, Interval
 
 ZeroMethod = Literal["wilcox", "pratt", "zsplit"]
+
+
 Correction = Literal["holm", "bh"]
 
+
 PAIR_KEYS = ["case_id", "rater_id"]
-HALLUCINATION_KINDS = ("factual", "reasoning")
+
+
 # scipy's own threshold for the exact signed-rank distribution; beyond it the normal
 # approximation is accurate and the exact enumeration gets expensive.
 EXACT_MAX_N = 50
@@ -72,19 +76,6 @@ class FriedmanResult:
     n_blocks: int
 
 
-@dataclass(frozen=True)
-class McNemarResult:
-    """b: pairs where only arm_a hallucinated; c: pairs where only arm_b did."""
-
-    b: int
-    c: int
-    p_value: float
-    n_pairs: int
-
-
-# --------------------------------------------------------------------------- helpers
-
-
 def _check_unique(frame: pd.DataFrame, keys: list[str]) -> None:
     # A duplicated rating would silently be averaged or dropped by a pivot; refuse instead,
     # the caller has to decide which rating counts.
@@ -110,7 +101,7 @@ def _compact(values: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     return inverse.reshape(-1), distinct
 
 
-def _sorted_group(
+def sorted_group(
     frame: pd.DataFrame, columns: Sequence[str]
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """Group number per row in sorted key order (as ``groupby(sort=True).ngroup()``).
@@ -135,7 +126,7 @@ def _sorted_group(
     return result, keys
 
 
-def _wide(
+def wide_table(
     frame: pd.DataFrame,
     arms: Sequence[str],
     values: np.ndarray,
@@ -147,11 +138,11 @@ def _wide(
     The table ``pivot(index=PAIR_KEYS, columns="arm")`` gives on the ``keep`` rows whose arm is
     in ``arms``, reindexed to ``arms`` (NaN where a pair lacks an arm); a duplicated
     (case, rater, arm) raises. Built from integer codes because a pandas pivot per arm pair
-    dominated the report on large studies. ``keys`` is ``_sorted_group(frame, PAIR_KEYS)``
+    dominated the report on large studies. ``keys`` is ``sorted_group(frame, PAIR_KEYS)``
     when the caller already has it.
     """
     arm_code = pd.Index(list(arms)).get_indexer(pd.Index(frame["arm"])).astype(np.int64)
-    pair, pair_keys = keys if keys is not None else _sorted_group(frame, PAIR_KEYS)
+    pair, pair_keys = keys if keys is not None else sorted_group(frame, PAIR_KEYS)
     rows = keep & (arm_code >= 0) & (pair >= 0)
     # Sorted group numbers stay sorted on a subset, so the subset's own index is in order.
     pair, present = _compact(pair[rows], len(pair_keys[0]))
@@ -173,21 +164,21 @@ def score_tables(
     lookup = {d: k for k, d in enumerate(uniques)}
     scores = ratings["score"].to_numpy(dtype=float, na_value=np.nan)
     rated = ~np.isnan(scores)
-    keys = _sorted_group(ratings, PAIR_KEYS)
+    keys = sorted_group(ratings, PAIR_KEYS)
     return {
-        dimension: _wide(
+        dimension: wide_table(
             ratings, arms, scores, rated & (dimension_code == lookup.get(dimension, -2)), keys
         )
         for dimension in dimensions
     }
 
 
-def _paired_scores(ratings: pd.DataFrame, arms: Sequence[str], dimension: str) -> pd.DataFrame:
+def paired_scores(ratings: pd.DataFrame, arms: Sequence[str], dimension: str) -> pd.DataFrame:
     """Wide table indexed by (case_id, rater_id), one column per arm, complete rows only."""
     return score_tables(ratings, arms, [dimension])[dimension].dropna(how="any")
 
 
-def _signed_rank_sums(
+def signed_rank_sums(
     differences: np.ndarray, zero_method: ZeroMethod
 ) -> tuple[np.ndarray, np.ndarray]:
     """T+ and T- along the last axis, zeros handled as scipy does.
@@ -214,7 +205,7 @@ def _signed_rank_sums(
 COUNT_BOOTSTRAP_MAX_VALUES = 256
 
 
-def _bootstrap(
+def signed_rank_bootstrap(
     d: np.ndarray, n_boot: int, seed: int, zero_method: ZeroMethod
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Medians and T+/T- of ``n_boot`` resamples of the pairs (with replacement).
@@ -233,7 +224,7 @@ def _bootstrap(
         for start in range(0, n_boot, block):
             resampled = d[rng.integers(0, n, size=(min(block, n_boot - start), n))]
             medians.append(np.median(resampled, axis=1))
-            plus, minus = _signed_rank_sums(resampled, zero_method)
+            plus, minus = signed_rank_sums(resampled, zero_method)
             t_plus.append(plus)
             t_minus.append(minus)
         return np.concatenate(medians), np.concatenate(t_plus), np.concatenate(t_minus)
@@ -266,7 +257,7 @@ def _rank_biserial(t_plus: np.ndarray, t_minus: np.ndarray) -> np.ndarray:
         return np.where(total > 0, (t_plus - t_minus) / total, np.nan)
 
 
-def _percentile_interval(estimate: float, values: np.ndarray, confidence: float) -> Interval:
+def percentile_interval(estimate: float, values: np.ndarray, confidence: float) -> Interval:
     values = values[np.isfinite(values)]
     if values.size == 0:
         return Interval(estimate, float("nan"), float("nan"))
@@ -278,7 +269,7 @@ def _percentile_interval(estimate: float, values: np.ndarray, confidence: float)
 def _normal_approx_p(d: np.ndarray, zero_method: ZeroMethod, t_plus: float) -> float:
     """Two-sided normal-approximation p-value with tie and continuity correction.
 
-    ``t_plus`` comes from _signed_rank_sums (for zsplit it already holds half the zeros).
+    ``t_plus`` comes from signed_rank_sums (for zsplit it already holds half the zeros).
 
     Same formulas as scipy: variance n(n+1)(2n+1)/24 less sum(t^3 - t)/48 over tie
     groups; Pratt removes the zeros' share from mean and variance (Cureton 1967) and
@@ -303,9 +294,6 @@ def _normal_approx_p(d: np.ndarray, zero_method: ZeroMethod, t_plus: float) -> f
     z = (t_plus - mean) / se
     z -= np.sign(z) * 0.5 / se
     return float(min(1.0, 2 * stats.norm.sf(abs(z))))
-
-
-# --------------------------------------------------------------------------- Wilcoxon
 
 
 def signed_rank_test(
@@ -344,8 +332,8 @@ def signed_rank_test(
     median_difference = float(np.median(d))
     median_ci = r_ci = NAN_INTERVAL
     if n_boot > 0:
-        boot_medians, boot_plus, boot_minus = _bootstrap(d, n_boot, seed, zero_method)
-        median_ci = _percentile_interval(median_difference, boot_medians, confidence)
+        boot_medians, boot_plus, boot_minus = signed_rank_bootstrap(d, n_boot, seed, zero_method)
+        median_ci = percentile_interval(median_difference, boot_medians, confidence)
     if n_nonzero == 0:
         # No information about direction: leave the test undefined rather than claim p=1.
         return PairedTest(
@@ -353,12 +341,10 @@ def signed_rank_test(
             median_difference, median_ci, "none",
         )  # fmt: skip
 
-    t_plus, t_minus = _signed_rank_sums(d, zero_method)
+    t_plus, t_minus = signed_rank_sums(d, zero_method)
     rank_biserial = float(_rank_biserial(t_plus, t_minus)[0])
     if n_boot > 0:
-        r_ci = _percentile_interval(
-            rank_biserial, _rank_biserial(boot_plus, boot_minus), confidence
-        )
+        r_ci = percentile_interval(rank_biserial, _rank_biserial(boot_plus, boot_minus), confidence)
 
     has_ties = np.unique(np.abs(nonzero)).size < n_nonzero
     zeros_ranked = zero_method != "wilcox" and n_nonzero < n_pairs
@@ -406,14 +392,11 @@ def wilcoxon_pairs(
     Differences are arm_a - arm_b; pairs missing either arm are left out. See
     signed_rank_test for the test, the exact/approximate switch and the intervals.
     """
-    wide = _paired_scores(ratings, [arm_a, arm_b], dimension)
+    wide = paired_scores(ratings, [arm_a, arm_b], dimension)
     differences = (wide[arm_a] - wide[arm_b]).to_numpy()
     return signed_rank_test(
         differences, zero_method=zero_method, n_boot=n_boot, seed=seed, confidence=confidence
     )
-
-
-# --------------------------------------------------------------------------- Friedman
 
 
 def friedman(ratings: pd.DataFrame, dimension: str, arms: Sequence[str]) -> FriedmanResult:
@@ -425,7 +408,7 @@ def friedman(ratings: pd.DataFrame, dimension: str, arms: Sequence[str]) -> Frie
     """
     if len(arms) < 3:
         raise ValueError("Friedman needs at least three arms; use wilcoxon_pairs for two")
-    return _friedman(_paired_scores(ratings, arms, dimension))
+    return _friedman(paired_scores(ratings, arms, dimension))
 
 
 def _friedman(wide: pd.DataFrame) -> FriedmanResult:
@@ -437,9 +420,6 @@ def _friedman(wide: pd.DataFrame) -> FriedmanResult:
         return FriedmanResult(float("nan"), float("nan"), n_blocks)
     result = stats.friedmanchisquare(*values.T)
     return FriedmanResult(float(result.statistic), float(result.pvalue), n_blocks)
-
-
-# --------------------------------------------------------------------------- multiplicity
 
 
 def adjust_p_values(
@@ -531,7 +511,7 @@ def _pairwise_tests(
     rows: list[dict[str, object]] = []
     for dimension in dimensions:
         for arm_a, arm_b in itertools.combinations(arms, 2):
-            # The pairs that rated both arms: what _paired_scores(ratings, [arm_a, arm_b]) gives.
+            # The pairs that rated both arms: what paired_scores(ratings, [arm_a, arm_b]) gives.
             wide = tables[dimension][[arm_a, arm_b]].dropna(how="any")
             test = signed_rank_test(
                 (wide[arm_a] - wide[arm_b]).to_numpy(),
@@ -559,111 +539,3 @@ def _pairwise_tests(
     table = pd.DataFrame(rows)
     table["p_adjusted"] = adjust_p_values(table["p_value"].to_numpy(), correction)
     return table
-
-
-# --------------------------------------------------------------------------- hallucinations
-
-
-def flag_units(flags: pd.DataFrame) -> pd.DataFrame:
-    """One row per rated response (case_id, rater_id, arm) with a boolean per kind and any.
-
-    A rater may flag several kinds on one response (one row each); a response counts
-    for a kind when any of its rows has it, and for "any" when any row is not "none".
-    Rows come sorted by (case_id, rater_id, arm), as a groupby gives them.
-    """
-    unknown = set(flags["kind"].unique()) - {"none", *HALLUCINATION_KINDS}
-    if unknown:
-        raise ValueError(f"unknown hallucination kinds: {sorted(unknown)}")
-    group, keys = _sorted_group(flags, [*PAIR_KEYS, "arm"])
-    grouped = group >= 0
-    kind = flags["kind"].to_numpy()[grouped]
-    units: dict[str, np.ndarray] = dict(zip([*PAIR_KEYS, "arm"], keys, strict=True))
-    for name, hit in (("any", kind != "none"), *((k, kind == k) for k in HALLUCINATION_KINDS)):
-        units[name] = np.bincount(group[grouped], weights=hit, minlength=len(keys[0])) > 0
-    return pd.DataFrame(units)
-
-
-def hallucination_rates(flags: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
-    """Rate of hallucinated responses per arm, overall ("any") and per kind, Wilson CI.
-
-    The denominator is rated responses (case_id, rater_id, arm), not cases: each
-    physician's judgement is one observation. Columns: arm, kind, n, count, rate,
-    ci_low, ci_high.
-    """
-    return _rates(flag_units(flags), confidence)
-
-
-def _rates(units: pd.DataFrame, confidence: float) -> pd.DataFrame:
-    rows: list[dict[str, object]] = []
-    for arm, group in units.groupby("arm", sort=True):
-        n = len(group)
-        for kind in ("any", *HALLUCINATION_KINDS):
-            count = int(group[kind].sum())
-            interval = wilson_interval(count, n, confidence)
-            rows.append(
-                {
-                    "arm": arm,
-                    "kind": kind,
-                    "n": n,
-                    "count": count,
-                    "rate": count / n,
-                    "ci_low": interval.low,
-                    "ci_high": interval.high,
-                }
-            )
-    return pd.DataFrame(rows, columns=["arm", "kind", "n", "count", "rate", "ci_low", "ci_high"])
-
-
-def _mcnemar(wide: pd.DataFrame, arm_a: str, arm_b: str) -> McNemarResult:
-    """McNemar from the wide (case, rater) x arm table of any-hallucination (NaN: not rated)."""
-    pairs = wide[[arm_a, arm_b]].dropna(how="any").astype(bool)
-    b = int((pairs[arm_a] & ~pairs[arm_b]).sum())
-    c = int((~pairs[arm_a] & pairs[arm_b]).sum())
-    p_value = 1.0 if b + c == 0 else float(min(1.0, 2 * stats.binom.cdf(min(b, c), b + c, 0.5)))
-    return McNemarResult(b=b, c=c, p_value=p_value, n_pairs=len(pairs))
-
-
-def _flag_table(units: pd.DataFrame, arms: Sequence[str]) -> pd.DataFrame:
-    return _wide(units, arms, units["any"].to_numpy(float), np.ones(len(units), bool))
-
-
-def mcnemar_pairs(flags: pd.DataFrame, arm_a: str, arm_b: str) -> McNemarResult:
-    """Exact McNemar test of any-hallucination between two arms, paired by (case, rater).
-
-    Only discordant pairs carry information; under H0 b ~ Binomial(b + c, 1/2), and the
-    two-sided p-value is min(1, 2 P(X <= min(b, c))), as in statsmodels'
-    mcnemar(exact=True). Exact rather than chi-square because discordant counts in a
-    rating study are small.
-    """
-    return _mcnemar(_flag_table(flag_units(flags), [arm_a, arm_b]), arm_a, arm_b)
-
-
-def pairwise_mcnemar(flags: pd.DataFrame, arms: Sequence[str]) -> pd.DataFrame:
-    """mcnemar_pairs for every pair of ``arms`` (in combinations order), one row each.
-
-    Columns arm_a, arm_b, b, c, p_value, n_pairs; the responses are collapsed once for all
-    pairs rather than once per pair.
-    """
-    return _pairwise_mcnemar(flag_units(flags), arms)
-
-
-def hallucination_family(
-    flags: pd.DataFrame,
-    arms: Sequence[str],
-    confidence: float = 0.95,
-    *,
-    units: pd.DataFrame | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """hallucination_rates and pairwise_mcnemar, collapsing the flags to responses once
-    (``units``: ``flag_units(flags)`` when the caller has it)."""
-    units = units if units is not None else flag_units(flags)
-    return _rates(units, confidence), _pairwise_mcnemar(units, arms)
-
-
-def _pairwise_mcnemar(units: pd.DataFrame, arms: Sequence[str]) -> pd.DataFrame:
-    wide = _flag_table(units, arms)
-    rows = [
-        {"arm_a": arm_a, "arm_b": arm_b, **asdict(_mcnemar(wide, arm_a, arm_b))}
-        for arm_a, arm_b in itertools.combinations(arms, 2)
-    ]
-    return pd.DataFrame(rows, columns=["arm_a", "arm_b", "b", "c", "p_value", "n_pairs"])

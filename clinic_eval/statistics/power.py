@@ -27,6 +27,7 @@ import pandas as pd
 from scipy import optimize, stats
 
 from clinic_eval.statistics import crossed_simulation as sim
+from clinic_eval.statistics import paired
 
 TARGET_POWER = 0.8
 CURVE_FACTORS = (0.25, 0.5, 1.0, 1.5, 2.0)
@@ -276,7 +277,7 @@ def heterogeneity_from_tables(
 ) -> Heterogeneity:
     """Estimate heterogeneity from a study's judgments (preference) or ratings (Likert) on one
     arm pair (``arms``, else the pair with the most judgments)."""
-    from clinic_eval.statistics import clustered, mixed, paired
+    from clinic_eval.statistics import clustered, mixed
 
     if kind == "preference":
         decisive = judgments[judgments["outcome"].isin(["a", "b"])]

@@ -22,8 +22,10 @@ import pandas as pd
 from clinic_eval.statistics import (
     accuracy,
     agreement,
+    bradley_terry,
     clustered,
     crossed,
+    hallucination,
     mixed,
     paired,
     preference,
@@ -133,7 +135,7 @@ def _preference(judgments: pd.DataFrame, options: ReportOptions) -> dict[str, An
 def _bradley_terry(judgments: pd.DataFrame, options: ReportOptions) -> dict[str, Any]:
     coded = crossed.code_judgments(judgments)
     try:
-        fit = preference.bradley_terry(judgments, codes=coded.codes)
+        fit = bradley_terry.bradley_terry(judgments, codes=coded.codes)
     except ValueError as exc:
         return {"not_estimable": str(exc)}
     # 1,000 replicates up to 10^5 judgments; beyond, fewer (at least 200), each bound with its
@@ -208,8 +210,8 @@ def _likert(ratings: pd.DataFrame, options: ReportOptions) -> dict[str, Any]:
 
 def _hallucination(flags: pd.DataFrame, options: ReportOptions) -> dict[str, Any]:
     arms = sorted(flags["arm"].unique())
-    units = paired.flag_units(flags)
-    rates, table = paired.hallucination_family(flags, arms, units=units)
+    units = hallucination.flag_units(flags)
+    rates, table = hallucination.hallucination_family(flags, arms, units=units)
     if not table.empty:
         table["p_adjusted"] = paired.adjust_p_values(
             table["p_value"].to_numpy(), method=options.correction
@@ -228,7 +230,7 @@ def _hallucination(flags: pd.DataFrame, options: ReportOptions) -> dict[str, Any
     }
 
 
-def _unit_codes(case_id: pd.Series, *parts: pd.Series) -> np.ndarray:
+def unit_codes(case_id: pd.Series, *parts: pd.Series) -> np.ndarray:
     """Integer unit ids that sort and compare like the strings ``"case|part|part..."``.
 
     Krippendorff's alpha sums over units in their sorted order, so the units keep the order
@@ -278,7 +280,7 @@ def _agreement(tables: StudyTables) -> dict[str, Any]:
     if judgments["rater_id"].nunique() >= 2:
         # One unit per (case, arm pair); outcomes coded as categories for nominal alpha.
         codes = {"a": 0.0, "b": 1.0, "tie": 2.0, "both_bad": 3.0}
-        unit = _unit_codes(judgments["case_id"], judgments["arm_a"], judgments["arm_b"])
+        unit = unit_codes(judgments["case_id"], judgments["arm_a"], judgments["arm_b"])
         rater, _ = pd.factorize(judgments["rater_id"], use_na_sentinel=False)
         first = _first_per_rater(unit, rater)
         value = judgments["outcome"].map(codes).to_numpy(dtype=float, na_value=np.nan)
@@ -290,7 +292,7 @@ def _agreement(tables: StudyTables) -> dict[str, Any]:
         section["likert_alpha_ordinal"] = {}
         # Unit codes keep their order and equality on any subset, so one coding serves every
         # dimension.
-        unit = _unit_codes(ratings["case_id"], ratings["arm"])
+        unit = unit_codes(ratings["case_id"], ratings["arm"])
         rater, _ = pd.factorize(ratings["rater_id"], use_na_sentinel=False)
         value = ratings["score"].to_numpy(dtype=float, na_value=np.nan)
         dimension_code, dimensions = pd.factorize(ratings["dimension"], sort=True)

@@ -50,12 +50,11 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-from clinic_eval.statistics.accuracy import _macro_micro
 from clinic_eval.statistics.intervals import NAN_INTERVAL, Interval
 from clinic_eval.statistics.paired import (
     Correction,
-    _percentile_interval,
     adjust_p_values,
+    percentile_interval,
     signed_rank_test,
 )
 
@@ -64,27 +63,42 @@ __all__ = [
     "arm_scores",
     "axis_scores",
     "clipped_mean_interval",
-    "grader_agreement",
     "paired_arm_comparisons",
-    "physician_agreement",
-    "physician_pair_kappas",
     "response_axis_scores",
     "response_scores",
 ]
 
+
 TieRule = Literal["half", "not_met"]
 
+
 PHYSICIAN = "physician"
+
+
 MODEL = "model"
+
+
 CONSENSUS = "consensus"  # grader and grader_kind of the physician-majority rows
+
+
 ALL = "all"
 
+
 NO_POSITIVE_POINTS = "no positive points"
+
+
 INCOMPLETE = "not every criterion graded"
 
+
 CRITERIA_COLUMNS = ("criterion_id", "case_id", "points", "axis", "level")
+
+
 GRADE_COLUMNS = ("response_id", "case_id", "arm", "criterion_id", "grader", "met")
+
+
 RATER_KEYS = ["response_id", "grader", "grader_kind"]
+
+
 SCORE_COLUMNS = [
     "score",
     "achieved_points",
@@ -93,6 +107,8 @@ SCORE_COLUMNS = [
     "n_criteria",
     "reason",
 ]
+
+
 AGGREGATE_COLUMNS = [
     "n_responses",
     "n_cases",
@@ -102,16 +118,6 @@ AGGREGATE_COLUMNS = [
     "ci_low",
     "ci_high",
 ]
-# Scopes of the agreement tables: (name, column whose values are the keys; None: one "all" key).
-AGREEMENT_SCOPES: tuple[tuple[str, str | None], ...] = (
-    (ALL, None),
-    ("arm", "arm"),
-    ("axis", "axis"),
-    ("criterion", "criterion_id"),
-)
-
-
-# --------------------------------------------------------------------------- input
 
 
 def _require(frame: pd.DataFrame, columns: Sequence[str], name: str) -> None:
@@ -135,7 +141,7 @@ def _grader_kinds(grades: pd.DataFrame, model_prefix: str) -> pd.Series:
     return pd.Series(np.where(is_model, MODEL, PHYSICIAN), index=grades.index)
 
 
-def _prepare(
+def prepare(
     criteria: pd.DataFrame, grades: pd.DataFrame, level: str | None, model_prefix: str
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Validated criteria (of ``level``) and verdicts joined with their criterion's points/axis."""
@@ -177,7 +183,7 @@ def _prepare(
     return criteria, verdicts.drop(columns="case_id_of_criterion")
 
 
-def _majority(physicians: pd.DataFrame) -> pd.DataFrame:
+def majority_verdicts(physicians: pd.DataFrame) -> pd.DataFrame:
     """Per (response, criterion): n_physicians, n_met and the criterion's context columns."""
     keys = ["response_id", "criterion_id"]
     # Named aggregations give a DataFrame; pandas-stubs types SeriesGroupBy.agg as a Series.
@@ -193,7 +199,7 @@ def _consensus_verdicts(verdicts: pd.DataFrame, tie: TieRule) -> pd.DataFrame:
     """Verdict rows of a pseudo-grader "consensus" whose ``value`` is 1, 0 or the tie value."""
     if tie not in ("half", "not_met"):
         raise ValueError(f"unknown tie rule {tie!r}; use 'half' or 'not_met'")
-    majority = _majority(verdicts[verdicts["grader_kind"] == PHYSICIAN])
+    majority = majority_verdicts(verdicts[verdicts["grader_kind"] == PHYSICIAN])
     twice_met = 2 * majority["n_met"]
     tie_value = 0.5 if tie == "half" else 0.0
     value = np.where(
@@ -202,9 +208,6 @@ def _consensus_verdicts(verdicts: pd.DataFrame, tie: TieRule) -> pd.DataFrame:
         np.where(twice_met < majority["n_physicians"], 0.0, tie_value),
     )
     return majority.assign(grader=CONSENSUS, grader_kind=CONSENSUS, value=value)
-
-
-# --------------------------------------------------------------------------- per response
 
 
 def _score_rows(values: pd.DataFrame, criteria: pd.DataFrame, by: list[str]) -> pd.DataFrame:
@@ -258,7 +261,7 @@ def _all_scores(
     level: str | None,
     model_prefix: str,
 ) -> pd.DataFrame:
-    criteria, verdicts = _prepare(criteria, grades, level, model_prefix)
+    criteria, verdicts = prepare(criteria, grades, level, model_prefix)
     individual = verdicts.assign(value=verdicts["met"].astype(float))
     consensus = _consensus_verdicts(verdicts, tie)
     columns = [*RATER_KEYS, *_meta_columns(verdicts), "criterion_id", "points", "axis", "value"]
@@ -298,9 +301,6 @@ def response_axis_scores(
     Same columns plus ``axis``; only axes that the response's case has criteria on appear.
     """
     return _all_scores(criteria, grades, ["axis"], tie, level, model_prefix)
-
-
-# --------------------------------------------------------------------------- per arm
 
 
 def _select(scores: pd.DataFrame, kind: str, grader: str | None) -> pd.DataFrame:
@@ -349,7 +349,7 @@ def clipped_mean_interval(
     weights = _case_weights(np.random.default_rng(seed), n_cases, n_boot)
     # Every replicate draws n_cases >= 1 cases, each with >= 1 response: no zero division.
     replicates = np.clip((weights @ sums) / (weights @ counts), 0.0, 1.0)
-    return mean, _percentile_interval(estimate, replicates, confidence)
+    return mean, percentile_interval(estimate, replicates, confidence)
 
 
 def _aggregate(
@@ -417,9 +417,6 @@ def axis_scores(
     return _aggregate(_select(axis_table, kind, grader), ["arm", "axis"], confidence, n_boot, seed)
 
 
-# --------------------------------------------------------------------------- arm comparisons
-
-
 def _mean_difference_interval(
     differences: np.ndarray, confidence: float, n_boot: int, seed: int
 ) -> Interval:
@@ -430,7 +427,7 @@ def _mean_difference_interval(
     if n_boot <= 0:
         return Interval(mean, float("nan"), float("nan"))
     weights = _case_weights(np.random.default_rng(seed), n, n_boot)
-    return _percentile_interval(mean, weights @ differences / n, confidence)
+    return percentile_interval(mean, weights @ differences / n, confidence)
 
 
 def paired_arm_comparisons(
@@ -490,191 +487,3 @@ def paired_arm_comparisons(
         return table
     table["p_adjusted"] = adjust_p_values(table["p_value"].to_numpy(), correction)
     return table
-
-
-# --------------------------------------------------------------------------- agreement
-
-
-def _binary_kappa(
-    both: np.ndarray, only_a: np.ndarray, only_b: np.ndarray, neither: np.ndarray
-) -> np.ndarray:
-    """Cohen's kappa from 2x2 counts (met by both, by a only, by b only, by neither).
-
-    Written as cohen_kappa computes it, 1 - observed / chance disagreement, so that the NaN
-    cases are the same: chance disagreement 0 means both sides used one verdict throughout.
-    """
-    n = both + only_a + only_b + neither
-    with np.errstate(invalid="ignore", divide="ignore"):
-        share_a = (both + only_a) / n
-        share_b = (both + only_b) / n
-        chance = share_a * (1 - share_b) + (1 - share_a) * share_b
-        observed = (only_a + only_b) / n
-        return np.where((n > 0) & (chance > 0), 1 - observed / chance, np.nan)
-
-
-def _counts_by_scope(
-    pairs: pd.DataFrame,
-    a: str,
-    b: str,
-    extra_keys: list[str],
-    counted: pd.Series | None = None,
-) -> pd.DataFrame:
-    """2x2 counts of boolean columns ``a`` and ``b`` per scope and key (and ``extra_keys``).
-
-    Rows outside ``counted`` (tied physician majorities) enter only ``n_excluded``, so a key
-    whose units were all excluded still gets its row.
-    """
-    counted = pd.Series(True, index=pairs.index) if counted is None else counted
-    cells = pairs.assign(
-        counted=counted,
-        excluded=~counted,
-        both=counted & pairs[a] & pairs[b],
-        only_a=counted & pairs[a] & ~pairs[b],
-        only_b=counted & ~pairs[a] & pairs[b],
-        neither=counted & ~pairs[a] & ~pairs[b],
-    )
-    tables = []
-    for scope, column in AGREEMENT_SCOPES:
-        keyed = cells.assign(scope=scope, key=ALL if column is None else cells[column])
-        tables.append(
-            keyed.groupby(["scope", "key", *extra_keys], sort=True)[
-                ["counted", "excluded", "both", "only_a", "only_b", "neither"]
-            ]
-            .sum()
-            .reset_index()
-            .rename(columns={"counted": "n", "excluded": "n_excluded"})
-        )
-    return pd.concat(tables, ignore_index=True)
-
-
-def physician_pair_kappas(
-    criteria: pd.DataFrame,
-    grades: pd.DataFrame,
-    *,
-    level: str | None = None,
-    model_prefix: str = "model:",
-    min_shared: int = 2,
-) -> pd.DataFrame:
-    """Cohen's kappa on met/not met for every physician pair, overall and per arm/axis/criterion.
-
-    A unit is a (response, criterion) both physicians graded. Columns: scope ("all", "arm",
-    "axis", "criterion"), key, physician_a, physician_b (a < b as strings), n (shared units),
-    percent_agreement, kappa (NaN when n < ``min_shared`` or undefined; see module docstring).
-    """
-    _, verdicts = _prepare(criteria, grades, level, model_prefix)
-    physicians = verdicts.loc[
-        verdicts["grader_kind"] == PHYSICIAN,
-        ["response_id", "criterion_id", "arm", "axis", "grader", "met"],
-    ]
-    pairs = physicians.merge(
-        physicians[["response_id", "criterion_id", "grader", "met"]],
-        on=["response_id", "criterion_id"],
-        suffixes=("_a", "_b"),
-    )
-    pairs = pairs[pairs["grader_a"].astype(str) < pairs["grader_b"].astype(str)]
-    pairs = pairs.rename(columns={"grader_a": "physician_a", "grader_b": "physician_b"})
-    columns = ["scope", "key", "physician_a", "physician_b", "n", "percent_agreement", "kappa"]
-    if pairs.empty:
-        return pd.DataFrame(columns=columns)
-    table = _counts_by_scope(pairs, "met_a", "met_b", ["physician_a", "physician_b"])
-    table["percent_agreement"] = (table["both"] + table["neither"]) / table["n"]
-    kappa = _binary_kappa(
-        *(table[c].to_numpy(float) for c in ("both", "only_a", "only_b", "neither"))
-    )
-    table["kappa"] = np.where(table["n"] >= min_shared, kappa, np.nan)
-    return table[columns]
-
-
-def physician_agreement(
-    criteria: pd.DataFrame,
-    grades: pd.DataFrame,
-    *,
-    level: str | None = None,
-    model_prefix: str = "model:",
-    min_shared: int = 2,
-) -> pd.DataFrame:
-    """Physician-physician agreement, pair kappas averaged, overall and per arm/axis/criterion.
-
-    Columns: scope, key, n_pairs (physician pairs sharing a unit), n_pairs_defined (pairs with
-    a finite kappa), n_comparisons (pair x unit comparisons), percent_agreement (pooled over
-    them), mean_kappa (unweighted mean of the defined pair kappas; NaN when none is defined).
-    """
-    pairs = physician_pair_kappas(
-        criteria, grades, level=level, model_prefix=model_prefix, min_shared=min_shared
-    )
-    columns = ["scope", "key", "n_pairs", "n_pairs_defined", "n_comparisons"]
-    columns += ["percent_agreement", "mean_kappa"]
-    if pairs.empty:
-        return pd.DataFrame(columns=columns)
-    pairs = pairs.assign(agreed=pairs["percent_agreement"] * pairs["n"])
-    summary = (
-        pairs.groupby(["scope", "key"], sort=False)
-        .agg(
-            n_pairs=("n", "size"),
-            n_pairs_defined=("kappa", "count"),
-            n_comparisons=("n", "sum"),
-            agreed=("agreed", "sum"),
-            mean_kappa=("kappa", "mean"),  # pandas' mean skips NaN, and is NaN if all are
-        )
-        .reset_index()
-    )
-    summary["percent_agreement"] = summary["agreed"] / summary["n_comparisons"]
-    return summary[columns]
-
-
-def grader_agreement(
-    criteria: pd.DataFrame,
-    grades: pd.DataFrame,
-    *,
-    level: str | None = None,
-    model_prefix: str = "model:",
-    min_shared: int = 2,
-) -> pd.DataFrame:
-    """Model grader(s) against the physician majority, overall and per arm/axis/criterion.
-
-    Units are (response, criterion) with a model verdict and a strict physician majority;
-    units where the physicians tie are left out and counted in ``n_ties``. Per model grader and
-    scope: n (units compared), agreement (share of equal verdicts), kappa (NaN when
-    n < ``min_shared`` or undefined), macro_f1 (mean F1 over the classes met / not met present
-    on either side, as accuracy's macro-F1 and HealthBench's meta-evaluation), model_met_rate,
-    physician_met_rate.
-    """
-    _, verdicts = _prepare(criteria, grades, level, model_prefix)
-    majority = _majority(verdicts[verdicts["grader_kind"] == PHYSICIAN])
-    majority["physician_met"] = 2 * majority["n_met"] > majority["n_physicians"]
-    majority["tied"] = 2 * majority["n_met"] == majority["n_physicians"]
-    model = verdicts.loc[
-        verdicts["grader_kind"] == MODEL, ["response_id", "criterion_id", "grader", "met"]
-    ].rename(columns={"met": "model_met"})
-    joined = model.merge(
-        majority[["response_id", "criterion_id", "arm", "axis", "physician_met", "tied"]],
-        on=["response_id", "criterion_id"],
-    )
-    columns = ["grader", "scope", "key", "n", "n_ties", "agreement", "kappa", "macro_f1"]
-    columns += ["model_met_rate", "physician_met_rate"]
-    if joined.empty:
-        return pd.DataFrame(columns=columns)
-    table = _counts_by_scope(
-        joined, "model_met", "physician_met", ["grader"], counted=~joined["tied"]
-    ).rename(columns={"n_excluded": "n_ties"})
-    both, model_only, physician_only, neither = (
-        table[c].to_numpy(float) for c in ("both", "only_a", "only_b", "neither")
-    )
-    n = table["n"].to_numpy(float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        table["agreement"] = (both + neither) / n
-        table["model_met_rate"] = (both + model_only) / n
-        table["physician_met_rate"] = (both + physician_only) / n
-    table["kappa"] = np.where(
-        n >= min_shared, _binary_kappa(both, model_only, physician_only, neither), np.nan
-    )
-    # Classes (met, not met): a model "met" against a physician "not met" is a false positive
-    # for met and a false negative for not met, and the other way round.
-    true_positive = np.stack([both, neither], axis=-1)
-    false_positive = np.stack([model_only, physician_only], axis=-1)
-    false_negative = np.stack([physician_only, model_only], axis=-1)
-    macro, _, _ = _macro_micro(true_positive, false_positive, false_negative)
-    table["macro_f1"] = macro
-    table["n"] = table["n"].astype(int)
-    table = table.sort_values(["grader"], key=lambda c: c.astype(str), kind="stable")
-    return table[columns].reset_index(drop=True)

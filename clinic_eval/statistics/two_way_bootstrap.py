@@ -28,8 +28,8 @@ import pandas as pd
 from scipy import sparse
 
 from clinic_eval.statistics import clustered
+from clinic_eval.statistics.bradley_terry import BTResult
 from clinic_eval.statistics.crossed import CodedJudgments, code_judgments
-from clinic_eval.statistics.preference import BTResult
 
 ESTIMATOR = (
     "Bradley-Terry (Davidson ties); two-way bootstrap resampling cases and raters, "

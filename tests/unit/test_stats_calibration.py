@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clinic_eval.statistics import crossed, preference
+from clinic_eval.statistics import bradley_terry, crossed
 from clinic_eval.statistics import crossed_simulation as sim
 from clinic_eval.statistics.two_way_bootstrap import bradley_terry_two_way
 
@@ -97,7 +97,7 @@ def test_bradley_terry_two_way_intervals_cover_under_a_crossed_null(
     covered = []
     for study in range(BT_STUDIES):
         judgments = studies.judgments(study)
-        point = preference.bradley_terry(judgments)
+        point = bradley_terry.bradley_terry(judgments)
         result = bradley_terry_two_way(judgments, point, n_boot=400, seed=study)
         covered.extend(s["low"] <= 0 <= s["high"] for s in result["strengths"].values())
     share = float(np.mean(covered))

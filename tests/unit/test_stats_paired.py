@@ -31,11 +31,10 @@ from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
+from clinic_eval.statistics.hallucination import hallucination_rates, mcnemar_pairs
 from clinic_eval.statistics.paired import (
     adjust_p_values,
     friedman,
-    hallucination_rates,
-    mcnemar_pairs,
     pairwise_likert_tests,
     signed_rank_test,
     wilcoxon_pairs,
@@ -370,16 +369,16 @@ def test_holm_controls_family_wise_error() -> None:
 
 @pytest.mark.parametrize("zero_method", ["wilcox", "pratt", "zsplit"])
 def test_the_count_bootstrap_equals_ranking_each_resample(zero_method: str) -> None:
-    from clinic_eval.statistics.paired import _bootstrap, _signed_rank_sums
+    from clinic_eval.statistics.paired import signed_rank_bootstrap, signed_rank_sums
 
     rng = np.random.default_rng(4)
     d = rng.integers(-3, 4, 37).astype(float)
-    medians, t_plus, t_minus = _bootstrap(d, 300, 9, zero_method)
+    medians, t_plus, t_minus = signed_rank_bootstrap(d, 300, 9, zero_method)
     # The same multinomial draws, expanded back into explicit resampled rows.
     values, counts = np.unique(d, return_counts=True)
     drawn = np.random.default_rng(9).multinomial(d.size, counts / d.size, size=300)
     rows = np.array([np.repeat(values, row) for row in drawn])
-    ref_plus, ref_minus = _signed_rank_sums(rows, zero_method)
+    ref_plus, ref_minus = signed_rank_sums(rows, zero_method)
     np.testing.assert_allclose(t_plus, ref_plus)
     np.testing.assert_allclose(t_minus, ref_minus)
     np.testing.assert_allclose(medians, np.median(rows, axis=1))

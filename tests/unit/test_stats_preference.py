@@ -15,17 +15,14 @@ import pytest
 from scipy import stats
 from statsmodels.stats.proportion import proportion_confint
 
+from clinic_eval.statistics.bradley_terry import BTResult, bradley_terry, bradley_terry_bootstrap
+from clinic_eval.statistics.intervals import Interval, wilson_interval
 from clinic_eval.statistics.preference import (
-    BTResult,
-    Interval,
     best_of_n_shares,
-    bradley_terry,
-    bradley_terry_bootstrap,
     length_preference,
     pairwise_win_rates,
     position_bias,
     sign_test,
-    wilson_interval,
     win_rates,
 )
 

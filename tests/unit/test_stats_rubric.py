@@ -24,12 +24,14 @@ from clinic_eval.statistics.rubric import (
     arm_scores,
     axis_scores,
     clipped_mean_interval,
-    grader_agreement,
     paired_arm_comparisons,
-    physician_agreement,
-    physician_pair_kappas,
     response_axis_scores,
     response_scores,
+)
+from clinic_eval.statistics.rubric_agreement import (
+    grader_agreement,
+    physician_agreement,
+    physician_pair_kappas,
 )
 
 EXAMPLE_POINTS = [5, 3, -4, 2]

@@ -9,7 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clinic_eval.statistics import accuracy, agreement, paired, preference, report
+from clinic_eval.statistics import (
+    accuracy,
+    agreement,
+    bradley_terry,
+    hallucination,
+    paired,
+    preference,
+    report,
+)
 from clinic_eval.statistics.simulate import LAYERS, simulate_study
 
 STRENGTHS = {"SFT": 0.4, "DPO": 0.1, "GRPO": -0.1, "Physician": -0.3}
@@ -44,7 +52,7 @@ def test_paired_scores_equal_a_pandas_pivot(seed: int) -> None:
     ratings = messy_ratings(seed)
     for dimension in ("clarity", "feasibility"):
         for arms in (["SFT", "DPO"], ["DPO", "GRPO", "SFT"]):
-            ours = paired._paired_scores(ratings, arms, dimension)
+            ours = paired.paired_scores(ratings, arms, dimension)
             reference = pivot_reference(ratings, arms, dimension)
             np.testing.assert_array_equal(ours.to_numpy(), reference.to_numpy())
             assert list(ours.index) == list(reference.index)
@@ -73,12 +81,12 @@ def test_flag_units_and_mcnemar_equal_groupby_and_pivot() -> None:
     reference = marked.groupby(["case_id", "rater_id", "arm"], as_index=False)[
         ["any", "factual", "reasoning"]
     ].max()
-    ours = paired.flag_units(flags)
+    ours = hallucination.flag_units(flags)
     np.testing.assert_array_equal(ours.to_numpy(), reference.to_numpy())
 
     arms = sorted(flags["arm"].unique())
-    rates, table = paired.hallucination_family(flags, arms)
-    pd.testing.assert_frame_equal(rates, paired.hallucination_rates(flags))
+    rates, table = hallucination.hallucination_family(flags, arms)
+    pd.testing.assert_frame_equal(rates, hallucination.hallucination_rates(flags))
     for row, (arm_a, arm_b) in zip(
         table.to_dict("records"), itertools.combinations(arms, 2), strict=True
     ):
@@ -99,16 +107,14 @@ def test_unit_codes_sort_and_compare_like_the_strings() -> None:
     arm_b = pd.Series(["a", "b", "b", "a", "a", "c", "b", "b", "a", "b"])
     strings = cases.astype(str) + "|" + arm_a + "|" + arm_b
     expected = pd.factorize(strings, sort=True)[0]
-    ours = report._unit_codes(cases, arm_a, arm_b)
+    ours = report.unit_codes(cases, arm_a, arm_b)
     # Same partition and the same order: ranks of the codes equal the string codes.
     np.testing.assert_array_equal(pd.factorize(ours, sort=True)[0], expected)
     # Ids with "|" take the string path and still agree.
     odd = pd.Series(["x|1", "x", "x|1", "y"])
     arm = pd.Series(["1|a", "1|a|a", "a", "b"])
     expected = pd.factorize(odd + "|" + arm, sort=True)[0]
-    np.testing.assert_array_equal(
-        pd.factorize(report._unit_codes(odd, arm), sort=True)[0], expected
-    )
+    np.testing.assert_array_equal(pd.factorize(report.unit_codes(odd, arm), sort=True)[0], expected)
 
 
 @pytest.mark.parametrize("level", ["nominal", "ordinal", "interval"])
@@ -127,8 +133,8 @@ def test_alpha_from_codes_equals_the_matrix(level: str) -> None:
 
 def set_reference(truths: list, preds: list) -> accuracy.LayerScores:
     """score_layer for one-label layers the slow way: a set per case."""
-    truth_sets = [accuracy._as_set(t, False) for t in truths]
-    pred_sets = [accuracy._as_set(p, False) for p in preds]
+    truth_sets = [accuracy.as_label_set(t, False) for t in truths]
+    pred_sets = [accuracy.as_label_set(p, False) for p in preds]
     keep = [i for i, t in enumerate(truth_sets) if t is not None]
     t_sets = [truth_sets[i] for i in keep]
     p_sets = [pred_sets[i] for i in keep]
@@ -137,8 +143,8 @@ def set_reference(truths: list, preds: list) -> accuracy.LayerScores:
     jaccards = [
         0.0 if p is None else len(t & p) / len(t | p) for t, p in zip(t_sets, p_sets, strict=True)
     ]
-    _, tp, fp, fn = accuracy._count_matrices(t_sets, p_sets)
-    macro, micro, n_labels = accuracy._macro_micro(tp.sum(0), fp.sum(0), fn.sum(0))
+    _, tp, fp, fn = accuracy.count_matrices(t_sets, p_sets)
+    macro, micro, n_labels = accuracy.macro_micro(tp.sum(0), fp.sum(0), fn.sum(0))
     interval = accuracy.wilson_interval(correct, n) if n else accuracy.NAN_INTERVAL
     return accuracy.LayerScores(
         n=n,
@@ -201,7 +207,7 @@ def test_win_rates_equal_the_groupby_version() -> None:
 def test_bootstrap_pattern_sums_equal_per_unit_weighting() -> None:
     rng = np.random.default_rng(0)
     counts = rng.integers(0, 3, (500, 12)).astype(float)
-    distinct, which = preference._distinct_rows(counts)
+    distinct, which = bradley_terry.distinct_rows(counts)
     np.testing.assert_array_equal(distinct[which], counts)
     draws = rng.integers(0, 500, 500)
     per_unit = np.bincount(draws, minlength=500).astype(float) @ counts
