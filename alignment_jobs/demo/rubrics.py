@@ -155,9 +155,11 @@ def reference_criteria(case: dict) -> list[CriterionInput]:
 def _rewrite_and_verify(study: Study, cases: list, author: User, verifier: User) -> None:
     by_id = {case["case_id"]: case for case in cases}
     for rubric in CaseRubric.objects.filter(study=study).select_related("case"):
+        # The drafter wrote one rubric per case here, never a stratum rubric.
+        assert rubric.case is not None
         drafted = list(rubric.criteria.all())
-        for criterion in reference_criteria(by_id[rubric.case.external_id]):
-            rubrics_services.criterion_add(rubric=rubric, author=author, data=criterion)
+        for written in reference_criteria(by_id[rubric.case.external_id]):
+            rubrics_services.criterion_add(rubric=rubric, author=author, data=written)
         for criterion in drafted:
             rubrics_services.criterion_delete(criterion=criterion, author=author)
         rubric.refresh_from_db()

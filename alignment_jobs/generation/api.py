@@ -7,14 +7,13 @@ from collections.abc import Callable
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.pagination import PageNumberPagination
-from rest_framework.request import Request
 from rest_framework.response import Response
 
 from alignment_jobs.generation import jobs, selectors, specs
 from alignment_jobs.models import GenerationJob, GenerationSpec
 from clinic_eval import access
 from clinic_eval.errors import DomainError
-from clinic_eval.web.api import PAGE_PARAMETER, BaseApi, paginated
+from clinic_eval.web.api import PAGE_PARAMETER, AuthenticatedRequest, BaseApi, paginated
 from clinic_eval.web.permissions import IsCoordinator
 
 
@@ -72,7 +71,7 @@ class SpecInput(serializers.Serializer):
 
 class SpecApi(CoordinatorApi):
     @extend_schema(responses=SpecOutput)
-    def get(self, request: Request, study_id: int, arm_id: int) -> Response:
+    def get(self, request: AuthenticatedRequest, study_id: int, arm_id: int) -> Response:
         arm = access.arm_get_for_coordinator(user=request.user, study_id=study_id, arm_id=arm_id)
         spec = selectors.spec_for_arm(arm=arm)
         if spec is None:
@@ -80,7 +79,7 @@ class SpecApi(CoordinatorApi):
         return Response(SpecOutput(spec).data)
 
     @extend_schema(request=SpecInput, responses=SpecOutput)
-    def put(self, request: Request, study_id: int, arm_id: int) -> Response:
+    def put(self, request: AuthenticatedRequest, study_id: int, arm_id: int) -> Response:
         arm = access.arm_get_for_coordinator(user=request.user, study_id=study_id, arm_id=arm_id)
         payload = SpecInput(data=request.data)
         payload.is_valid(raise_exception=True)
@@ -157,14 +156,16 @@ class JobListApi(CoordinatorApi):
         responses=paginated(JobOutput),
         operation_id="studies_jobs_list",
     )
-    def get(self, request: Request, study_id: int) -> Response:
+    def get(self, request: AuthenticatedRequest, study_id: int) -> Response:
         study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
         paginator = PageNumberPagination()
         page = paginator.paginate_queryset(selectors.job_list(study=study), request, view=self)
+        # None only without a page size, and REST_FRAMEWORK sets PAGE_SIZE.
+        assert page is not None
         return paginator.get_paginated_response([_job_data(job) for job in page])
 
     @extend_schema(request=JobInput, responses={201: JobOutput, 503: QueueUnavailableOutput})
-    def post(self, request: Request, study_id: int) -> Response:
+    def post(self, request: AuthenticatedRequest, study_id: int) -> Response:
         study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
         payload = JobInput(data=request.data)
         payload.is_valid(raise_exception=True)
@@ -195,12 +196,14 @@ class JobListApi(CoordinatorApi):
 
 class JobDetailApi(CoordinatorApi):
     @extend_schema(responses=JobOutput)
-    def get(self, request: Request, study_id: int, job_id: int) -> Response:
+    def get(self, request: AuthenticatedRequest, study_id: int, job_id: int) -> Response:
         job = selectors.job_get_for_coordinator(user=request.user, study_id=study_id, job_id=job_id)
         return Response(_job_data(job))
 
 
-def _job_action(request: Request, study_id: int, job_id: int, action: Callable) -> Response:
+def _job_action(
+    request: AuthenticatedRequest, study_id: int, job_id: int, action: Callable
+) -> Response:
     job = selectors.job_get_for_coordinator(user=request.user, study_id=study_id, job_id=job_id)
     try:
         job = action(job=job)
@@ -211,11 +214,11 @@ def _job_action(request: Request, study_id: int, job_id: int, action: Callable) 
 
 class JobCancelApi(CoordinatorApi):
     @extend_schema(request=None, responses=JobOutput)
-    def post(self, request: Request, study_id: int, job_id: int) -> Response:
+    def post(self, request: AuthenticatedRequest, study_id: int, job_id: int) -> Response:
         return _job_action(request, study_id, job_id, jobs.job_cancel)
 
 
 class JobRetryFailedApi(CoordinatorApi):
     @extend_schema(request=None, responses={200: JobOutput, 503: QueueUnavailableOutput})
-    def post(self, request: Request, study_id: int, job_id: int) -> Response:
+    def post(self, request: AuthenticatedRequest, study_id: int, job_id: int) -> Response:
         return _job_action(request, study_id, job_id, jobs.job_retry_failed)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any, cast
 
 from django import forms
 
@@ -86,15 +87,19 @@ class JobLaunchForm(forms.Form):
     case_ids = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
     engine = forms.ChoiceField(choices=GenerationJob.Engine.choices)
 
-    def __init__(self, *args: object, study: Study, **kwargs: object) -> None:
+    def __init__(self, *args: Any, study: Study, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         arms = study.arms.filter(kind=Arm.Kind.MODEL, generation_spec__isnull=False)
-        self.fields["arms"].queryset = arms.order_by("label")
-        self.fields["arms"].initial = list(arms.values_list("pk", flat=True))
-        self.fields["stratum"].choices = [("", "—"), *((s, s) for s in study.strata)]
+        arms_field = cast(forms.ModelMultipleChoiceField, self.fields["arms"])
+        arms_field.queryset = arms.order_by("label")
+        arms_field.initial = list(arms.values_list("pk", flat=True))
+        stratum_field = cast(forms.ChoiceField, self.fields["stratum"])
+        stratum_field.choices = [("", "—"), *((s, s) for s in study.strata)]
 
-    def clean(self) -> dict:
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        # Form.clean returns self.cleaned_data (typed Optional for subclasses that return None).
+        super().clean()
+        cleaned = self.cleaned_data
         scope = cleaned.get("scope")
         if scope == self.SCOPE_STRATUM and not cleaned.get("stratum"):
             self.add_error("stratum", "Choose a stratum.")

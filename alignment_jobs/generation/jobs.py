@@ -239,10 +239,10 @@ def _launch_publish(job_id: int, shard_ids: list[int], previous: tuple[str, Any]
         _audit_launch(job, list(job.shards.select_related("spec__arm")))
     except (BrokerError, OSError) as exc:
         with transaction.atomic():
-            job = GenerationJob.objects.select_for_update().filter(pk=job_id).first()
-            if job is not None:
-                study_id = job.study_id
-                job.delete()
+            locked = GenerationJob.objects.select_for_update().filter(pk=job_id).first()
+            if locked is not None:
+                study_id = locked.study_id
+                locked.delete()
                 status, changed_at = previous
                 others = GenerationJob.objects.filter(study_id=study_id).exists()
                 if status == Study.Status.DRAFT and not others:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypedDict, cast
 
 from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
@@ -12,6 +13,19 @@ from django.utils import timezone
 from alignment_jobs.models import GenerationItem, GenerationJob, GenerationShard, GenerationSpec
 from clinic_eval.access import study_get_for_coordinator
 from clinic_eval.models import Arm, Response, Study, User
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
+
+class JobCounts(TypedDict):
+    """What ``job_list`` annotates on every job."""
+
+    done_count: int
+    failed_count: int
+    cancelled_count: int
+    pending_count: int
+    token_count: int
 
 
 def job_get_for_coordinator(*, user: User, study_id: int, job_id: int) -> GenerationJob:
@@ -39,7 +53,7 @@ def _item_count(status: str) -> Count:
     return Count("items", filter=Q(items__status=status))
 
 
-def job_list(*, study: Study) -> QuerySet[GenerationJob]:
+def job_list(*, study: Study) -> QuerySet[WithAnnotations[GenerationJob, JobCounts]]:
     """Jobs with their item counts and tokens, so a list costs one query however long it is."""
     return (
         study.generation_jobs.select_related("created_by")
@@ -80,10 +94,16 @@ class JobProgress:
     failures: list[GenerationItem]
 
 
+def _with_counts(job: GenerationJob) -> WithAnnotations[GenerationJob, JobCounts]:
+    """The job itself when it came from ``job_list``, else the same job with its counts."""
+    if hasattr(job, "done_count"):
+        return cast("WithAnnotations[GenerationJob, JobCounts]", job)
+    return job_list(study=job.study).get(pk=job.pk)
+
+
 def job_progress(*, job: GenerationJob, failures_shown: int = 50) -> JobProgress:
     """Progress of one job; a job from ``job_list`` brings its counts with it."""
-    if not hasattr(job, "done_count"):
-        job = job_list(study=job.study).get(pk=job.pk)
+    job = _with_counts(job)
     done, failed = job.done_count, job.failed_count
     cancelled, pending = job.cancelled_count, job.pending_count
     total = done + failed + cancelled + pending

@@ -325,7 +325,7 @@ def _spec_provenance(
 
 def _spec_leak_terms(study: Study) -> list[str]:
     """Checkpoint and adapter folder names: a response must not echo them either."""
-    terms = set()
+    terms: set[str] = set()
     for base, adapter in GenerationSpec.objects.filter(arm__study=study).values_list(
         "base_model_path", "adapter_path"
     ):

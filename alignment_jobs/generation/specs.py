@@ -3,10 +3,10 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
-from django.db import transaction
+from django.db import models, transaction
 
 from alignment_jobs import engines, prompts
 from alignment_jobs.models import GenerationSpec
@@ -114,7 +114,11 @@ def spec_save(*, arm: Arm, **values: Any) -> GenerationSpec:
         raise DomainError(f"{arm.label} is not a model arm; only model arms are generated")
     values["few_shot_pool"] = list(dict.fromkeys(values.get("few_shot_pool") or []))
     spec = GenerationSpec.objects.filter(arm=arm).first() or GenerationSpec(arm=arm)
-    defaults = {name: spec._meta.get_field(name).get_default() for name in GENERATION_FIELDS}
+    # GENERATION_FIELDS are the spec's own columns, never relations.
+    defaults = {
+        name: cast(models.Field, spec._meta.get_field(name)).get_default()
+        for name in GENERATION_FIELDS
+    }
     merged = {
         name: values.get(name, getattr(spec, name) if spec.pk else defaults[name])
         for name in GENERATION_FIELDS

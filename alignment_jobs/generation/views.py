@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
@@ -13,13 +13,13 @@ from alignment_jobs.generation.forms import JobLaunchForm, ReviewForm, SpecForm
 from clinic_eval import access
 from clinic_eval.errors import DomainError
 from clinic_eval.studies.services import response_review
-from clinic_eval.web.http import wants_partial
+from clinic_eval.web.http import AuthenticatedHttpRequest, wants_partial
 from clinic_eval.web.permissions import coordinator_required
 
 
 @require_http_methods(["GET", "POST"])
 @coordinator_required
-def spec_edit(request: HttpRequest, study_id: int, arm_id: int) -> HttpResponse:
+def spec_edit(request: AuthenticatedHttpRequest, study_id: int, arm_id: int) -> HttpResponse:
     arm = access.arm_get_for_coordinator(user=request.user, study_id=study_id, arm_id=arm_id)
     spec = selectors.spec_for_arm(arm=arm)
     form = SpecForm.for_spec(spec, request.POST if request.method == "POST" else None)
@@ -37,7 +37,7 @@ def spec_edit(request: HttpRequest, study_id: int, arm_id: int) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 @coordinator_required
-def job_list(request: HttpRequest, study_id: int) -> HttpResponse:
+def job_list(request: AuthenticatedHttpRequest, study_id: int) -> HttpResponse:
     study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
     form = JobLaunchForm(request.POST or None, study=study)
     if request.method == "POST" and form.is_valid():
@@ -60,7 +60,7 @@ def job_list(request: HttpRequest, study_id: int) -> HttpResponse:
 
 @require_GET
 @coordinator_required
-def job_detail(request: HttpRequest, study_id: int, job_id: int) -> HttpResponse:
+def job_detail(request: AuthenticatedHttpRequest, study_id: int, job_id: int) -> HttpResponse:
     job = selectors.job_get_for_coordinator(user=request.user, study_id=study_id, job_id=job_id)
     context = {"study": job.study, "job": job, "progress": selectors.job_progress(job=job)}
     if not wants_partial(request):
@@ -72,7 +72,7 @@ def job_detail(request: HttpRequest, study_id: int, job_id: int) -> HttpResponse
 
 
 def _job_action(
-    request: HttpRequest, study_id: int, job_id: int, action: Callable, done: str
+    request: AuthenticatedHttpRequest, study_id: int, job_id: int, action: Callable, done: str
 ) -> HttpResponse:
     job = selectors.job_get_for_coordinator(user=request.user, study_id=study_id, job_id=job_id)
     try:
@@ -85,21 +85,21 @@ def _job_action(
 
 @require_POST
 @coordinator_required
-def job_cancel(request: HttpRequest, study_id: int, job_id: int) -> HttpResponse:
+def job_cancel(request: AuthenticatedHttpRequest, study_id: int, job_id: int) -> HttpResponse:
     done = "Cancelled: no new shards start; running ones finish."
     return _job_action(request, study_id, job_id, jobs.job_cancel, done)
 
 
 @require_POST
 @coordinator_required
-def job_retry_failed(request: HttpRequest, study_id: int, job_id: int) -> HttpResponse:
+def job_retry_failed(request: AuthenticatedHttpRequest, study_id: int, job_id: int) -> HttpResponse:
     done = "The failed items are queued again."
     return _job_action(request, study_id, job_id, jobs.job_retry_failed, done)
 
 
 @require_GET
 @coordinator_required
-def held_responses(request: HttpRequest, study_id: int) -> HttpResponse:
+def held_responses(request: AuthenticatedHttpRequest, study_id: int) -> HttpResponse:
     study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
     responses = selectors.held_responses(study=study)[:200]
     return render(
@@ -109,7 +109,9 @@ def held_responses(request: HttpRequest, study_id: int) -> HttpResponse:
 
 @require_POST
 @coordinator_required
-def response_review_view(request: HttpRequest, study_id: int, response_id: int) -> HttpResponse:
+def response_review_view(
+    request: AuthenticatedHttpRequest, study_id: int, response_id: int
+) -> HttpResponse:
     response = access.response_get_for_coordinator(
         user=request.user, study_id=study_id, response_id=response_id
     )

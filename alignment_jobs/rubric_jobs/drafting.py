@@ -225,15 +225,15 @@ def rubric_draft_run(
         for case, request, (completion, constraint) in zip(
             pending, requests, completions, strict=True
         ):
-            record = history[case.pk]
-            record.outputs.append(completion.text)
-            record.seeds.append(request.seed)
-            record.finish_reasons.append(completion.finish_reason)
-            record.constraint = constraint
+            attempts = history[case.pk]
+            attempts.outputs.append(completion.text)
+            attempts.seeds.append(request.seed)
+            attempts.finish_reasons.append(completion.finish_reason)
+            attempts.constraint = constraint
             try:
                 parsed[case.pk] = parse_draft(completion.text)
             except UnparseableOutput as exc:
-                record.errors.append(str(exc))
+                attempts.errors.append(str(exc))
 
     base = engine_provenance(spec, loaded)
     for case in cases:

@@ -60,7 +60,7 @@ def gradable_responses(study: Study) -> dict[int, CaseRubric]:
     A case's own rubric hides its stratum's, usable or not, as in the rubric-mode design.
     """
     by_case, by_stratum = selectors.rubrics_by_scope(study=study)
-    found = {}
+    found: dict[int, CaseRubric] = {}
     responses = (
         Response.objects.filter(case__study=study)
         .exclude(review=Response.Review.EXCLUDED)
@@ -259,8 +259,8 @@ def rubric_grade_run(
                 except UnparseableOutput as exc:
                     item.attempts.errors.append(f"attempt {attempt}: {exc}")
                     continue
-                for number, met in found.items():
-                    item.verdicts.setdefault(number, (met, attempt))
+                for number, verdict in found.items():
+                    item.verdicts.setdefault(number, (verdict, attempt))
                 missing = len(item.criteria) - len(item.verdicts)
                 if missing:
                     item.attempts.errors.append(f"attempt {attempt}: {missing} criteria missing")
@@ -300,6 +300,7 @@ def rubric_grade_run(
             }
             raw = item.attempts.outputs[-1] if item.attempts.outputs else ""
             error = ""
+            met: bool | None
             if number in item.verdicts:
                 met, used = item.verdicts[number]
                 raw = item.attempts.outputs[used - 1]

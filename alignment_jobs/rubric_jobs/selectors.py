@@ -86,7 +86,8 @@ def _draft_launch(study: Study) -> LaunchProgress | None:
     if event is None or not isinstance(event.after, dict):
         return None
     case_ids = event.after.get("case_ids") or []
-    arm = Arm.objects.filter(pk=event.after.get("arm_id")).first()
+    arm_id = event.after.get("arm_id")
+    arm = None if arm_id is None else Arm.objects.filter(pk=arm_id).first()
     done = CaseRubric.objects.filter(
         case_id__in=case_ids, drafted_by=arm, source=CaseRubric.Source.DRAFTED
     ).count()
@@ -130,7 +131,11 @@ def rubric_jobs_progress(*, study: Study) -> RubricJobsProgress:
         arm_id = event.after.get("arm_id")
         asked = sum(expected_by_response.get(pk, 0) for pk in response_ids)
         done = GraderVerdict.objects.filter(grader_id=arm_id, response_id__in=response_ids).count()
-        label = Arm.objects.filter(pk=arm_id).values_list("label", flat=True).first()
+        label = (
+            None
+            if arm_id is None
+            else Arm.objects.filter(pk=arm_id).values_list("label", flat=True).first()
+        )
         last_grade = LaunchProgress(
             arm_label=label or "(deleted arm)", at=event.at, asked=asked, done=min(done, asked)
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from django import forms
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
@@ -18,6 +20,7 @@ from alignment_jobs.rubric_jobs import selectors as rubric_selectors
 from clinic_eval.access import study_get_for_coordinator
 from clinic_eval.errors import DomainError
 from clinic_eval.models import Arm, Study
+from clinic_eval.web.http import AuthenticatedHttpRequest
 from clinic_eval.web.permissions import coordinator_required
 
 TEMPLATE = "alignment_jobs/_rubric_actions.html"
@@ -29,10 +32,11 @@ class _ArmForm(forms.Form):
         choices=[(name, name) for name in engine_use.ENGINE_CHOICES], initial="auto"
     )
 
-    def __init__(self, *args: object, study: Study, **kwargs: object) -> None:
+    def __init__(self, *args: Any, study: Study, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         arm_ids = [arm.pk for arm in rubric_selectors.rubric_arms(study=study)]
-        self.fields["arm"].queryset = study.arms.filter(pk__in=arm_ids).order_by("label")
+        arm_field = cast(forms.ModelChoiceField, self.fields["arm"])
+        arm_field.queryset = study.arms.filter(pk__in=arm_ids).order_by("label")
 
 
 class RubricDraftForm(_ArmForm):
@@ -66,12 +70,16 @@ def _back(request: HttpRequest, study: Study) -> HttpResponse:
 
 
 def _form_errors(form: forms.Form) -> str:
-    return "; ".join(f"{name}: {' '.join(errors)}" for name, errors in form.errors.items())
+    # An ErrorList yields each error's message (a str), whatever it stores.
+    return "; ".join(
+        f"{name}: {' '.join(str(error) for error in errors)}"
+        for name, errors in form.errors.items()
+    )
 
 
 @require_POST
 @coordinator_required
-def rubric_draft(request: HttpRequest, study_id: int) -> HttpResponse:
+def rubric_draft(request: AuthenticatedHttpRequest, study_id: int) -> HttpResponse:
     study = study_get_for_coordinator(user=request.user, study_id=study_id)
     form = RubricDraftForm(request.POST, study=study)
     if not form.is_valid():
@@ -100,7 +108,7 @@ def rubric_draft(request: HttpRequest, study_id: int) -> HttpResponse:
 
 @require_POST
 @coordinator_required
-def rubric_grade(request: HttpRequest, study_id: int) -> HttpResponse:
+def rubric_grade(request: AuthenticatedHttpRequest, study_id: int) -> HttpResponse:
     study = study_get_for_coordinator(user=request.user, study_id=study_id)
     form = RubricGradeForm(request.POST, study=study)
     if not form.is_valid():
@@ -141,7 +149,7 @@ def rubric_actions_panel(request: HttpRequest, study: Study) -> SafeString:
 
 @require_GET
 @coordinator_required
-def rubric_jobs_status(request: HttpRequest, study_id: int) -> HttpResponse:
+def rubric_jobs_status(request: AuthenticatedHttpRequest, study_id: int) -> HttpResponse:
     study = study_get_for_coordinator(user=request.user, study_id=study_id)
     progress = rubric_selectors.rubric_jobs_progress(study=study)
     response = render(
@@ -149,6 +157,6 @@ def rubric_jobs_status(request: HttpRequest, study_id: int) -> HttpResponse:
         f"{TEMPLATE}#rubric-progress",
         {"study": study, "rubric_progress": progress},
     )
-    if request.htmx and not progress.busy:  # type: ignore[attr-defined]
+    if request.htmx and not progress.busy:
         return HttpResponseStopPolling(response.content)
     return response
