@@ -4,7 +4,6 @@ import gc
 import importlib.util
 import threading
 from collections import OrderedDict
-from typing import Any
 
 from django.conf import settings
 
@@ -12,9 +11,10 @@ from alignment_jobs.engines.base import VLLM, Engine, EngineError
 from alignment_jobs.engines.transformers_engine import TransformersEngine
 from alignment_jobs.engines.vllm_engine import VllmEngine, lora_rank_for
 
-_engines: OrderedDict[tuple, Any] = OrderedDict()
+# (engine name, base model path, dtype, tensor parallel size)
+EngineKey = tuple[str, str, str, int]
 
-
+_engines: OrderedDict[EngineKey, VllmEngine | TransformersEngine] = OrderedDict()
 _engines_lock = threading.Lock()
 
 
@@ -22,11 +22,13 @@ def engine_for(
     *, name: str, base: str, dtype: str, tensor_parallel_size: int, adapter_rank: int = 0
 ) -> Engine:
     """The loaded engine for this base model, building it (and evicting the oldest) if needed."""
-    key = (name, base, dtype, tensor_parallel_size)
+    key: EngineKey = (name, base, dtype, tensor_parallel_size)
     with _engines_lock:
         engine = _engines.get(key)
         needs_lora = (
-            name == VLLM and adapter_rank and (engine is None or engine.lora_rank < adapter_rank)
+            name == VLLM
+            and adapter_rank
+            and (not isinstance(engine, VllmEngine) or engine.lora_rank < adapter_rank)
         )
         if engine is not None and not needs_lora:
             _engines.move_to_end(key)
@@ -35,22 +37,23 @@ def engine_for(
             _evict(key)
         while len(_engines) >= settings.GENERATION_ENGINE_CACHE_SIZE:
             _evict(next(iter(_engines)))
+        loaded: VllmEngine | TransformersEngine
         try:
             if name == VLLM:
-                engine = VllmEngine(
+                loaded = VllmEngine(
                     base=base,
                     dtype=dtype,
                     tensor_parallel_size=tensor_parallel_size,
                     lora_rank=lora_rank_for(adapter_rank) if adapter_rank else 0,
                 )
             else:
-                engine = TransformersEngine(base=base, dtype=dtype)
+                loaded = TransformersEngine(base=base, dtype=dtype)
         except EngineError:
             raise
         except Exception as exc:
             raise EngineError(f"could not load {base} with {name}: {exc}") from exc
-        _engines[key] = engine
-        return engine
+        _engines[key] = loaded
+        return loaded
 
 
 def engine_discard(engine: Engine) -> None:
@@ -61,7 +64,7 @@ def engine_discard(engine: Engine) -> None:
                 _evict(key)
 
 
-def _evict(key: tuple) -> None:
+def _evict(key: EngineKey) -> None:
     engine = _engines.pop(key)
     engine.close()
     gc.collect()
