@@ -13,7 +13,6 @@ from alignment_jobs.generation.jobs import broker_check
 from alignment_jobs.generation.spec_engine import prompt_encode, prompt_render, spec_engine
 from alignment_jobs.models import GenerationSpec
 from alignment_jobs.rubric_jobs.engine_use import (
-    FROZEN_STATUSES,
     RubricLaunch,
     arm_model_spec,
     attempt_seed,
@@ -97,7 +96,7 @@ def rubric_draft_launch(
     Cases covered by a stratum rubric are left alone. Raises QueueUnavailable when the broker
     is down, before anything is queued.
     """
-    if study.status in FROZEN_STATUSES:
+    if study.is_frozen:
         raise DomainError("the study is open or closed; its rubrics are frozen")
     check_engine_name(engine)
     if max_tokens is not None and not 1 <= max_tokens <= 32_768:

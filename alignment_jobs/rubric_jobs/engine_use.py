@@ -40,9 +40,6 @@ ENGINE_CHOICES = ("auto", engines.VLLM, engines.TRANSFORMERS)
 GRADE_METHODS = ("auto", "generate", "likelihood")
 
 
-FROZEN_STATUSES = (Study.Status.OPEN, Study.Status.CLOSED)
-
-
 def engine_generate(
     engine: engines.Engine,
     requests: Sequence[engines.EngineRequest],
