@@ -22,7 +22,7 @@ from clinic_eval.models import (
 class ClinicUserAdmin(UserAdmin):
     list_display = ["username", "email", "role", "is_active", "is_superuser", "last_login"]
     list_filter = ["role", "is_active", "is_superuser"]
-    fieldsets = [*UserAdmin.fieldsets, ("Role", {"fields": ["role"]})]
+    fieldsets = [*(UserAdmin.fieldsets or ()), ("Role", {"fields": ["role"]})]
     add_fieldsets = [*UserAdmin.add_fieldsets, ("Role", {"fields": ["role"]})]
 
 

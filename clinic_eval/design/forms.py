@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, cast
+
 from django import forms
 
 from clinic_eval.models import Study
+
+if TYPE_CHECKING:
+    from clinic_eval.models import User
 
 
 def _pair_key(arms: list[str]) -> str:
@@ -67,7 +72,7 @@ class StudyDesignForm(forms.Form):
     idle_timeout_minutes = forms.IntegerField(
         min_value=1, max_value=24 * 60, label="Session idle timeout (minutes)"
     )
-    raters = forms.ModelMultipleChoiceField(
+    raters: forms.ModelMultipleChoiceField[User] = forms.ModelMultipleChoiceField(
         queryset=None, required=False, widget=forms.CheckboxSelectMultiple
     )
     rubric = forms.JSONField(
@@ -98,7 +103,7 @@ class StudyDesignForm(forms.Form):
     )
     notes = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
 
-    def __init__(self, *args: object, study: Study, **kwargs: object) -> None:
+    def __init__(self, *args: Any, study: Study, **kwargs: Any) -> None:
         from clinic_eval.models import User
 
         # Unbound (no data, or None as the view passes on a GET): show what is saved.
@@ -107,17 +112,21 @@ class StudyDesignForm(forms.Form):
         super().__init__(*args, **kwargs)
         labels = list(study.arms.order_by("label").values_list("label", flat=True))
         pairs = [_pair_key([a, b]) for i, a in enumerate(labels) for b in labels[i + 1 :]]
-        self.fields["pairs"].choices = [(p, p) for p in pairs]
-        self.fields["best_of_n_arms"].choices = [(label, label) for label in labels]
-        self.fields["rubric_arms"].choices = [(label, label) for label in labels]
+        self._choice_field("pairs").choices = [(p, p) for p in pairs]
+        self._choice_field("best_of_n_arms").choices = [(label, label) for label in labels]
+        self._choice_field("rubric_arms").choices = [(label, label) for label in labels]
         arm_choices = [("", "—"), *((label, label) for label in labels)]
-        self.fields["primary_arm_a"].choices = arm_choices
-        self.fields["primary_arm_b"].choices = arm_choices
-        raters = self.fields["raters"]
-        raters.queryset = User.objects.filter(  # type: ignore[attr-defined]
-            role=User.Role.PHYSICIAN, is_active=True
-        ).order_by("username")
-        raters.label_from_instance = lambda user: user.get_username()  # type: ignore[attr-defined]
+        self._choice_field("primary_arm_a").choices = arm_choices
+        self._choice_field("primary_arm_b").choices = arm_choices
+        raters = cast("forms.ModelMultipleChoiceField[User]", self.fields["raters"])
+        raters.queryset = User.objects.filter(role=User.Role.PHYSICIAN, is_active=True).order_by(
+            "username"
+        )
+        # Bare usernames; the stubs declare a method, which this instance attribute overrides.
+        raters.label_from_instance = lambda user: user.get_username()  # type: ignore[method-assign, assignment]
+
+    def _choice_field(self, name: str) -> forms.ChoiceField:
+        return cast(forms.ChoiceField, self.fields[name])
 
     @staticmethod
     def initial_for(study: Study) -> dict:

@@ -64,8 +64,8 @@ def design_inputs(*, study: Study) -> DesignInputs:
     case_arms: dict[str, set[str]] = {
         str(pk): set() for pk in study.cases.values_list("pk", flat=True)
     }
-    for case_id, label in responses:
-        case_arms[case_id].add(label)
+    for case_key, label in responses:
+        case_arms[case_key].add(label)
     raters = dict(
         StudyRater.objects.filter(study=study, rater__is_active=True).values_list(
             "rater_id", "rater__username"

@@ -5,7 +5,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -19,13 +19,13 @@ from clinic_eval.design.power import views as power_views
 from clinic_eval.errors import DomainError
 from clinic_eval.models import Study
 from clinic_eval.web.csvsafe import csv_safe
-from clinic_eval.web.http import wants_partial
+from clinic_eval.web.http import AuthenticatedHttpRequest, wants_partial
 from clinic_eval.web.permissions import coordinator_required
 
 
 @require_http_methods(["GET", "POST"])
 @coordinator_required
-def study_design(request: HttpRequest, study_id: int) -> HttpResponse:
+def study_design(request: AuthenticatedHttpRequest, study_id: int) -> HttpResponse:
     study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
     form = StudyDesignForm(request.POST or None, study=study)
     if request.method == "POST" and form.is_valid():
@@ -40,7 +40,7 @@ def study_design(request: HttpRequest, study_id: int) -> HttpResponse:
 
 
 def render_design_page(
-    request: HttpRequest,
+    request: AuthenticatedHttpRequest,
     study: Study,
     *,
     form: StudyDesignForm | None = None,
@@ -62,7 +62,7 @@ def render_design_page(
 
 @require_GET
 @coordinator_required
-def study_design_preview(request: HttpRequest, study_id: int) -> HttpResponse:
+def study_design_preview(request: AuthenticatedHttpRequest, study_id: int) -> HttpResponse:
     study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
     context: dict = {"study": study}
     try:
@@ -88,7 +88,7 @@ def _csv_response(
 
 @require_GET
 @coordinator_required
-def study_design_csv(request: HttpRequest, study_id: int) -> HttpResponse:
+def study_design_csv(request: AuthenticatedHttpRequest, study_id: int) -> HttpResponse:
     study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
     seats = list(design_selectors.design_seats(study=study))
     orders = design_selectors.seat_arm_order(seats)
@@ -115,7 +115,7 @@ def study_design_csv(request: HttpRequest, study_id: int) -> HttpResponse:
 
 @require_GET
 @coordinator_required
-def study_balance_csv(request: HttpRequest, study_id: int) -> HttpResponse:
+def study_balance_csv(request: AuthenticatedHttpRequest, study_id: int) -> HttpResponse:
     study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
     summary = design_selectors.design_summary(study=study)
     rows = ((r.rater, r.arm_set, r.order, r.count) for r in summary.balance)
@@ -125,7 +125,7 @@ def study_balance_csv(request: HttpRequest, study_id: int) -> HttpResponse:
 
 @require_POST
 @coordinator_required
-def study_transition(request: HttpRequest, study_id: int) -> HttpResponse:
+def study_transition(request: AuthenticatedHttpRequest, study_id: int) -> HttpResponse:
     study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
     form = StudyTransitionForm(request.POST)
     if not form.is_valid():

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import secrets
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import models
@@ -21,6 +22,9 @@ from clinic_eval.config import (
     validate_rubric,
     validate_strata,
 )
+
+if TYPE_CHECKING:
+    from clinic_eval.models.accounts import User
 
 
 def new_study_seed() -> int:
@@ -60,7 +64,7 @@ class Study(models.Model):
     public_id = models.CharField(max_length=24, unique=True, default=new_public_id)
     # The demo's closed study: its ratings were simulated, and its results page says so.
     simulated_ratings = models.BooleanField(default=False)
-    raters = models.ManyToManyField(
+    raters: models.ManyToManyField[User, StudyRater] = models.ManyToManyField(
         settings.AUTH_USER_MODEL, through="StudyRater", related_name="rated_studies", blank=True
     )
     coordinators = models.ManyToManyField(

@@ -3,6 +3,7 @@ from __future__ import annotations
 import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.db.models import Count, Q
 from django.utils import timezone
@@ -52,7 +53,7 @@ def study_monitoring(*, study: Study) -> StudyMonitor:
     }
     seconds: dict[int, list[float]] = defaultdict(list)
     sides: dict[int, Counter[str]] = defaultdict(Counter)
-    last: dict[int, object] = {}
+    last: dict[int, datetime] = {}
     for rater_id, secs, preference, created in Judgment.objects.filter(study=study).values_list(
         "rater_id", "seconds_on_item", "preference", "created_at"
     ):

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
@@ -11,13 +11,13 @@ from clinic_eval.models import Study, User
 from clinic_eval.monitoring import selectors as monitoring_selectors
 from clinic_eval.monitoring import services
 from clinic_eval.monitoring.forms import ReassignForm
-from clinic_eval.web.http import wants_partial
+from clinic_eval.web.http import AuthenticatedHttpRequest, wants_partial
 from clinic_eval.web.permissions import coordinator_required
 
 
 @require_GET
 @coordinator_required
-def study_monitor(request: HttpRequest, study_id: int) -> HttpResponse:
+def study_monitor(request: AuthenticatedHttpRequest, study_id: int) -> HttpResponse:
     study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
     context = {
         "study": study,
@@ -30,7 +30,9 @@ def study_monitor(request: HttpRequest, study_id: int) -> HttpResponse:
     )
 
 
-def _study_rater(request: HttpRequest, study_id: int, rater_id: int) -> tuple[Study, User]:
+def _study_rater(
+    request: AuthenticatedHttpRequest, study_id: int, rater_id: int
+) -> tuple[Study, User]:
     link = access.study_rater_get_for_coordinator(
         user=request.user, study_id=study_id, rater_id=rater_id
     )
@@ -39,7 +41,7 @@ def _study_rater(request: HttpRequest, study_id: int, rater_id: int) -> tuple[St
 
 @require_POST
 @coordinator_required
-def rater_remind(request: HttpRequest, study_id: int, rater_id: int) -> HttpResponse:
+def rater_remind(request: AuthenticatedHttpRequest, study_id: int, rater_id: int) -> HttpResponse:
     study, rater = _study_rater(request, study_id, rater_id)
     try:
         services.rater_remind(study=study, rater=rater)
@@ -51,7 +53,7 @@ def rater_remind(request: HttpRequest, study_id: int, rater_id: int) -> HttpResp
 
 @require_POST
 @coordinator_required
-def rater_reassign(request: HttpRequest, study_id: int, rater_id: int) -> HttpResponse:
+def rater_reassign(request: AuthenticatedHttpRequest, study_id: int, rater_id: int) -> HttpResponse:
     study, rater = _study_rater(request, study_id, rater_id)
     form = ReassignForm(request.POST, study=study)
     if not form.is_valid():

@@ -15,7 +15,6 @@ from typing import Any
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
-from rest_framework.request import Request
 from rest_framework.response import Response
 
 from clinic_eval import access
@@ -24,7 +23,7 @@ from clinic_eval.errors import DomainError, JudgmentInvalid
 from clinic_eval.models import Assignment
 from clinic_eval.rating import selectors, services
 from clinic_eval.rating.services import GradeInput
-from clinic_eval.web.api import BaseApi
+from clinic_eval.web.api import AuthenticatedRequest, BaseApi
 from clinic_eval.web.permissions import IsPhysician
 
 
@@ -58,7 +57,8 @@ class RateCaseFieldOutput(serializers.Serializer):
 
 
 class RateCaseOutput(serializers.Serializer):
-    fields = RateCaseFieldOutput(many=True)
+    # The API's field name; DRF's metaclass moves declared fields off the class attribute.
+    fields = RateCaseFieldOutput(many=True)  # type: ignore[assignment]
     narrative = serializers.CharField()
 
 
@@ -155,7 +155,8 @@ class RateJudgmentResultOutput(serializers.Serializer):
 
 class RateJudgmentErrorsOutput(serializers.Serializer):
     detail = serializers.CharField()
-    errors = serializers.DictField(
+    # The API's field name; DRF's metaclass moves declared fields off the class attribute.
+    errors = serializers.DictField(  # type: ignore[assignment]
         child=serializers.CharField(),
         help_text='Field -> message; per-response fields are "A.<dimension key>", '
         '"A.hallucination", "A.severity", "A.note"; in rubric mode "A.c<n>" and "A.c<n>.note" '
@@ -358,7 +359,7 @@ def _judgment_input(payload: dict[str, Any]) -> services.JudgmentInput:
 
 class RateStudyListApi(RaterApi):
     @extend_schema(responses=RateStudyOutput(many=True))
-    def get(self, request: Request) -> Response:
+    def get(self, request: AuthenticatedRequest) -> Response:
         rows = [
             {
                 "public_id": progress.study.public_id,
@@ -379,7 +380,7 @@ class RateNextApi(RaterApi):
         description="The item you hold, else the next in your queue (leased to you); "
         "204 when nothing is left to rate.",
     )
-    def post(self, request: Request, study_id: str) -> Response:
+    def post(self, request: AuthenticatedRequest, study_id: str) -> Response:
         study = access.study_get_for_rater(user=request.user, public_id=study_id)
         assignment = services.assignment_next(rater=request.user, study=study)
         if assignment is None:
@@ -389,7 +390,7 @@ class RateNextApi(RaterApi):
 
 class RateItemApi(RaterApi):
     @extend_schema(responses=RateItemOutput)
-    def get(self, request: Request, public_id: str) -> Response:
+    def get(self, request: AuthenticatedRequest, public_id: str) -> Response:
         assignment = access.assignment_get_for_rater(user=request.user, public_id=public_id)
         return _item_response(assignment)
 
@@ -407,7 +408,7 @@ class RateJudgmentApi(RaterApi):
         "one (nothing changes) or when an edit with the current revision was saved. "
         "409 when the judgment changed since you loaded it or the study is closed.",
     )
-    def put(self, request: Request, public_id: str) -> Response:
+    def put(self, request: AuthenticatedRequest, public_id: str) -> Response:
         assignment = access.assignment_get_for_rater(user=request.user, public_id=public_id)
         payload = RateJudgmentInput(data=request.data)
         payload.is_valid(raise_exception=True)

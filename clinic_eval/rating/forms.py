@@ -183,7 +183,7 @@ def rating_form(item: selectors.RatingItem, values: dict, errors: dict) -> dict:
                 "note_error": errors.get(answer_key(letter, "note")),
             }
         )
-    preference_labels = {
+    preference_labels: dict[str, tuple[str, str]] = {
         Judgment.Preference.TIE: ("Tie", "t"),
         Judgment.Preference.NONE: (
             "Both unacceptable" if len(item.responses) == 2 else "None acceptable",

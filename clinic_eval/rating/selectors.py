@@ -126,6 +126,8 @@ def rating_item(*, assignment: Assignment) -> RatingItem:
         ).count()
         + 1
     )
+    rater = assignment.rater
+    assert rater is not None  # callers pass an assignment they got for its rater
     return RatingItem(
         assignment=assignment,
         study=assignment.study,
@@ -139,7 +141,7 @@ def rating_item(*, assignment: Assignment) -> RatingItem:
         if rubric_mode
         else preference_choices(assignment.study.design, len(assignment.shown_order)),
         judgment=judgment,
-        progress=rater_progress(rater=assignment.rater, study=assignment.study),
+        progress=rater_progress(rater=rater, study=assignment.study),
         number=number,
         mode=mode,
         criteria=[ShownCriterion(n, c.text, c.points) for n, c in enumerate(criteria, 1)],

@@ -179,8 +179,8 @@ def _grade_errors(
             ] = f"Notes are limited to {MAX_NOTE} characters."
     for position in range(positions):
         for number, criterion in enumerate(criteria, 1):
-            grade = given.get((position, number))
-            if grade is None or grade.met is None:
+            found = given.get((position, number))
+            if found is None or found.met is None:
                 errors[answer_key(position_letter(position), criterion_part(number))] = (
                     "Say whether this occurred."
                     if criterion.points < 0

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -12,12 +12,12 @@ from clinic_eval.models import Assignment, Study
 from clinic_eval.rating import selectors, services
 from clinic_eval.rating.forms import judgment_input, judgment_values, rating_form
 from clinic_eval.rubrics import selectors as rubrics_selectors
-from clinic_eval.web.http import wants_partial
+from clinic_eval.web.http import AuthenticatedHttpRequest, wants_partial
 from clinic_eval.web.permissions import physician_required
 
 
 def _render_item(
-    request: HttpRequest,
+    request: AuthenticatedHttpRequest,
     assignment: Assignment,
     *,
     values: dict | None = None,
@@ -41,7 +41,7 @@ def _render_item(
     return response
 
 
-def _queue_done(request: HttpRequest, study: Study) -> HttpResponse:
+def _queue_done(request: AuthenticatedHttpRequest, study: Study) -> HttpResponse:
     context = {
         "study": study,
         "progress": selectors.rater_progress(rater=request.user, study=study),
@@ -56,14 +56,14 @@ def _queue_done(request: HttpRequest, study: Study) -> HttpResponse:
 
 @require_GET
 @physician_required
-def rater_home(request: HttpRequest) -> HttpResponse:
+def rater_home(request: AuthenticatedHttpRequest) -> HttpResponse:
     context = {"studies": selectors.rater_studies(rater=request.user)}
     return render(request, "rater/home.html", context)
 
 
 @require_POST
 @physician_required
-def rater_next(request: HttpRequest, study_id: str) -> HttpResponse:
+def rater_next(request: AuthenticatedHttpRequest, study_id: str) -> HttpResponse:
     study = access.study_get_for_rater(user=request.user, public_id=study_id)
     assignment = services.assignment_next(rater=request.user, study=study)
     if assignment is None:
@@ -73,7 +73,7 @@ def rater_next(request: HttpRequest, study_id: str) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 @physician_required
-def rater_item(request: HttpRequest, public_id: str) -> HttpResponse:
+def rater_item(request: AuthenticatedHttpRequest, public_id: str) -> HttpResponse:
     assignment = access.assignment_get_for_rater(user=request.user, public_id=public_id)
     if request.method == "GET":
         return _render_item(request, assignment)
@@ -111,7 +111,7 @@ def rater_item(request: HttpRequest, public_id: str) -> HttpResponse:
 
 @require_GET
 @physician_required
-def rater_rated(request: HttpRequest, study_id: str) -> HttpResponse:
+def rater_rated(request: AuthenticatedHttpRequest, study_id: str) -> HttpResponse:
     study = access.study_get_for_rater(user=request.user, public_id=study_id)
     context = {
         "study": study,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 
@@ -61,7 +61,7 @@ class PowerForm(forms.Form):
         super().__init__(data, initial=initial)
         self.defaults = defaults
         self._closed = {str(study.pk): study for study in closed_studies}
-        self.fields["heterogeneity"].choices = [
+        cast(forms.ChoiceField, self.fields["heterogeneity"]).choices = [
             ("typical", f"Typical (taste SD {TYPICAL[0]}, case SD {TYPICAL[1]})"),
             ("none", "None (every physician and case alike)"),
             ("manual", "As entered below"),
@@ -78,6 +78,7 @@ class PowerForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
+        assert data is not None  # BaseForm.clean returns cleaned_data
         if self.defaults.problem:
             raise forms.ValidationError(f"The planner cannot run yet: {self.defaults.problem}.")
         if data.get("heterogeneity") == "manual" and (

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+from django import forms
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -175,7 +176,10 @@ def power_analysis_start(
         values = (min(estimate.rater_taste, 3.0), min(estimate.case_effect, 3.0))
         source = f"estimated from “{closed.title}”: {estimate.source}"
     else:
-        source = dict(form.fields["heterogeneity"].choices)[form.cleaned_data["heterogeneity"]]
+        heterogeneity = cast(forms.ChoiceField, form.fields["heterogeneity"])
+        # PowerForm sets them as (value, label) pairs, without groups.
+        labels = dict(cast("list[tuple[str, str]]", heterogeneity.choices))
+        source = labels[form.cleaned_data["heterogeneity"]]
     timing = selectors.seconds_per_item(study=study, user=requested_by)
     inputs = form.inputs(
         rater_taste=values[0],

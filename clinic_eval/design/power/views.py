@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
@@ -16,6 +16,7 @@ from clinic_eval.design.power import services
 from clinic_eval.design.power.forms import PowerForm
 from clinic_eval.models import PowerAnalysis, Study, User
 from clinic_eval.results import plots
+from clinic_eval.web.http import AuthenticatedHttpRequest
 from clinic_eval.web.permissions import coordinator_required
 
 TEMPLATE = "coordinator/_power.html"
@@ -84,7 +85,7 @@ def power_context(study: Study, user: User, form: PowerForm | None = None) -> di
 
 @require_POST
 @coordinator_required
-def study_power(request: HttpRequest, study_id: int) -> HttpResponse:
+def study_power(request: AuthenticatedHttpRequest, study_id: int) -> HttpResponse:
     study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
     form = power_form(study, request.user, request.POST)
     if form.is_valid():
@@ -106,7 +107,9 @@ def study_power(request: HttpRequest, study_id: int) -> HttpResponse:
 
 @require_GET
 @coordinator_required
-def study_power_status(request: HttpRequest, study_id: int, analysis_id: int) -> HttpResponse:
+def study_power_status(
+    request: AuthenticatedHttpRequest, study_id: int, analysis_id: int
+) -> HttpResponse:
     study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
     try:
         analysis = power_selectors.power_analysis_get_for_coordinator(

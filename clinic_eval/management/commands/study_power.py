@@ -66,9 +66,9 @@ class Command(BaseCommand):
         form = power_form(study, user, {k: "" if v is None else v for k, v in data.items()})
         if not form.is_valid():
             errors = "; ".join(
-                f"{form.fields[field].label}: {' '.join(messages)}"
+                f"{form.fields[field].label}: {' '.join(map(str, messages))}"
                 if field in form.fields
-                else " ".join(messages)
+                else " ".join(map(str, messages))
                 for field, messages in form.errors.items()
             )
             raise CommandError(errors)
@@ -82,6 +82,7 @@ class Command(BaseCommand):
         if analysis.status != analysis.Status.SUCCEEDED:
             raise CommandError(f"the power analysis failed: {analysis.error}")
         result, inputs = analysis.result, analysis.inputs
+        assert result is not None  # a succeeded analysis has its result
         if options["format"] == "json":
             self.stdout.write(json.dumps({"inputs": inputs, "result": result}, indent=2))
             return
