@@ -6,7 +6,6 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import FormParser, MultiPartParser
-from rest_framework.request import Request
 from rest_framework.response import Response
 
 from clinic_eval import access
@@ -18,6 +17,7 @@ from clinic_eval.studies import selectors
 from clinic_eval.studies.api import CaseOutput
 from clinic_eval.web.api import (
     PAGE_PARAMETER,
+    AuthenticatedRequest,
     CoordinatorApi,
     StratumQuery,
     domain_error,
@@ -33,11 +33,13 @@ class LineErrorOutput(serializers.Serializer):
 class DataImportErrorsOutput(serializers.Serializer):
     detail = serializers.CharField()
     # Only when cases were checked; a body that is not cases at all gets the detail alone.
-    errors = LineErrorOutput(many=True, required=False)
+    # (The metaclass moves declared fields off the class; only the stubs see Serializer.errors.)
+    errors = LineErrorOutput(many=True, required=False)  # type: ignore[assignment]
 
 
 class DataImportOutput(serializers.ModelSerializer):
-    errors = LineErrorOutput(many=True)
+    # The metaclass moves declared fields off the class; only the stubs see Serializer.errors.
+    errors = LineErrorOutput(many=True)  # type: ignore[assignment]
 
     class Meta:
         model = DataImport
@@ -63,6 +65,7 @@ class DataImportInput(serializers.Serializer):
     format = serializers.ChoiceField(choices=DataImport.Format.choices, required=False)
 
     def validate_file(self, upload: UploadedFile) -> UploadedFile:
+        assert upload.name is not None  # FileField refuses a file without a name
         try:
             services.data_import_check_size(filename=upload.name, size=upload.size or 0)
         except DomainError as exc:
@@ -78,7 +81,7 @@ class DataImportListApi(CoordinatorApi):
         responses=paginated(DataImportOutput),
         operation_id="studies_imports_list",
     )
-    def get(self, request: Request, study_id: int) -> Response:
+    def get(self, request: AuthenticatedRequest, study_id: int) -> Response:
         study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
         imports = selectors.data_import_list(study=study)
         paginator = PageNumberPagination()
@@ -86,7 +89,7 @@ class DataImportListApi(CoordinatorApi):
         return paginator.get_paginated_response(DataImportOutput(page, many=True).data)
 
     @extend_schema(request=DataImportInput, responses={202: DataImportOutput})
-    def post(self, request: Request, study_id: int) -> Response:
+    def post(self, request: AuthenticatedRequest, study_id: int) -> Response:
         """Queue a file for import; poll the returned import until it succeeds or fails."""
         study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
         payload = DataImportInput(data=request.data)
@@ -109,7 +112,7 @@ class DataImportListApi(CoordinatorApi):
 
 class DataImportDetailApi(CoordinatorApi):
     @extend_schema(responses=DataImportOutput)
-    def get(self, request: Request, study_id: int, import_id: int) -> Response:
+    def get(self, request: AuthenticatedRequest, study_id: int, import_id: int) -> Response:
         data_import = access.data_import_get_for_coordinator(
             user=request.user, study_id=study_id, import_id=import_id
         )
@@ -126,7 +129,8 @@ class CaseInput(serializers.Serializer):
     case_id = serializers.CharField(max_length=64)
     stratum = serializers.CharField()
     narrative = serializers.CharField()
-    fields = serializers.DictField(required=False)
+    # The metaclass moves declared fields off the class; only the stubs see Serializer.fields.
+    fields = serializers.DictField(required=False)  # type: ignore[assignment]
     ground_truth = serializers.DictField(required=False)
     original_decision = serializers.DictField(required=False)
 
@@ -141,7 +145,7 @@ class CaseListApi(CoordinatorApi):
         responses={200: paginated(CaseOutput), 400: OpenApiTypes.OBJECT},
         operation_id="studies_cases_list",
     )
-    def get(self, request: Request, study_id: int) -> Response:
+    def get(self, request: AuthenticatedRequest, study_id: int) -> Response:
         study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
         query = CaseQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -160,7 +164,7 @@ class CaseListApi(CoordinatorApi):
         description="Create one case (an object) or several (a list), all or nothing. "
         "Errors name the 1-based position of each bad case as its line.",
     )
-    def post(self, request: Request, study_id: int) -> Response:
+    def post(self, request: AuthenticatedRequest, study_id: int) -> Response:
         study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
         records = request.data if isinstance(request.data, list) else [request.data]
         try:

@@ -17,6 +17,7 @@ class DataImportForm(forms.Form):
 
     def clean_file(self) -> UploadedFile:
         upload: UploadedFile = self.cleaned_data["file"]
+        assert upload.name is not None  # FileField refuses a file without a name
         try:
             services.data_import_check_size(filename=upload.name, size=upload.size or 0)
         except DomainError as exc:

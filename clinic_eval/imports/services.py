@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
+from typing import Literal, cast
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -229,8 +230,13 @@ def _data_import_finish(
 
 
 def _records(data_import: DataImport) -> Iterator[tuple[int, dict | importing.RecordError]]:
+    # An unfinished import still holds its content, and data_import_create let in only the
+    # formats and kinds the parser reads.
+    assert data_import.content is not None
     return importing.read_records(
-        bytes(data_import.content), data_import.format, kind=data_import.kind
+        bytes(data_import.content),
+        cast(importing.FileFormat, data_import.format),
+        kind=cast(Literal["cases", "responses"], data_import.kind),
     )
 
 

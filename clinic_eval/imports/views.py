@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 from django_htmx.http import HttpResponseStopPolling
@@ -10,13 +10,13 @@ from clinic_eval.errors import DomainError
 from clinic_eval.imports import services
 from clinic_eval.imports.forms import DataImportForm
 from clinic_eval.studies import selectors
-from clinic_eval.web.http import wants_partial
+from clinic_eval.web.http import AuthenticatedHttpRequest, wants_partial
 from clinic_eval.web.permissions import coordinator_required
 
 
 @require_http_methods(["GET", "POST"])
 @coordinator_required
-def import_create(request: HttpRequest, study_id: int) -> HttpResponse:
+def import_create(request: AuthenticatedHttpRequest, study_id: int) -> HttpResponse:
     study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
     form = DataImportForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
@@ -46,7 +46,7 @@ def import_create(request: HttpRequest, study_id: int) -> HttpResponse:
 
 @require_GET
 @coordinator_required
-def import_detail(request: HttpRequest, study_id: int, import_id: int) -> HttpResponse:
+def import_detail(request: AuthenticatedHttpRequest, study_id: int, import_id: int) -> HttpResponse:
     data_import = access.data_import_get_for_coordinator(
         user=request.user, study_id=study_id, import_id=import_id
     )

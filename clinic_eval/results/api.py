@@ -10,7 +10,7 @@ from clinic_eval.audit import services
 from clinic_eval.results import exports
 from clinic_eval.results.downloads import export_filters, logged_download
 from clinic_eval.statistics.report import report_json
-from clinic_eval.web.api import CoordinatorApi, StratumQuery
+from clinic_eval.web.api import AuthenticatedRequest, CoordinatorApi, StratumQuery
 
 STRATUM_PARAMETER = OpenApiParameter(
     "stratum", str, description="Only the cases of this stratum (recorded in the export log)."
@@ -33,7 +33,7 @@ class StudyReportApi(CoordinatorApi):
         responses={200: OpenApiTypes.OBJECT, **BAD_FILTER},
         description="Every statistic of the study (see docs/statistics.md for the structure).",
     )
-    def get(self, request: Request, study_id: int) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest, study_id: int) -> HttpResponse:
         study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
         _check_filters(request)
         filters = export_filters(request)
@@ -52,7 +52,7 @@ class StudyExportApi(CoordinatorApi):
         parameters=[STRATUM_PARAMETER],
         responses={(200, "application/zip"): OpenApiTypes.BINARY, **BAD_FILTER},
     )
-    def get(self, request: Request, study_id: int) -> StreamingHttpResponse:
+    def get(self, request: AuthenticatedRequest, study_id: int) -> StreamingHttpResponse:
         study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
         _check_filters(request)
         return logged_download(request, study, "zip", via="api")
@@ -66,7 +66,7 @@ class StudyExportFileApi(CoordinatorApi):
         responses={(200, "text/csv"): OpenApiTypes.BINARY, **BAD_FILTER},
         operation_id="studies_export_file",
     )
-    def get(self, request: Request, study_id: int, name: str) -> StreamingHttpResponse:
+    def get(self, request: AuthenticatedRequest, study_id: int, name: str) -> StreamingHttpResponse:
         study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
         _check_filters(request)
         return logged_download(request, study, name, via="api")

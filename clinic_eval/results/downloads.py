@@ -7,6 +7,8 @@ from django.http import Http404, HttpRequest, StreamingHttpResponse
 from clinic_eval.audit import services
 from clinic_eval.models import Study
 from clinic_eval.results import exports, reporting
+from clinic_eval.web.api import AuthenticatedRequest
+from clinic_eval.web.http import AuthenticatedHttpRequest
 
 
 def export_filters(request: HttpRequest) -> exports.ExportFilters:
@@ -14,7 +16,11 @@ def export_filters(request: HttpRequest) -> exports.ExportFilters:
 
 
 def logged_download(
-    request: HttpRequest, study: Study, name: str, *, via: str = "web"
+    request: AuthenticatedHttpRequest | AuthenticatedRequest,
+    study: Study,
+    name: str,
+    *,
+    via: str = "web",
 ) -> StreamingHttpResponse:
     """Stream one export file or the zip, logging who took what; 404 for an unknown name."""
     filters = export_filters(request)

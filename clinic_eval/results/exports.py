@@ -279,9 +279,10 @@ def criteria_rows(study: Study, filters: ExportFilters) -> Iterator[tuple]:
             continue
         scope = "case" if rubric.case_id else "stratum"
         for criterion in rubric.criteria.all():
+            # rubrics_by_scope sets ``usable`` on every rubric it returns.
             yield (
                 case_id, stratum, criterion.pk, scope, rubric.version, rubric.source,
-                rubric.usable, criterion.points, criterion.axis, criterion.level,
+                rubric.usable, criterion.points, criterion.axis, criterion.level,  # type: ignore[attr-defined]
                 criterion.text, criterion.tags,
             )  # fmt: skip
 
@@ -399,6 +400,10 @@ class _Sink:
         return self._offset
 
     def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        # Part of the file protocol only: zipfile never closes a file object it was given.
         pass
 
     def drain(self) -> bytes:

@@ -14,7 +14,7 @@ import functools
 import io
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ParamSpec
+from typing import TYPE_CHECKING, Any, ParamSpec, cast
 
 import matplotlib
 
@@ -25,11 +25,14 @@ import pandas as pd  # noqa: E402
 from matplotlib import colors, ticker  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
 plt.rcParams["svg.hashsalt"] = "clinic-eval"
 P = ParamSpec("P")
 
 # Applied around every render so a caller's rcParams cannot change the bytes we produce.
-STYLE: dict[str, Any] = {
+STYLE: dict[RcKeyType, Any] = {
     "svg.hashsalt": "clinic-eval",
     "svg.fonttype": "path",  # glyphs as paths: the image needs no fonts in the browser
     "font.family": "DejaVu Sans",
@@ -298,10 +301,10 @@ def likert_distribution_plot(ratings: pd.DataFrame | None) -> str | None:
     fig = _figure(per_panel * len(dimensions) + 0.5)
     axes = fig.subplots(len(dimensions), 1, squeeze=False)
     for ax, dimension in zip(axes[:, 0], dimensions, strict=True):
-        table = (
-            counts.get(dimension, pd.Series(dtype=float))
-            .unstack("score", fill_value=0)
-            .reindex(index=arms, columns=levels, fill_value=0)
+        # A lookup by the first level of the MultiIndex gives the Series of the other two.
+        panel = cast(pd.Series, counts.get(dimension, pd.Series(dtype=float)))
+        table = panel.unstack("score", fill_value=0).reindex(
+            index=arms, columns=levels, fill_value=0
         )
         totals = table.sum(axis=1).replace(0, 1)
         shares = table.div(totals, axis=0)

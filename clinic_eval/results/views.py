@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.core.cache import cache
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
@@ -11,12 +11,15 @@ from clinic_eval.results import exports
 from clinic_eval.results import selectors as results_selectors
 from clinic_eval.results.downloads import export_filters, logged_download
 from clinic_eval.results.page import results_context
+from clinic_eval.web.http import AuthenticatedHttpRequest
 from clinic_eval.web.permissions import coordinator_required
 
 
 @require_GET
 @coordinator_required
-def study_export(request: HttpRequest, study_id: int, name: str = "zip") -> StreamingHttpResponse:
+def study_export(
+    request: AuthenticatedHttpRequest, study_id: int, name: str = "zip"
+) -> StreamingHttpResponse:
     study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
     return logged_download(request, study, name)
 
@@ -32,7 +35,7 @@ def _primary_label(study: Study) -> str:
 
 @require_GET
 @coordinator_required
-def study_results(request: HttpRequest, study_id: int) -> HttpResponse:
+def study_results(request: AuthenticatedHttpRequest, study_id: int) -> HttpResponse:
     study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
     filters = export_filters(request)
     key = (

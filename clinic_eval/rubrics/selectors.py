@@ -8,6 +8,7 @@ rubric came from.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypedDict
 
 from django.db import models
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
@@ -24,6 +25,9 @@ from clinic_eval.models import (
     StudyRater,
     User,
 )
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
 
 # Rubrics freeze when the study opens (see services.rubrics); verification happens before.
 VERIFIABLE_STATUSES = (Study.Status.DRAFT, Study.Status.GENERATING, Study.Status.READY)
@@ -99,7 +103,16 @@ def rubric_is_usable(*, rubric: CaseRubric) -> bool:
     return rubric_verified_enough(verified=verified, required=required)
 
 
-def _with_counts(rubrics: QuerySet[CaseRubric]) -> QuerySet[CaseRubric]:
+class RubricCounts(TypedDict):
+    """What ``_with_counts`` annotates on every rubric."""
+
+    criteria_count: int
+    current_verifications: int
+
+
+def _with_counts(
+    rubrics: QuerySet[CaseRubric],
+) -> QuerySet[WithAnnotations[CaseRubric, RubricCounts]]:
     return rubrics.annotate(
         criteria_count=Count("criteria", distinct=True),
         current_verifications=Count(

@@ -9,7 +9,7 @@ after someone verified it must be verified again.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -129,7 +129,9 @@ def rubric_store(
         raise DomainError("that case belongs to another study")
     if stratum and stratum not in study.strata:
         raise DomainError(f"no stratum {stratum!r} in this study")
-    lookup = {"case": case} if case is not None else {"stratum": stratum, "case": None}
+    lookup: dict[str, Case | str | None] = (
+        {"case": case} if case is not None else {"stratum": stratum, "case": None}
+    )
     rubric = CaseRubric.objects.select_for_update().filter(study=study, **lookup).first()
     if rubric is not None:
         if rubric.criteria.filter(grades__isnull=False).exists():
@@ -246,7 +248,7 @@ def rubrics_import(*, study: Study, text: str, imported_by: User) -> list[CaseRu
     return stored
 
 
-def rubrics_jsonl(rubrics: Sequence[CaseRubric]) -> Iterator[str]:
+def rubrics_jsonl(rubrics: Iterable[CaseRubric]) -> Iterator[str]:
     """The HealthBench shape, one rubric per line, with what we know of its verification."""
     for rubric in rubrics:
         record: dict[str, Any] = (

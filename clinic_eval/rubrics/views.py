@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -33,7 +33,7 @@ from clinic_eval.rubrics.forms import (
     SeenVersionForm,
 )
 from clinic_eval.rubrics.panels import rubric_panels_render
-from clinic_eval.web.http import wants_partial
+from clinic_eval.web.http import AuthenticatedHttpRequest, wants_partial
 from clinic_eval.web.permissions import coordinator_required, physician_required
 
 ADD_PREFIX = "new"
@@ -110,7 +110,7 @@ def _row(
 
 
 def _context(
-    request: HttpRequest,
+    request: AuthenticatedHttpRequest,
     editor: Editor,
     *,
     failed: CriterionRow | None = None,
@@ -152,11 +152,11 @@ def _context(
     return context
 
 
-def _page(request: HttpRequest, editor: Editor, **kwargs: Any) -> HttpResponse:
+def _page(request: AuthenticatedHttpRequest, editor: Editor, **kwargs: Any) -> HttpResponse:
     return render(request, editor.template, _context(request, editor, **kwargs))
 
 
-def _seen_version(request: HttpRequest, editor: Editor) -> int | None:
+def _seen_version(request: AuthenticatedHttpRequest, editor: Editor) -> int | None:
     """After an htmx edit: the version the page may now verify, or the one it showed if someone
     else has changed the rubric since (then the physician must reload and re-read)."""
     form = SeenVersionForm(request.POST)
@@ -168,7 +168,9 @@ def _seen_version(request: HttpRequest, editor: Editor) -> int | None:
     return None  # everything since is this user's own doing: the page is current
 
 
-def _partials(request: HttpRequest, editor: Editor, main: str, **kwargs: Any) -> HttpResponse:
+def _partials(
+    request: AuthenticatedHttpRequest, editor: Editor, main: str, **kwargs: Any
+) -> HttpResponse:
     """The swapped fragment, then the status panel (and the add form) out of band."""
     context = _context(request, editor, seen_version=_seen_version(request, editor))
     context.update(kwargs)
@@ -180,7 +182,7 @@ def _partials(request: HttpRequest, editor: Editor, main: str, **kwargs: Any) ->
     return HttpResponse(html)
 
 
-def _criterion_add(request: HttpRequest, editor: Editor) -> HttpResponse:
+def _criterion_add(request: AuthenticatedHttpRequest, editor: Editor) -> HttpResponse:
     form = CriterionForm(request.POST, prefix=ADD_PREFIX)
     error = ""
     if form.is_valid():
@@ -211,7 +213,7 @@ def _criterion_add(request: HttpRequest, editor: Editor) -> HttpResponse:
 
 
 def _criterion_edit(
-    request: HttpRequest, editor: Editor, criterion: RubricCriterion
+    request: AuthenticatedHttpRequest, editor: Editor, criterion: RubricCriterion
 ) -> HttpResponse:
     key = rubric_reads.criterion_public_id(criterion)
     form = CriterionForm.for_criterion(criterion, prefix=f"c{key}", data=request.POST)
@@ -236,7 +238,7 @@ def _criterion_edit(
 
 
 def _criterion_delete(
-    request: HttpRequest, editor: Editor, criterion: RubricCriterion
+    request: AuthenticatedHttpRequest, editor: Editor, criterion: RubricCriterion
 ) -> HttpResponse:
     if request.POST.get("confirm") != "yes":
         messages.info(request, "Nothing was deleted: confirm the deletion first.")
@@ -260,7 +262,7 @@ def _criterion_delete(
 
 @require_GET
 @coordinator_required
-def rubric_overview(request: HttpRequest, study_id: int) -> HttpResponse:
+def rubric_overview(request: AuthenticatedHttpRequest, study_id: int) -> HttpResponse:
     study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
     filters = RubricFilterForm(request.GET)
     chosen = filters.cleaned_data if filters.is_valid() else {}
@@ -290,7 +292,7 @@ def _import_errors(message: str) -> list[str]:
 
 @require_http_methods(["GET", "POST"])
 @coordinator_required
-def rubric_import(request: HttpRequest, study_id: int) -> HttpResponse:
+def rubric_import(request: AuthenticatedHttpRequest, study_id: int) -> HttpResponse:
     study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
     form = RubricImportForm(request.POST or None, request.FILES or None)
     errors: list[str] = []
@@ -311,7 +313,7 @@ def rubric_import(request: HttpRequest, study_id: int) -> HttpResponse:
 
 @require_GET
 @coordinator_required
-def rubric_export(request: HttpRequest, study_id: int) -> StreamingHttpResponse:
+def rubric_export(request: AuthenticatedHttpRequest, study_id: int) -> StreamingHttpResponse:
     study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
     rubrics = rubric_reads.rubrics_for_export(study=study)
     log = services.export_log_start(
@@ -332,7 +334,7 @@ def rubric_export(request: HttpRequest, study_id: int) -> StreamingHttpResponse:
 
 @require_GET
 @coordinator_required
-def rubric_detail(request: HttpRequest, study_id: int, rubric_id: int) -> HttpResponse:
+def rubric_detail(request: AuthenticatedHttpRequest, study_id: int, rubric_id: int) -> HttpResponse:
     rubric = rubric_reads.rubric_get_for_coordinator(
         user=request.user, study_id=study_id, rubric_id=rubric_id
     )
@@ -341,7 +343,7 @@ def rubric_detail(request: HttpRequest, study_id: int, rubric_id: int) -> HttpRe
 
 @require_POST
 @coordinator_required
-def criterion_add(request: HttpRequest, study_id: int, rubric_id: int) -> HttpResponse:
+def criterion_add(request: AuthenticatedHttpRequest, study_id: int, rubric_id: int) -> HttpResponse:
     rubric = rubric_reads.rubric_get_for_coordinator(
         user=request.user, study_id=study_id, rubric_id=rubric_id
     )
@@ -351,7 +353,7 @@ def criterion_add(request: HttpRequest, study_id: int, rubric_id: int) -> HttpRe
 @require_POST
 @coordinator_required
 def criterion_edit(
-    request: HttpRequest, study_id: int, rubric_id: int, criterion_id: int
+    request: AuthenticatedHttpRequest, study_id: int, rubric_id: int, criterion_id: int
 ) -> HttpResponse:
     criterion = rubric_reads.criterion_get_for_coordinator(
         user=request.user, study_id=study_id, rubric_id=rubric_id, criterion_id=criterion_id
@@ -362,7 +364,7 @@ def criterion_edit(
 @require_POST
 @coordinator_required
 def criterion_delete(
-    request: HttpRequest, study_id: int, rubric_id: int, criterion_id: int
+    request: AuthenticatedHttpRequest, study_id: int, rubric_id: int, criterion_id: int
 ) -> HttpResponse:
     criterion = rubric_reads.criterion_get_for_coordinator(
         user=request.user, study_id=study_id, rubric_id=rubric_id, criterion_id=criterion_id
@@ -375,7 +377,7 @@ def criterion_delete(
 
 @require_GET
 @physician_required
-def rubric_queue(request: HttpRequest) -> HttpResponse:
+def rubric_queue(request: AuthenticatedHttpRequest) -> HttpResponse:
     queue = rubric_reads.rubric_queue_for_physician(user=request.user)
     template = "rubrics/queue.html"
     if wants_partial(request):
@@ -385,21 +387,23 @@ def rubric_queue(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @physician_required
-def rubric_review(request: HttpRequest, rubric_id: str) -> HttpResponse:
+def rubric_review(request: AuthenticatedHttpRequest, rubric_id: str) -> HttpResponse:
     rubric = rubric_reads.rubric_get_for_physician(user=request.user, rubric_id=rubric_id)
     return _page(request, Editor(rubric, physician=True))
 
 
 @require_POST
 @physician_required
-def review_add(request: HttpRequest, rubric_id: str) -> HttpResponse:
+def review_add(request: AuthenticatedHttpRequest, rubric_id: str) -> HttpResponse:
     rubric = rubric_reads.rubric_get_for_physician(user=request.user, rubric_id=rubric_id)
     return _criterion_add(request, Editor(rubric, physician=True))
 
 
 @require_POST
 @physician_required
-def review_edit(request: HttpRequest, rubric_id: str, criterion_id: str) -> HttpResponse:
+def review_edit(
+    request: AuthenticatedHttpRequest, rubric_id: str, criterion_id: str
+) -> HttpResponse:
     criterion = rubric_reads.criterion_get_for_physician(
         user=request.user, rubric_id=rubric_id, criterion_id=criterion_id
     )
@@ -408,7 +412,9 @@ def review_edit(request: HttpRequest, rubric_id: str, criterion_id: str) -> Http
 
 @require_POST
 @physician_required
-def review_delete(request: HttpRequest, rubric_id: str, criterion_id: str) -> HttpResponse:
+def review_delete(
+    request: AuthenticatedHttpRequest, rubric_id: str, criterion_id: str
+) -> HttpResponse:
     criterion = rubric_reads.criterion_get_for_physician(
         user=request.user, rubric_id=rubric_id, criterion_id=criterion_id
     )
@@ -417,7 +423,7 @@ def review_delete(request: HttpRequest, rubric_id: str, criterion_id: str) -> Ht
 
 @require_POST
 @physician_required
-def rubric_verify(request: HttpRequest, rubric_id: str) -> HttpResponse:
+def rubric_verify(request: AuthenticatedHttpRequest, rubric_id: str) -> HttpResponse:
     rubric = rubric_reads.rubric_get_for_physician(user=request.user, rubric_id=rubric_id)
     form = SeenVersionForm(request.POST)
     version = form.cleaned_data["version"] if form.is_valid() else None

@@ -6,7 +6,6 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.pagination import PageNumberPagination
-from rest_framework.request import Request
 from rest_framework.response import Response
 
 from clinic_eval import access
@@ -15,6 +14,7 @@ from clinic_eval.models import Arm, Case, Study
 from clinic_eval.studies import selectors, services
 from clinic_eval.web.api import (
     PAGE_PARAMETER,
+    AuthenticatedRequest,
     CoordinatorApi,
     domain_error,
     paginated,
@@ -54,14 +54,14 @@ class StudyListApi(CoordinatorApi):
     @extend_schema(
         parameters=[PAGE_PARAMETER], responses=paginated(StudyOutput), operation_id="studies_list"
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: AuthenticatedRequest) -> Response:
         paginator = PageNumberPagination()
         studies = access.study_list_for_coordinator(user=request.user)
         page = paginator.paginate_queryset(studies, request, view=self)
         return paginator.get_paginated_response(StudyOutput(page, many=True).data)
 
     @extend_schema(request=StudyInput, responses={201: StudyOutput})
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         payload = StudyInput(data=request.data)
         payload.is_valid(raise_exception=True)
         study = services.study_create(created_by=request.user, **payload.validated_data)
@@ -70,7 +70,7 @@ class StudyListApi(CoordinatorApi):
 
 class StudyDetailApi(CoordinatorApi):
     @extend_schema(responses=StudyOutput)
-    def get(self, request: Request, study_id: int) -> Response:
+    def get(self, request: AuthenticatedRequest, study_id: int) -> Response:
         study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
         return Response(StudyOutput(study).data)
 
@@ -94,7 +94,7 @@ class CaseOutput(serializers.ModelSerializer):
 
 class CaseDetailApi(CoordinatorApi):
     @extend_schema(responses=CaseOutput)
-    def get(self, request: Request, study_id: int, case_id: int) -> Response:
+    def get(self, request: AuthenticatedRequest, study_id: int, case_id: int) -> Response:
         case = access.case_get_for_coordinator(
             user=request.user, study_id=study_id, case_id=case_id
         )
@@ -110,19 +110,20 @@ class ArmOutput(serializers.ModelSerializer):
 
 
 class ArmInput(serializers.Serializer):
-    label = serializers.CharField(max_length=64)
+    # The metaclass moves declared fields off the class; only the stubs see Field.label here.
+    label = serializers.CharField(max_length=64)  # type: ignore[assignment]
     kind = serializers.ChoiceField(choices=Arm.Kind.choices)
     description = serializers.CharField(required=False, allow_blank=True, default="")
 
 
 class ArmListApi(CoordinatorApi):
     @extend_schema(responses=ArmOutput(many=True))
-    def get(self, request: Request, study_id: int) -> Response:
+    def get(self, request: AuthenticatedRequest, study_id: int) -> Response:
         study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
         return Response(ArmOutput(selectors.arm_list(study=study), many=True).data)
 
     @extend_schema(request=ArmInput, responses={201: ArmOutput})
-    def post(self, request: Request, study_id: int) -> Response:
+    def post(self, request: AuthenticatedRequest, study_id: int) -> Response:
         study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
         payload = ArmInput(data=request.data)
         payload.is_valid(raise_exception=True)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -10,7 +10,7 @@ from clinic_eval import access
 from clinic_eval.errors import DomainError
 from clinic_eval.studies import selectors, services
 from clinic_eval.studies.forms import ArmCreateForm, StudyCreateForm
-from clinic_eval.web.http import wants_partial
+from clinic_eval.web.http import AuthenticatedHttpRequest, wants_partial
 from clinic_eval.web.permissions import coordinator_required
 
 CASES_PER_PAGE = 50
@@ -18,7 +18,7 @@ CASES_PER_PAGE = 50
 
 @require_http_methods(["GET", "POST"])
 @coordinator_required
-def study_list(request: HttpRequest) -> HttpResponse:
+def study_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     form = StudyCreateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         study = services.study_create(created_by=request.user, **form.cleaned_data)
@@ -29,7 +29,7 @@ def study_list(request: HttpRequest) -> HttpResponse:
 
 
 def _study_detail_page(
-    request: HttpRequest, study_id: int, *, arm_form: ArmCreateForm | None = None
+    request: AuthenticatedHttpRequest, study_id: int, *, arm_form: ArmCreateForm | None = None
 ) -> HttpResponse:
     study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
     overview = selectors.study_overview(study=study)
@@ -39,13 +39,13 @@ def _study_detail_page(
 
 @require_GET
 @coordinator_required
-def study_detail(request: HttpRequest, study_id: int) -> HttpResponse:
+def study_detail(request: AuthenticatedHttpRequest, study_id: int) -> HttpResponse:
     return _study_detail_page(request, study_id)
 
 
 @require_POST
 @coordinator_required
-def arm_create(request: HttpRequest, study_id: int) -> HttpResponse:
+def arm_create(request: AuthenticatedHttpRequest, study_id: int) -> HttpResponse:
     study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
     form = ArmCreateForm(request.POST)
     if form.is_valid():
@@ -61,7 +61,7 @@ def arm_create(request: HttpRequest, study_id: int) -> HttpResponse:
 
 @require_GET
 @coordinator_required
-def case_list(request: HttpRequest, study_id: int) -> HttpResponse:
+def case_list(request: AuthenticatedHttpRequest, study_id: int) -> HttpResponse:
     study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
     stratum = request.GET.get("stratum", "")
     search = request.GET.get("q", "").strip()[:100]
@@ -76,7 +76,7 @@ def case_list(request: HttpRequest, study_id: int) -> HttpResponse:
 
 @require_GET
 @coordinator_required
-def case_detail(request: HttpRequest, study_id: int, case_id: int) -> HttpResponse:
+def case_detail(request: AuthenticatedHttpRequest, study_id: int, case_id: int) -> HttpResponse:
     case = access.case_get_for_coordinator(user=request.user, study_id=study_id, case_id=case_id)
     context = {
         "study": case.study,
