@@ -79,7 +79,7 @@ def rss_mib() -> float:
 
 def run_one(size: int, n_boot: int) -> dict:
     sys.path.insert(0, str(ROOT))
-    from clinic_eval.statistics.preference import bradley_terry
+    from clinic_eval.statistics.bradley_terry import bradley_terry
     from clinic_eval.statistics.report import ReportOptions, build_report, report_json
     from clinic_eval.statistics.simulate import LAYERS, simulate_study
 
