@@ -17,10 +17,9 @@ from alignment_jobs.rubric_jobs.engine_use import (
     arm_model_spec,
     attempt_seed,
     check_engine_name,
-    chunked,
     engine_generate,
     engine_provenance,
-    publish_tasks,
+    rubric_work_launch,
     sampling_for,
     sampling_record,
 )
@@ -35,11 +34,9 @@ from alignment_jobs.rubric_jobs.prompts import (
     parse_draft,
     parse_draft_lines,
 )
-from clinic_eval.audit.services import audit_record
 from clinic_eval.errors import DomainError
 from clinic_eval.models import (
     Arm,
-    AuditEvent,
     Case,
     CaseRubric,
     Study,
@@ -121,19 +118,16 @@ def rubric_draft_launch(
     broker_check(what="no drafting was queued")
     from alignment_jobs.rubric_jobs.tasks import rubric_draft_task
 
-    chunks = chunked(todo, settings.GENERATION_SHARD_SIZE)
-    with transaction.atomic():
-        audit_record(
-            action=AuditEvent.Action.JOB_LAUNCHED,
-            actor=created_by,
-            study_id=study.pk,
-            target=f"rubric_draft:arm:{arm.pk}",
-            summary=f"rubric drafting by {arm.label} for {len(todo)} case(s)",
-            after={"kind": "rubric_draft", "arm_id": arm.pk, "case_ids": todo, "replace": replace},
-        )
-        arguments = [(arm.pk, chunk, replace, engine, max_tokens) for chunk in chunks]
-        transaction.on_commit(lambda: publish_tasks(rubric_draft_task, arguments))
-    return RubricLaunch(items=len(todo), tasks=len(chunks))
+    return rubric_work_launch(
+        task=rubric_draft_task,
+        todo=todo,
+        task_arguments=lambda chunk: (arm.pk, chunk, replace, engine, max_tokens),
+        created_by=created_by,
+        study=study,
+        target=f"rubric_draft:arm:{arm.pk}",
+        summary=f"rubric drafting by {arm.label} for {len(todo)} case(s)",
+        after={"kind": "rubric_draft", "arm_id": arm.pk, "case_ids": todo, "replace": replace},
+    )
 
 
 @dataclass

@@ -11,10 +11,12 @@ each generated line becomes a draft criterion, and a verdict is the likelier of 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from django.conf import settings
+from django.db import transaction
 from kombu.exceptions import OperationalError as BrokerError
 
 from alignment_jobs import engines, prompts
@@ -25,11 +27,9 @@ from alignment_jobs.models import GenerationSpec
 from alignment_jobs.rubric_jobs.prompts import (
     RETRY_MIN_TEMPERATURE,
 )
+from clinic_eval.audit.services import audit_record
 from clinic_eval.errors import DomainError
-from clinic_eval.models import (
-    Arm,
-    Study,
-)
+from clinic_eval.models import Arm, AuditEvent, Study, User
 
 logger = logging.getLogger(__name__)
 
@@ -133,3 +133,30 @@ def publish_tasks(task: Any, argument_lists: list[tuple]) -> None:
 
 def chunked(values: Sequence[int], size: int) -> list[list[int]]:
     return [list(values[start : start + size]) for start in range(0, len(values), size)]
+
+
+def rubric_work_launch(
+    *,
+    task: Any,
+    todo: list[int],
+    task_arguments: Callable[[list[int]], tuple[Any, ...]],
+    created_by: User | None,
+    study: Study,
+    target: str,
+    summary: str,
+    after: dict[str, Any],
+) -> RubricLaunch:
+    """Audit the launch and queue ``todo`` in chunks once the transaction commits."""
+    chunks = chunked(todo, settings.GENERATION_SHARD_SIZE)
+    with transaction.atomic():
+        audit_record(
+            action=AuditEvent.Action.JOB_LAUNCHED,
+            actor=created_by,
+            study_id=study.pk,
+            target=target,
+            summary=summary,
+            after=after,
+        )
+        argument_lists = [task_arguments(chunk) for chunk in chunks]
+        transaction.on_commit(lambda: publish_tasks(task, argument_lists))
+    return RubricLaunch(items=len(todo), tasks=len(chunks))

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import transaction
 
 from alignment_jobs import engines, prompts
 from alignment_jobs.generation.jobs import broker_check
@@ -20,10 +19,9 @@ from alignment_jobs.rubric_jobs.engine_use import (
     arm_model_spec,
     attempt_seed,
     check_engine_name,
-    chunked,
     engine_generate,
     engine_provenance,
-    publish_tasks,
+    rubric_work_launch,
     sampling_for,
     sampling_record,
 )
@@ -36,11 +34,9 @@ from alignment_jobs.rubric_jobs.prompts import (
     parse_verdicts,
     verdict_schema,
 )
-from clinic_eval.audit.services import audit_record
 from clinic_eval.errors import DomainError
 from clinic_eval.models import (
     Arm,
-    AuditEvent,
     CaseRubric,
     GraderVerdict,
     Response,
@@ -111,19 +107,16 @@ def rubric_grade_launch(
     broker_check(what="no grading was queued")
     from alignment_jobs.rubric_jobs.tasks import rubric_grade_task
 
-    chunks = chunked(todo, settings.GENERATION_SHARD_SIZE)
-    with transaction.atomic():
-        audit_record(
-            action=AuditEvent.Action.JOB_LAUNCHED,
-            actor=created_by,
-            study_id=study.pk,
-            target=f"rubric_grade:arm:{grader_arm.pk}",
-            summary=f"criterion grading by {grader_arm.label} of {len(todo)} response(s)",
-            after={"kind": "rubric_grade", "arm_id": grader_arm.pk, "response_ids": todo},
-        )
-        arguments = [(grader_arm.pk, chunk, engine, method) for chunk in chunks]
-        transaction.on_commit(lambda: publish_tasks(rubric_grade_task, arguments))
-    return RubricLaunch(items=len(todo), tasks=len(chunks))
+    return rubric_work_launch(
+        task=rubric_grade_task,
+        todo=todo,
+        task_arguments=lambda chunk: (grader_arm.pk, chunk, engine, method),
+        created_by=created_by,
+        study=study,
+        target=f"rubric_grade:arm:{grader_arm.pk}",
+        summary=f"criterion grading by {grader_arm.label} of {len(todo)} response(s)",
+        after={"kind": "rubric_grade", "arm_id": grader_arm.pk, "response_ids": todo},
+    )
 
 
 @dataclass
