@@ -131,3 +131,11 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModelSet:
 def model_roots(settings: Settings, tiny_models: TinyModelSet) -> TinyModelSet:
     settings.MODEL_ROOTS = [str(tiny_models.base.parent)]
     return tiny_models
+
+
+@pytest.fixture
+def rating(coordinator: User, physician: User, other_physician: User) -> Study:
+    """An open study that ``physician`` and ``other_physician`` rate."""
+    from tests.support.rating_study import open_study
+
+    return open_study(coordinator=coordinator, raters=[physician, other_physician]).study

@@ -12,7 +12,7 @@ from itertools import combinations
 
 from clinic_eval.config import default_analysis_plan, default_design, default_rubric
 from clinic_eval.design import services as design_services
-from clinic_eval.models import Arm, Case, Response, Study, User
+from clinic_eval.models import Arm, Assignment, Case, Response, Study, User
 from clinic_eval.rating import services as rating_services
 from clinic_eval.rubrics import services as rubrics_services
 from clinic_eval.studies import services as studies_services
@@ -243,3 +243,13 @@ def full_grades(
             data[f"{'ABCDEFGH'[position]}-c{number}"] = met
     data.update({k: str(v) for k, v in extra.items()})
     return data
+
+
+def take_and_rate(rater: User, study: Study, preference: str = "A") -> Assignment:
+    seat = rating_services.assignment_next(rater=rater, study=study)
+    assert seat is not None
+    positions = len(seat.shown_order)
+    rating_services.judgment_record(
+        assignment=seat, rater=rater, data=judgment_input(positions, preference)
+    )
+    return seat
