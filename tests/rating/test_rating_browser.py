@@ -15,7 +15,7 @@ from django.db import connections
 from playwright.sync_api import Page
 from pytest_django.live_server_helper import LiveServer
 
-from clinic_eval.models import Assignment, Judgment, User
+from clinic_eval.models import Assignment, Case, Judgment, User
 from tests.conftest import PASSWORD
 from tests.support.browser import ConsoleLog, chromium, new_page, sign_in
 from tests.support.rating_study import ARM_LABELS, ORIGINAL_LABEL, OpenStudy, open_study, physicians
@@ -341,4 +341,60 @@ def test_the_rating_page_works_without_javascript(
             1: ({"reasoning_clarity": 2, "treatment_feasibility": 1}, "none", ""),
         }
         context.close()
+    assert console.problems == []
+
+
+# Issue 16: long values ran over the next field of the case grid.
+LONG_FIELDS = {
+    "male_carrier_status": "male Robertsonian translocation rob(13;14)",
+    "male_karyotype": "46,XY,der(13;14)(q10;q10)",
+}
+
+
+def _lengthen_case_fields(study_pk: int) -> None:
+    for case in Case.objects.filter(study_id=study_pk):
+        case.fields = {**LONG_FIELDS, **case.fields}
+        case.save(update_fields=["fields"])
+
+
+def test_long_case_values_wrap_inside_their_own_field_at_1366_by_768(
+    live_server: LiveServer, rating: OpenStudy
+) -> None:
+    _db(_lengthen_case_fields, rating.study.pk)
+    console = ConsoleLog()
+    with chromium() as browser:
+        page = new_page(browser, console)
+        sign_in(page, live_server.url, rating.raters[0].username, PASSWORD)
+        page.goto(f"{live_server.url}/rate/")
+        page.get_by_role("button", name="Start rating").click()
+        page.wait_for_url("**/rate/items/*/")
+        grid = page.locator(".case-summary .fields")
+        for value in LONG_FIELDS.values():
+            assert value in grid.inner_text()
+        problems = page.evaluate(
+            """() => {
+                const rows = [...document.querySelectorAll(".case-summary .fields tr")];
+                const boxes = rows.map(row => row.getBoundingClientRect());
+                const problems = [];
+                rows.forEach((row, i) => {
+                    for (const cell of row.querySelectorAll("th, td")) {
+                        const c = cell.getBoundingClientRect();
+                        if (c.left < boxes[i].left - 0.5 || c.right > boxes[i].right + 0.5) {
+                            problems.push(`${row.textContent.trim()} leaves its field`);
+                        }
+                    }
+                    boxes.forEach((other, j) => {
+                        const apart = other.right <= boxes[i].left + 0.5
+                            || other.left >= boxes[i].right - 0.5
+                            || other.bottom <= boxes[i].top + 0.5
+                            || other.top >= boxes[i].bottom - 0.5;
+                        if (j > i && !apart) problems.push(`${i} overlaps ${j}`);
+                    });
+                });
+                return problems;
+            }"""
+        )
+        assert problems == []
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 1366, f"the rating page scrolls sideways ({width}px)"
     assert console.problems == []

@@ -273,6 +273,35 @@ def test_the_closed_demo_study_shows_every_results_panel(demo: str) -> None:
     assert console.problems == []
 
 
+def test_every_headline_column_can_be_reached_at_1366_by_768(demo: str) -> None:
+    """Issue 16: the headline table's last accuracy columns were cut off on a laptop screen.
+    It may scroll inside its own box (which keyboard users can focus), never the page."""
+    console = ConsoleLog()
+    with chromium() as browser:
+        page = new_page(browser, console)
+        sign_in(page, demo, *DEMO_COORDINATOR)
+        page.get_by_role("link", name=DEMO_CLOSED_TITLE).click()
+        page.get_by_role("link", name="Results").click()
+        region = page.locator("#headline-scroll")
+        region.wait_for()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 1366
+        headers = region.locator("thead th")
+        names = headers.all_inner_texts()
+        assert any(name.startswith("Macro-F1") for name in names[-2:]), names
+        for index, name in enumerate(names):
+            headers.nth(index).scroll_into_view_if_needed()
+            box, cell = region.bounding_box(), headers.nth(index).bounding_box()
+            assert box is not None and cell is not None
+            assert box["x"] - 1 <= cell["x"], name
+            assert cell["x"] + cell["width"] <= box["x"] + box["width"] + 1, name
+            assert cell["x"] + cell["width"] <= 1366, name
+        region.evaluate("element => { element.scrollLeft = 0; }")
+        region.focus()
+        page.keyboard.press("ArrowRight")
+        assert region.evaluate("element => element.scrollLeft") > 0, "the keyboard scrolls it"
+    assert console.problems == []
+
+
 def test_a_demo_physician_refines_and_verifies_a_tiny_model_draft(demo: str) -> None:
     """Issue 7's done-when, first half: a rubric drafted by the tiny local model, verified by a
     demo physician in the browser."""
