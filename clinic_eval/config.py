@@ -82,6 +82,10 @@ class Rubric(_Strict):
         return self
 
 
+# The study mode in which each item asks for met / not-met calls on criteria, not a preference.
+RUBRIC_MODE = "rubric"
+
+
 class Design(_Strict):
     # rubric: each item shows one arm set's responses (one, or several side by side) and asks
     # for a met / not-met call on every criterion of the case's verified rubric.

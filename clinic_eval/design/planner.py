@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
+from clinic_eval.config import RUBRIC_MODE
+
 
 class DesignError(ValueError):
     """The requested design cannot be built; the message says what to change."""
@@ -44,9 +46,6 @@ class PlannedDesign:
             if not assignment.repeat:
                 table[self.comparisons[assignment.comparison].arms][assignment.shown] += 1
         return dict(table)
-
-
-RUBRIC_MODE = "rubric"
 
 
 def check_arm_sets(arm_sets: Sequence[Sequence[str]], *, mode: str = "pairwise") -> None:

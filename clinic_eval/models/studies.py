@@ -8,6 +8,7 @@ from django.db import models
 from django.db.models import Q
 
 from clinic_eval.config import (
+    RUBRIC_MODE,
     AnalysisPlan,
     Design,
     Rubric,
@@ -107,7 +108,7 @@ class Study(models.Model):
 
     @property
     def is_rubric_mode(self) -> bool:
-        return self.design_config.mode == "rubric"
+        return self.design_config.mode == RUBRIC_MODE
 
 
 STUDY_TRANSITIONS: dict[str, tuple[str, ...]] = {

@@ -4,8 +4,7 @@ from dataclasses import dataclass, field
 
 from django.db.models import Count, Q, QuerySet
 
-from clinic_eval.config import position_letter, preference_choices
-from clinic_eval.design import planner as design_lib
+from clinic_eval.config import RUBRIC_MODE, position_letter, preference_choices
 from clinic_eval.models import (
     Assignment,
     Judgment,
@@ -96,7 +95,7 @@ class RatingItem:
 
     @property
     def is_rubric(self) -> bool:
-        return self.mode == design_lib.RUBRIC_MODE
+        return self.mode == RUBRIC_MODE
 
 
 def rating_item(*, assignment: Assignment) -> RatingItem:
@@ -105,7 +104,7 @@ def rating_item(*, assignment: Assignment) -> RatingItem:
     )
     case = assignment.comparison.case
     mode = assignment.study.design_config.mode
-    rubric_mode = mode == design_lib.RUBRIC_MODE
+    rubric_mode = assignment.study.is_rubric_mode
     judgment = (
         Judgment.objects.filter(assignment=assignment)
         .prefetch_related("ratings", "criterion_grades")
