@@ -298,6 +298,10 @@ def test_every_headline_column_can_be_reached_at_1366_by_768(demo: str) -> None:
         region.evaluate("element => { element.scrollLeft = 0; }")
         region.focus()
         page.keyboard.press("ArrowRight")
+        # Chromium scrolls smoothly: wait for the scroll to start instead of reading it at once.
+        page.wait_for_function(
+            "element => element.scrollLeft > 0", arg=region.element_handle(), timeout=5_000
+        )
         assert region.evaluate("element => element.scrollLeft") > 0, "the keyboard scrolls it"
     assert console.problems == []
 
