@@ -53,13 +53,14 @@ class SimulatedRater:
 
 @dataclass
 class CaseEffects:
-    """Per (case, arm): how much this case favours the arm, the same for every physician."""
+    """Per (case, arm): how much this case favours the arm, the same for every physician.
+    Keyed by the case's external id, so the same seed gives the same study in any database."""
 
     seed: int
-    preference: dict[tuple[int, str], float] = field(default_factory=dict)
-    likert: dict[tuple[int, str], float] = field(default_factory=dict)
+    preference: dict[tuple[str, str], float] = field(default_factory=dict)
+    likert: dict[tuple[str, str], float] = field(default_factory=dict)
 
-    def of(self, case_id: int, arm: str) -> tuple[float, float]:
+    def of(self, case_id: str, arm: str) -> tuple[float, float]:
         key = (case_id, arm)
         if key not in self.preference:
             rng = random.Random(f"{self.seed}:case:{case_id}:{arm}")
@@ -114,7 +115,7 @@ def _ratings(rater: SimulatedRater, arms: list[str], rubric: dict, effects: list
 def rate_study(*, study: Study, raters: list[User], seed: int) -> int:
     """Every rater rates their whole queue; returns the number of judgments stored."""
     responses = Response.objects.filter(case__study=study).values_list(
-        "pk", "arm__label", "case_id"
+        "pk", "arm__label", "case__external_id"
     )
     labels = {pk: label for pk, label, _ in responses}
     case_of = {pk: case_id for pk, _, case_id in responses}

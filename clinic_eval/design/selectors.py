@@ -18,13 +18,18 @@ from clinic_eval.rubrics.selectors import rubrics_by_scope
 
 @dataclass(frozen=True)
 class DesignInputs:
-    case_arms: dict[str, set[str]]  # case pk -> arm labels with a servable response
-    responses: dict[tuple[str, str], int]  # (case pk, arm label) -> the response shown
+    """What the planner sees, keyed by what stays the same in every installation (a case's
+    external id, a rater's username), never by database ids: the same import, raters and seed
+    give the same design anywhere."""
+
+    case_arms: dict[str, set[str]]  # case id -> arm labels with a servable response
+    responses: dict[tuple[str, str], int]  # (case id, arm label) -> pk of the response shown
     strata: dict[str, str]
-    authors: dict[str, str]  # case pk -> rater pk, for raters of this study
-    raters: list[str]
-    usernames: dict[str, str]  # rater pk -> username
-    # Rubric mode only: case pk -> the verified criteria rubric it is graded on, as
+    authors: dict[str, str]  # case id -> username, for raters of this study
+    raters: list[str]  # usernames
+    case_pks: dict[str, int]
+    rater_pks: dict[str, int]
+    # Rubric mode only: case id -> the verified criteria rubric it is graded on, as
     # [scope, version, criteria] for the design hash; cases without one are absent.
     rubrics: dict[str, list] = field(default_factory=dict)
 
@@ -35,58 +40,60 @@ def _rubric_fingerprint(rubric: CaseRubric) -> list:
     return [scope, rubric.version, criteria]
 
 
-def _graded_rubrics(study: Study, strata: dict[str, str]) -> dict[str, list]:
-    """Case pk -> fingerprint of the usable rubric it is graded on (its own, else its stratum's)."""
+def _graded_rubrics(
+    study: Study, strata: dict[str, str], case_pks: dict[str, int]
+) -> dict[str, list]:
+    """Case id -> fingerprint of the usable rubric it is graded on (its own, else its stratum's)."""
     by_case, by_stratum = rubrics_by_scope(study=study)
     fingerprints: dict[int, list] = {}
     found: dict[str, list] = {}
-    for case_pk, stratum in strata.items():
-        rubric = by_case.get(int(case_pk)) or by_stratum.get(stratum)
+    for case_id, stratum in strata.items():
+        rubric = by_case.get(case_pks[case_id]) or by_stratum.get(stratum)
         if rubric is None or not rubric.usable:  # type: ignore[attr-defined]
             continue
         if rubric.pk not in fingerprints:
             fingerprints[rubric.pk] = _rubric_fingerprint(rubric)
-        found[case_pk] = fingerprints[rubric.pk]
+        found[case_id] = fingerprints[rubric.pk]
     return found
 
 
 def design_inputs(*, study: Study) -> DesignInputs:
     """What the design is built from: servable responses, case strata, authors and raters,
     and in rubric mode the verified criteria rubric of each case."""
+    cases = list(study.cases.values_list("pk", "external_id", "stratum", "original_author_id"))
+    case_pks = {external_id: pk for pk, external_id, _, _ in cases}
+    external = {pk: external_id for pk, external_id, _, _ in cases}
     responses: dict[tuple[str, str], int] = {}
     rows = (
         Response.objects.filter(case__study=study, review__in=Response.SERVABLE)
         .order_by("-sample_index", "-id")
         .values_list("case_id", "arm__label", "pk")
     )
-    for case_id, label, pk in rows:  # the lowest sample index wins: it is written last
-        responses[(str(case_id), label)] = pk
-    case_arms: dict[str, set[str]] = {
-        str(pk): set() for pk in study.cases.values_list("pk", flat=True)
-    }
-    for case_key, label in responses:
-        case_arms[case_key].add(label)
-    raters = dict(
+    for case_pk, label, pk in rows:  # the lowest sample index wins: it is written last
+        responses[(external[case_pk], label)] = pk
+    case_arms: dict[str, set[str]] = {external_id: set() for external_id in case_pks}
+    for case_id, label in responses:
+        case_arms[case_id].add(label)
+    usernames = dict(
         StudyRater.objects.filter(study=study, rater__is_active=True).values_list(
             "rater_id", "rater__username"
         )
     )
     authors = {
-        str(case_id): str(author)
-        for case_id, author in study.cases.filter(original_author__in=list(raters)).values_list(
-            "pk", "original_author_id"
-        )
+        external_id: usernames[author]
+        for _, external_id, _, author in cases
+        if author is not None and author in usernames
     }
-    strata = {str(pk): s for pk, s in study.cases.values_list("pk", "stratum")}
-    rubric_mode = study.is_rubric_mode
+    strata = {external_id: stratum for _, external_id, stratum, _ in cases}
     return DesignInputs(
         case_arms=case_arms,
         responses=responses,
         strata=strata,
         authors=authors,
-        raters=[str(pk) for pk in raters],
-        usernames={str(pk): name for pk, name in raters.items()},
-        rubrics=_graded_rubrics(study, strata) if rubric_mode else {},
+        raters=sorted(usernames.values()),
+        case_pks=case_pks,
+        rater_pks={name: pk for pk, name in usernames.items()},
+        rubrics=_graded_rubrics(study, strata, case_pks) if study.is_rubric_mode else {},
     )
 
 
@@ -160,7 +167,7 @@ def design_preview(*, study: Study) -> DesignSummary:
     plan = design_plan(study=study, inputs=inputs)
     rows = [
         (
-            inputs.usernames[a.rater],
+            a.rater,
             " | ".join(plan.design.comparisons[a.comparison].arms),
             " | ".join(a.shown),
             a.repeat,

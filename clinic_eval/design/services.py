@@ -123,7 +123,7 @@ def _design_state(study: Study) -> dict[str, Any]:
 def design_hash_of(
     study: Study,
     plan: design_lib.StudyPlan,
-    usernames: dict[str, str],
+    raters: list[str],
     rubrics: dict[str, list] | None = None,
 ) -> str:
     """SHA-256 over everything the analysis depends on, in a canonical JSON form.
@@ -131,18 +131,17 @@ def design_hash_of(
     In rubric mode it also covers, per case in the design, the criteria rubric it is graded on
     (scope, version and every criterion), so a rubric changed afterwards no longer matches.
     """
-    case_ids = dict(study.cases.values_list("pk", "external_id"))
     frozen = {
         "seed": study.seed,
         "design": study.design,
         "rubric": study.rubric,
         "analysis_plan": study.analysis_plan,
         "arms": sorted(study.arms.values_list("label", "kind")),
-        "raters": sorted(usernames.values()),
+        "raters": sorted(raters),
         "assignments": sorted(
             [
-                usernames[a.rater],
-                case_ids[int(plan.design.comparisons[a.comparison].case_id)],
+                a.rater,
+                plan.design.comparisons[a.comparison].case_id,
                 list(a.shown),
                 a.queue_position,
                 a.repeat,
@@ -152,9 +151,7 @@ def design_hash_of(
     }
     if study.is_rubric_mode:
         used = {c.case_id for c in plan.design.comparisons}
-        frozen["criteria_rubrics"] = sorted(
-            [case_ids[int(case_pk)], (rubrics or {})[case_pk]] for case_pk in used
-        )
+        frozen["criteria_rubrics"] = sorted([case_id, (rubrics or {})[case_id]] for case_id in used)
     canonical = json.dumps(frozen, sort_keys=True, separators=(",", ":"), default=list)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
@@ -180,7 +177,7 @@ def design_freeze(*, study: Study) -> Study:
 
     comparisons = Comparison.objects.bulk_create(
         [
-            Comparison(study=study, case_id=int(c.case_id), arm_set=" | ".join(c.arms))
+            Comparison(study=study, case_id=inputs.case_pks[c.case_id], arm_set=" | ".join(c.arms))
             for c in plan.design.comparisons
         ]
     )
@@ -197,7 +194,7 @@ def design_freeze(*, study: Study) -> Study:
             Assignment(
                 study=study,
                 comparison=comparisons[a.comparison],
-                rater_id=int(a.rater),
+                rater_id=inputs.rater_pks[a.rater],
                 shown_order=[
                     inputs.responses[(plan.design.comparisons[a.comparison].case_id, arm)]
                     for arm in a.shown
@@ -211,7 +208,7 @@ def design_freeze(*, study: Study) -> Study:
     )
     # The latest power analysis becomes part of the pre-registered plan, under the hash.
     power_freeze_into_plan(study=study)
-    study.design_hash = design_hash_of(study, plan, inputs.usernames, inputs.rubrics)
+    study.design_hash = design_hash_of(study, plan, inputs.raters, inputs.rubrics)
     study.opened_at = timezone.now()
     study.save(update_fields=["design_hash", "opened_at"])
     return study

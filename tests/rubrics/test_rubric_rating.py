@@ -124,17 +124,17 @@ def test_the_design_hash_covers_the_rubrics_graded_on(coordinator: User, physici
     study = built.study
     inputs = design_selectors.design_inputs(study=study)
     plan = design_selectors.design_plan(study=study, inputs=inputs)
-    assert design_hash_of(study, plan, inputs.usernames, inputs.rubrics) == study.design_hash
+    assert design_hash_of(study, plan, inputs.raters, inputs.rubrics) == study.design_hash
 
-    case_pk = str(built.cases[0].pk)
+    case_pk = built.cases[0].external_id
     scope, version, criteria = inputs.rubrics[case_pk]
     assert (scope, version) == ("case", 1) and len(criteria) == len(CASE_CRITERIA)
     bumped = inputs.rubrics | {case_pk: [scope, version + 1, criteria]}
-    assert design_hash_of(study, plan, inputs.usernames, bumped) != study.design_hash
+    assert design_hash_of(study, plan, inputs.raters, bumped) != study.design_hash
     reworded = [["Another text", *criteria[0][1:]], *criteria[1:]]
     changed = inputs.rubrics | {case_pk: [scope, version, reworded]}
-    assert design_hash_of(study, plan, inputs.usernames, changed) != study.design_hash
-    stratum_pk = str(built.cases[2].pk)
+    assert design_hash_of(study, plan, inputs.raters, changed) != study.design_hash
+    stratum_pk = built.cases[2].external_id
     assert inputs.rubrics[stratum_pk][0] == "stratum:Confusion"
 
 
