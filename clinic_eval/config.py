@@ -101,6 +101,10 @@ class Design(_Strict):
     # The most items (comparisons) one physician is asked to rate; cases are sampled to fit.
     cases_per_rater: int | None = Field(default=None, ge=1)
     repeat_fraction: float = Field(default=0.0, ge=0.0, le=0.5)
+    # The fewest places between two items of one case in a queue (1: they may be next to each
+    # other). Queues are always spread as far as they allow; this is the target the design
+    # page checks and reports a shortfall against.
+    min_case_gap: int = Field(default=2, ge=1, le=100)
     idle_timeout_minutes: int = Field(default=30, ge=1, le=24 * 60)
     # Physicians who must verify a case's criteria rubric before it can be graded.
     rubric_verifiers: int = Field(default=1, ge=1, le=10)

@@ -6,6 +6,7 @@ Only for DEBUG installations; ``seed_demo`` and ``run_demo`` refuse to run other
 from __future__ import annotations
 
 import secrets
+import zlib
 from dataclasses import dataclass
 
 from django.db import transaction
@@ -152,8 +153,16 @@ def _demo_power(study: Study, coordinator: User) -> None:
 def _demo_study(
     title: str, question: str, coordinator: User, cases: list, responses: list, seed: int
 ) -> Study:
-    """A study with the simulated arms, the physician-original arm, cases and responses."""
-    study = studies_services.study_create(title=title, question=question, created_by=coordinator)
+    """A study with the simulated arms, the physician-original arm, cases and responses.
+
+    Its design seed comes from the demo's seed, so one seed gives one demo, judgments and all.
+    """
+    study = studies_services.study_create(
+        title=title,
+        question=question,
+        created_by=coordinator,
+        seed=zlib.crc32(f"{seed}:{title}".encode()) % 2**31,
+    )
     for label in synthetic.SIMULATED_ARMS:
         studies_services.arm_create(
             study=study,

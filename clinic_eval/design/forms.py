@@ -4,6 +4,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from django import forms
 
+from clinic_eval.config import Design
 from clinic_eval.models import Study
 
 if TYPE_CHECKING:
@@ -68,6 +69,15 @@ class StudyDesignForm(forms.Form):
         max_value=50,
         label="Repeated items (%)",
         help_text="Shown again later, sides swapped, to measure intra-rater consistency.",
+    )
+    min_case_gap = forms.IntegerField(
+        min_value=1,
+        max_value=100,
+        required=False,
+        label="Items of one case at least this many places apart",
+        help_text="2: never next to each other (empty means 2). Each queue is spread as far "
+        "as it allows; the preview says where a queue falls short. A repeat always comes at "
+        "least max(5, a third of the queue) after its original.",
     )
     idle_timeout_minutes = forms.IntegerField(
         min_value=1, max_value=24 * 60, label="Session idle timeout (minutes)"
@@ -146,6 +156,7 @@ class StudyDesignForm(forms.Form):
             "raters_per_item": design.raters_per_item,
             "cases_per_rater": design.cases_per_rater,
             "repeat_percent": round(100 * design.repeat_fraction),
+            "min_case_gap": design.min_case_gap,
             "idle_timeout_minutes": design.idle_timeout_minutes,
             "raters": list(study.rater_links.values_list("rater_id", flat=True)),
             "rubric": study.rubric,
@@ -183,6 +194,7 @@ class StudyDesignForm(forms.Form):
                 "raters_per_item": data["raters_per_item"],
                 "cases_per_rater": data["cases_per_rater"],
                 "repeat_fraction": data["repeat_percent"] / 100,
+                "min_case_gap": data["min_case_gap"] or Design.model_fields["min_case_gap"].default,
                 "idle_timeout_minutes": data["idle_timeout_minutes"],
                 "rubric_verifiers": data["rubric_verifiers"] or 1,
             },

@@ -6,9 +6,11 @@ without a database. ``design.services`` stores the result as Comparison and Assi
 
 from __future__ import annotations
 
+import heapq
+import math
 import random
-from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
@@ -17,6 +19,10 @@ from clinic_eval.config import RUBRIC_MODE
 
 class DesignError(ValueError):
     """The requested design cannot be built; the message says what to change."""
+
+
+# One place in a rater's queue: comparison index, arms in on-screen order, is a repeat.
+Showing = tuple[int, tuple[str, ...], bool]
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,23 @@ class PlannedDesign:
             if not assignment.repeat:
                 table[self.comparisons[assignment.comparison].arms][assignment.shown] += 1
         return dict(table)
+
+    def spacing(self, *, min_case_gap: int = 2) -> list[QueueSpacing]:
+        """Per rater, how far apart the queue keeps one case's items and each repeat."""
+        queues: dict[str, list[PlannedSeat]] = defaultdict(list)
+        for seat in self.assignments:
+            queues[seat.rater].append(seat)
+        return [
+            queue_spacing(
+                rater,
+                [
+                    (self.comparisons[s.comparison].case_id, s.comparison, s.repeat)
+                    for s in sorted(seats, key=lambda s: s.queue_position)
+                ],
+                min_case_gap=min_case_gap,
+            )
+            for rater, seats in sorted(queues.items())
+        ]
 
 
 def check_arm_sets(arm_sets: Sequence[Sequence[str]], *, mode: str = "pairwise") -> None:
@@ -133,6 +156,236 @@ def _counterbalance(
     return shown
 
 
+def _spread_by_case(
+    items: Sequence[Showing],
+    case_of: Callable[[int], str],
+    rng: random.Random,
+    repeat_after: int = 0,
+) -> list[Showing] | None:
+    """The items reordered so the nearest two of one case are as far apart as possible.
+
+    With ``k`` items of the most frequent case, ``t`` cases that have ``k`` and ``n`` items in
+    all, no order puts those ``k`` more than ``(n - t) // (k - 1)`` apart (the task-scheduler
+    bound), and taking at each place the case with the most items left among those not seen
+    within that distance reaches it. Cases that tie are taken in a seeded random order; each
+    case's items keep the order they come in. A repeat waits until ``repeat_after`` places
+    have passed since its original; ``None`` when no order at any gap lets it.
+    """
+    by_case: dict[str, list[Showing]] = defaultdict(list)
+    for item in items:
+        by_case[case_of(item[0])].append(item)
+    largest = max((len(group) for group in by_case.values()), default=0)
+    if largest <= 1:
+        return list(items)
+    widest = sum(len(group) == largest for group in by_case.values())
+    priority = {case: rng.random() for case in sorted(by_case)}
+    for gap in range((len(items) - widest) // (largest - 1), 0, -1):
+        order = _spread_with_gap(by_case, priority, gap, len(items), repeat_after)
+        if order is not None:
+            return order
+    return None
+
+
+def _spread_with_gap(
+    by_case: Mapping[str, list[Showing]],
+    priority: Mapping[str, float],
+    gap: int,
+    total: int,
+    repeat_after: int,
+) -> list[Showing] | None:
+    left = {case: deque(group) for case, group in by_case.items()}
+    first_shown: dict[int, int] = {}
+    # Cases free to come next, most items left first; and cases waiting, by when they may.
+    free = [(-len(group), -priority[case], case) for case, group in left.items()]
+    heapq.heapify(free)
+    waiting: list[tuple[int, str]] = []
+    order: list[Showing] = []
+    for place in range(total):
+        while waiting and waiting[0][0] <= place:
+            case = heapq.heappop(waiting)[1]
+            heapq.heappush(free, (-len(left[case]), -priority[case], case))
+        if not free:
+            return None
+        case = heapq.heappop(free)[2]
+        index, shown, repeat = left[case].popleft()
+        order.append((index, shown, repeat))
+        if not repeat:
+            first_shown[index] = place
+        if left[case]:
+            # A case's originals come before its repeats, so the next one's original is placed.
+            next_index, _, next_repeat = left[case][0]
+            free_at = place + gap
+            if next_repeat:
+                free_at = max(free_at, first_shown[next_index] + repeat_after)
+            heapq.heappush(waiting, (free_at, case))
+    return order
+
+
+def _order_queue(
+    items: Sequence[tuple[int, tuple[str, ...]]],
+    repeats: int,
+    case_of: Callable[[int], str],
+    rng: random.Random,
+) -> list[Showing]:
+    """One rater's queue: ``items`` (shuffled) and ``repeats`` of them shown a second time.
+
+    First every showing, repeats included, is spread by case, with a case's repeated items
+    first and their repeats last, each repeat at least ``repeat_distance`` after its original.
+    Where no order allows that, the first showings are spread alone and the repeats inserted
+    as far after as the queue allows (``_with_repeats``).
+    """
+    count = min(repeats, len(items))
+    firsts: list[Showing] = [(index, shown, False) for index, shown in items]
+    spread = _spread_by_case(firsts, case_of, rng)
+    assert spread is not None  # without repeats a gap of one always fits
+    if not count:
+        return spread
+    picked = set(rng.sample(range(len(items)), count))
+    originals = [firsts[p] for p in range(len(items)) if p in picked]
+    again: list[Showing] = [(index, shown[1:] + shown[:1], True) for index, shown, _ in originals]
+    rest = [firsts[p] for p in range(len(items)) if p not in picked]
+    distance = repeat_distance(len(items) + count)
+    together = _spread_by_case(originals + rest + again, case_of, rng, repeat_after=distance)
+    if together is not None:
+        return together
+    # Too short for both targets: of the inserted repeats and the interleaved ones at each
+    # shorter distance, the order that misses the targets by the fewest places.
+    options = [_with_repeats(spread, count, case_of, rng)]
+    for shorter in sorted({distance - 1, distance - 2, distance // 2, 1} - {0, -1}, reverse=True):
+        option = _spread_by_case(originals + rest + again, case_of, rng, repeat_after=shorter)
+        if option is not None:
+            options.append(option)
+
+    def missed(queue: list[Showing]) -> tuple[int, int]:
+        spacing = queue_spacing("", [(case_of(i), i, repeat) for i, _, repeat in queue])
+        short = max(0, spacing.case_gap_wanted - (spacing.case_gap or spacing.case_gap_wanted))
+        short += max(0, distance - (spacing.repeat_gap or distance))
+        return short, -(spacing.case_gap or 0)
+
+    return min(options, key=missed)
+
+
+def repeat_distance(queue_length: int) -> int:
+    """How many places after its original a repeat comes: at least 5 and a third of the queue,
+    so the consistency check measures a physician's judgment, not their memory of the item."""
+    return max(5, math.ceil(queue_length / 3))
+
+
+def _with_repeats(
+    items: Sequence[Showing], count: int, case_of: Callable[[int], str], rng: random.Random
+) -> list[Showing]:
+    """The queue with ``count`` repeats inserted, each after its original by ``repeat_distance``.
+
+    An insertion never brings two items closer, so the case spacing of ``items`` holds; each
+    repeat takes, of the places far enough from its original, the one farthest from the case's
+    other items. Originals are drawn from those early enough; a queue too short for the
+    distance repeats its earliest items at the end (``queue_spacing`` reports the shortfall).
+    """
+    queue = list(items)
+    distance = repeat_distance(len(items) + count)
+    early = [place for place in range(len(items)) if place + distance <= len(items)]
+    picks = rng.sample(early, min(count, len(early)))
+    picks += [place for place in range(len(items)) if place not in early][: count - len(picks)]
+    for pick in sorted(picks):
+        index, shown, _ = items[pick]
+        original = next(p for p, entry in enumerate(queue) if entry[0] == index and not entry[2])
+        case = case_of(index)
+        same_case = [p for p, entry in enumerate(queue) if case_of(entry[0]) == case]
+        places = range(min(original + distance, len(queue)), len(queue) + 1)
+        nearest = {place: _nearest_after_insert(place, same_case) for place in places}
+        farthest = max(nearest.values())
+        place = rng.choice([place for place in places if nearest[place] == farthest])
+        queue.insert(place, (index, shown[1:] + shown[:1], True))
+    return queue
+
+
+def _nearest_after_insert(place: int, others: Sequence[int]) -> int:
+    """Distance from an item inserted at ``place`` to the nearest of ``others`` (which shift)."""
+    return min(place - p if p < place else p + 1 - place for p in others)
+
+
+@dataclass(frozen=True)
+class QueueSpacing:
+    """How far apart one rater's queue keeps things, in places (1 = next to each other)."""
+
+    rater: str
+    items: int
+    case_gap: int | None  # the nearest two items of one case; None when no case comes twice
+    case_gap_possible: int | None  # the most any order of these items could reach
+    case_gap_wanted: int
+    repeat_gap: int | None  # the nearest repeat to its original; None without repeats
+    repeat_gap_wanted: int | None
+    repeat_first: int  # repeats shown before their original (0 in every design built here)
+
+    @property
+    def shortfalls(self) -> list[str]:
+        """What the queue misses, in words; empty when it meets every target."""
+        missed = []
+        if self.case_gap is not None and self.case_gap < self.case_gap_wanted:
+            missed.append(
+                f"{self.rater}: items of one case only {self.case_gap} apart "
+                f"(wanted {self.case_gap_wanted}, short by {self.case_gap_wanted - self.case_gap})"
+            )
+        if (
+            self.repeat_gap is not None
+            and self.repeat_gap_wanted is not None
+            and self.repeat_gap < self.repeat_gap_wanted
+        ):
+            missed.append(
+                f"{self.rater}: a repeat only {self.repeat_gap} after its original "
+                f"(wanted {self.repeat_gap_wanted}, short by "
+                f"{self.repeat_gap_wanted - self.repeat_gap})"
+            )
+        if self.repeat_first:
+            missed.append(f"{self.rater}: {self.repeat_first} repeats come before their original")
+        return missed
+
+
+def queue_gaps(queue: Sequence[tuple[str, object, bool]]) -> list[tuple[int | None, int | None]]:
+    """Per place of one queue of ``(case id, comparison key, is repeat)`` in the order shown:
+    the distance to the nearest other item of its case, and for a repeat how far after its
+    original it comes (negative if before; ``None`` where there is nothing to measure)."""
+    places: dict[str, list[int]] = defaultdict(list)
+    first_showing: dict[object, int] = {}
+    for place, (case_id, comparison, repeat) in enumerate(queue):
+        places[case_id].append(place)
+        if not repeat:
+            first_showing.setdefault(comparison, place)
+    gaps: list[tuple[int | None, int | None]] = []
+    for place, (case_id, comparison, repeat) in enumerate(queue):
+        others = [abs(place - other) for other in places[case_id] if other != place]
+        after = (
+            place - first_showing[comparison] if repeat and comparison in first_showing else None
+        )
+        gaps.append((min(others, default=None), after))
+    return gaps
+
+
+def queue_spacing(
+    rater: str, queue: Sequence[tuple[str, object, bool]], *, min_case_gap: int = 2
+) -> QueueSpacing:
+    """The spacing of one queue: ``(case id, comparison key, is repeat)`` in the order shown."""
+    gaps = queue_gaps(queue)
+    case_gaps = [gap for gap, _ in gaps if gap is not None]
+    repeat_gaps = [after for _, after in gaps if after is not None]
+    counts = Counter(case for case, _, _ in queue)
+    largest = max(counts.values(), default=0)
+    possible = None
+    if largest > 1:
+        widest = sum(n == largest for n in counts.values())
+        possible = (len(queue) - widest) // (largest - 1)
+    return QueueSpacing(
+        rater=rater,
+        items=len(queue),
+        case_gap=min(case_gaps, default=None),
+        case_gap_possible=possible,
+        case_gap_wanted=min_case_gap,
+        repeat_gap=min((g for g in repeat_gaps if g > 0), default=None),
+        repeat_gap_wanted=repeat_distance(len(queue)) if repeat_gaps else None,
+        repeat_first=sum(g <= 0 for g in repeat_gaps),
+    )
+
+
 def build_design(
     *,
     comparisons: Sequence[PlannedComparison],
@@ -152,8 +405,11 @@ def build_design(
       decision.
     - Positions: per arm set, every arm is shown in every position equally often, within
       one, both for each rater and in total (see ``_counterbalance``).
-    - Order: each rater's queue is shuffled by the seed; repeats (a second showing with the
-      order rotated) go in the second half of the queue.
+    - Order: each rater's queue is shuffled by the seed, then spread so that the items of one
+      case are as far apart as the queue allows (``_spread_by_case``); each repeat (a second
+      showing with the order rotated) comes after its original, at least ``repeat_distance``
+      places later where the queue is long enough, and as far from the case's other items as
+      it can be.
     Same inputs and seed, same design.
     """
     authors = authors or {}
@@ -204,13 +460,9 @@ def build_design(
         items = [(index, shown_for[(rater, index)]) for index in per_rater.get(rater, [])]
         rng_rater = random.Random(f"{seed}:{rater}")
         rng_rater.shuffle(items)
-        queue = [(index, shown, False) for index, shown in items]
-        if repeats_per_rater:
-            picks = rng_rater.sample(items, min(repeats_per_rater, len(items)))
-            half = len(queue) // 2
-            for index, shown in picks:
-                again = shown[1:] + shown[:1]
-                queue.insert(rng_rater.randint(half, len(queue)), (index, again, True))
+        queue = _order_queue(
+            items, repeats_per_rater, lambda index: comparisons[index].case_id, rng_rater
+        )
         assignments.extend(
             PlannedSeat(rater, index, shown, position, repeat)
             for position, (index, shown, repeat) in enumerate(queue)

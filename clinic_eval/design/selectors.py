@@ -116,12 +116,27 @@ def design_plan(*, study: Study, inputs: DesignInputs | None = None) -> design_l
     )
 
 
+POOL = "(pool)"  # seats not yet given to a rater
+
+
 @dataclass(frozen=True)
 class BalanceRow:
     rater: str
     arm_set: str
     order: str  # arms in on-screen order, "A | B"
     count: int
+
+
+@dataclass(frozen=True)
+class SeatRow:
+    """One seat as the design summary reads it, in the rater's queue order."""
+
+    rater: str
+    arm_set: str
+    order: str  # arms in on-screen order, "A | B"
+    repeat: bool
+    case_id: str
+    comparison: object  # what identifies the comparison, for pairing a repeat with its original
 
 
 @dataclass(frozen=True)
@@ -133,18 +148,27 @@ class DesignSummary:
     per_rater: list[tuple[str, int]]
     balance: list[BalanceRow]  # per rater, arm set and on-screen order
     order_totals: list[BalanceRow]  # the same summed over raters (rater is "all")
+    spacing: list[design_lib.QueueSpacing]  # per rater: how far apart cases and repeats are
+
+    @property
+    def shortfalls(self) -> list[str]:
+        return [line for queue in self.spacing for line in queue.shortfalls]
 
 
 def _summary(
-    rows: list[tuple[str, str, str, bool]], comparisons: int, skipped: dict
+    rows: list[SeatRow], comparisons: int, skipped: dict, *, min_case_gap: int
 ) -> DesignSummary:
-    """``rows``: (rater, arm set, on-screen order, is_repeat) per seat."""
+    """``rows``: every seat, each rater's in queue order."""
     per_rater: Counter[str] = Counter()
     cells: Counter[tuple[str, str, str]] = Counter()
     totals: Counter[tuple[str, str]] = Counter()
+    queues: dict[str, list[tuple[str, object, bool]]] = {}
     repeats = 0
-    for rater, arm_set, order, repeat in rows:
+    for row in rows:
+        rater, arm_set, order, repeat = row.rater, row.arm_set, row.order, row.repeat
         per_rater[rater] += 1
+        if rater != POOL:
+            queues.setdefault(rater, []).append((row.case_id, row.comparison, repeat))
         if repeat:
             repeats += 1
             continue
@@ -158,6 +182,10 @@ def _summary(
         per_rater=sorted(per_rater.items()),
         balance=[BalanceRow(r, s, o, n) for (r, s, o), n in sorted(cells.items())],
         order_totals=[BalanceRow("all", s, o, n) for (s, o), n in sorted(totals.items())],
+        spacing=[
+            design_lib.queue_spacing(rater, queue, min_case_gap=min_case_gap)
+            for rater, queue in sorted(queues.items())
+        ],
     )
 
 
@@ -166,15 +194,22 @@ def design_preview(*, study: Study) -> DesignSummary:
     inputs = design_inputs(study=study)
     plan = design_plan(study=study, inputs=inputs)
     rows = [
-        (
-            a.rater,
-            " | ".join(plan.design.comparisons[a.comparison].arms),
-            " | ".join(a.shown),
-            a.repeat,
+        SeatRow(
+            rater=a.rater,
+            arm_set=" | ".join(plan.design.comparisons[a.comparison].arms),
+            order=" | ".join(a.shown),
+            repeat=a.repeat,
+            case_id=plan.design.comparisons[a.comparison].case_id,
+            comparison=a.comparison,
         )
         for a in plan.design.assignments
     ]
-    return _summary(rows, len(plan.design.comparisons), plan.skipped)
+    return _summary(
+        rows,
+        len(plan.design.comparisons),
+        plan.skipped,
+        min_case_gap=study.design_config.min_case_gap,
+    )
 
 
 def design_seats(*, study: Study) -> QuerySet[Assignment]:
@@ -197,12 +232,34 @@ def design_summary(*, study: Study) -> DesignSummary:
     seats = list(design_seats(study=study))
     orders = seat_arm_order(seats)
     rows = [
-        (
-            seat.rater.username if seat.rater else "(pool)",
-            seat.comparison.arm_set,
-            orders[seat.pk],
-            seat.is_repeat,
+        SeatRow(
+            rater=seat.rater.username if seat.rater else POOL,
+            arm_set=seat.comparison.arm_set,
+            order=orders[seat.pk],
+            repeat=seat.is_repeat,
+            case_id=seat.comparison.case.external_id,
+            comparison=seat.comparison_id,
         )
         for seat in seats
     ]
-    return _summary(rows, study.comparisons.count(), {})
+    return _summary(
+        rows, study.comparisons.count(), {}, min_case_gap=study.design_config.min_case_gap
+    )
+
+
+def design_seat_gaps(seats: list[Assignment]) -> dict[int, tuple[int | None, int | None]]:
+    """Seat pk -> (places to the nearest other item of its case in the rater's queue, and for
+    a repeat the places after its original); ``seats`` ordered as ``design_seats`` orders them."""
+    queues: dict[int | None, list[Assignment]] = {}
+    for seat in seats:
+        queues.setdefault(seat.rater_id, []).append(seat)
+    gaps: dict[int, tuple[int | None, int | None]] = {}
+    for rater_id, queue in queues.items():
+        if rater_id is None:
+            gaps.update({seat.pk: (None, None) for seat in queue})
+            continue
+        measured = design_lib.queue_gaps(
+            [(s.comparison.case.external_id, s.comparison_id, s.is_repeat) for s in queue]
+        )
+        gaps.update({seat.pk: gap for seat, gap in zip(queue, measured, strict=True)})
+    return gaps

@@ -92,6 +92,7 @@ def study_design_csv(request: AuthenticatedHttpRequest, study_id: int) -> HttpRe
     study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
     seats = list(design_selectors.design_seats(study=study))
     orders = design_selectors.seat_arm_order(seats)
+    gaps = design_selectors.design_seat_gaps(seats)
     rows = (
         (
             study.design_hash,
@@ -102,13 +103,15 @@ def study_design_csv(request: AuthenticatedHttpRequest, study_id: int) -> HttpRe
             seat.comparison.arm_set,
             orders[seat.pk],
             "yes" if seat.is_repeat else "no",
+            "" if gaps[seat.pk][0] is None else gaps[seat.pk][0],
+            "" if gaps[seat.pk][1] is None else gaps[seat.pk][1],
             seat.status,
         )
         for seat in seats
     )
     header = [
         "design_hash", "rater", "queue_position", "case_id", "stratum",
-        "arm_set", "shown_order", "repeat", "status",
+        "arm_set", "shown_order", "repeat", "case_gap", "repeat_gap", "status",
     ]  # fmt: skip
     return _csv_response(f"study-{study.pk}-design.csv", header, rows)
 

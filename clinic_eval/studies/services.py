@@ -47,8 +47,13 @@ def user_create(
 
 
 @transaction.atomic
-def study_create(*, title: str, question: str = "", created_by: User) -> Study:
+def study_create(
+    *, title: str, question: str = "", created_by: User, seed: int | None = None
+) -> Study:
+    """A draft study; its design seed is drawn at random unless given (to rebuild a design)."""
     study = Study(title=title.strip(), question=question.strip(), created_by=created_by)
+    if seed is not None:
+        study.seed = seed
     study.full_clean()
     study.save()
     study.coordinators.add(created_by)

@@ -147,3 +147,53 @@ def test_a_title_that_names_an_arm_cannot_be_opened(coordinator: User) -> None:
     raters = physicians(2)
     with pytest.raises(DomainError, match="the study title names the arm GRPO-arm-k3"):
         open_study(coordinator=coordinator, raters=raters, title="Does grpo-arm-k3 win?")
+
+
+def test_the_design_page_and_csv_show_how_far_apart_each_queue_keeps_cases_and_repeats(
+    coordinator: User,
+) -> None:
+    raters = physicians(3)
+    built = open_study(coordinator=coordinator, raters=raters, n_cases=8, repeat_fraction=0.2)
+    client = logged_in(coordinator)
+    design = client.get(reverse("coordinator:study_design_csv", args=[built.study.pk]))
+    rows = list(csv.DictReader(io.StringIO(design.content.decode())))
+    by_rater: dict[str, list[dict]] = {}
+    for row in rows:
+        by_rater.setdefault(row["rater"], []).append(row)
+    for queue in by_rater.values():
+        queue.sort(key=lambda row: int(row["queue_position"]))
+        for place, row in enumerate(queue):
+            same_case = [p for p, other in enumerate(queue) if other["case_id"] == row["case_id"]]
+            nearest = min((abs(p - place) for p in same_case if p != place), default=None)
+            assert row["case_gap"] == ("" if nearest is None else str(nearest))
+            if row["case_gap"]:
+                assert int(row["case_gap"]) >= 2, "a case's items are never next to each other"
+            if row["repeat"] == "yes":
+                assert int(row["repeat_gap"]) >= max(5, len(queue) / 3)
+            else:
+                assert row["repeat_gap"] == ""
+    page = client.get(reverse("coordinator:study_design", args=[built.study.pk])).content.decode()
+    assert 'id="design-spacing"' in page and "spacing-shortfalls" not in page
+
+
+def test_the_preview_says_which_queue_is_too_short_for_the_spacing_and_by_how_much(
+    coordinator: User,
+) -> None:
+    # One case of three pairs for one rater: its items cannot be kept apart, nor its repeats
+    # five places from their originals.
+    built = open_study(
+        coordinator=coordinator,
+        raters=physicians(1),
+        n_cases=1,
+        raters_per_item=1,
+        repeat_fraction=0.5,
+        open_it=False,
+    )
+    client = logged_in(coordinator)
+    page = client.get(
+        reverse("coordinator:study_design_preview", args=[built.study.pk]),
+        HTTP_HX_REQUEST="true",
+    ).content.decode()
+    assert "Some queues are too short for the spacing" in page
+    assert "items of one case only 1 apart (wanted 2, short by 1)" in page
+    assert "after its original (wanted 5, short by" in page and "<html" not in page

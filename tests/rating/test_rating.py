@@ -99,10 +99,10 @@ def test_the_preview_is_the_design_that_opening_freezes(coordinator: User) -> No
         (seat.rater.username, seat.comparison.arm_set, seat.queue_position, seat.is_repeat)
         for seat in design_selectors.design_seats(study=built.study)
     )
-    usernames = {str(r.pk): r.username for r in raters}
+    assert {a.rater for a in preview.design.assignments} <= {r.username for r in raters}
     planned = sorted(
         (
-            usernames[a.rater],
+            a.rater,
             " | ".join(preview.design.comparisons[a.comparison].arms),
             a.queue_position,
             a.repeat,

@@ -172,18 +172,22 @@ def test_seed_demo_builds_the_study_once(settings: Settings) -> None:
     assert closed.judgments.count() == closed.assignments.count() > 100
     assert not User.objects.filter(username__startswith="sim-rater-", is_active=True).exists()
     # The simulated physicians differ as real ones do, so the clustered analysis is wider than
-    # the per-judgment one on every pair: the page shows both, and they differ.
+    # the per-judgment one on every pair: the page shows both, and they differ. The design
+    # effect of one pair is itself estimated from six physicians and can fall below 1 by chance
+    # (it does on one pair of this seed's demo); over the pairs it is well above 1.
     from clinic_eval.results import exports
 
     report = exports.study_report(closed)
     clustered = report["preference"]["clustered"]["pairwise"]
     wilson = {(r["arm_1"], r["arm_2"]): r for r in report["preference"]["pairwise"]}
+    assert len(clustered) == 3
     for row in clustered:
         naive = wilson[(row["arm_1"], row["arm_2"])]
-        assert row["share_1_design_effect"] > 1
         assert row["share_1_high"] - row["share_1_low"] > (
             naive["win_rate_1_high"] - naive["win_rate_1_low"]
         )
+    effects = [row["share_1_design_effect"] for row in clustered]
+    assert sum(effects) / len(effects) > 1.5 and max(effects) > 2
     assert report["primary"]["p_value"] > report["primary"]["sensitivity"]["p_value"]
     labels = dict(study.arms.values_list("label", "kind"))
     assert labels == {

@@ -9,7 +9,15 @@ from itertools import combinations
 import pytest
 from scipy.stats import chisquare
 
-from clinic_eval.design.planner import DesignError, PlannedDesign, build_comparisons, build_design
+from clinic_eval.design.planner import (
+    DesignError,
+    PlannedDesign,
+    PlannedSeat,
+    build_comparisons,
+    build_design,
+    queue_gaps,
+    queue_spacing,
+)
 
 ARMS = ("SFT", "GRPO", "Physician")
 PAIRS = [("SFT", "GRPO"), ("SFT", "Physician"), ("GRPO", "Physician")]
@@ -122,19 +130,117 @@ def test_the_same_seed_gives_the_same_design_and_another_seed_another() -> None:
     assert pairwise(seed=7).assignments != pairwise(seed=8).assignments
 
 
-def test_queues_are_shuffled_per_rater_and_repeats_come_late_with_sides_swapped() -> None:
+def queues(design: PlannedDesign) -> dict[str, list[PlannedSeat]]:
+    by_rater: dict[str, list[PlannedSeat]] = defaultdict(list)
+    for seat in sorted(design.assignments, key=lambda a: (a.rater, a.queue_position)):
+        by_rater[seat.rater].append(seat)
+    return dict(by_rater)
+
+
+def test_repeats_come_after_their_original_by_a_third_of_the_queue_with_sides_swapped() -> None:
     design = pairwise(repeats_per_rater=2)
-    for rater in RATERS:
-        queue = sorted(
-            (a for a in design.assignments if a.rater == rater), key=lambda a: a.queue_position
-        )
+    for queue in queues(design).values():
         assert [a.queue_position for a in queue] == list(range(len(queue)))
         repeats = [a for a in queue if a.repeat]
         assert len(repeats) == 2
         for repeat in repeats:
             first = next(a for a in queue if a.comparison == repeat.comparison and not a.repeat)
             assert repeat.shown == tuple(reversed(first.shown))
-            assert repeat.queue_position >= (len(queue) - 2) // 2
+            assert repeat.queue_position - first.queue_position >= max(5, len(queue) / 3)
+
+
+def test_a_physician_never_reads_one_case_twice_in_a_row() -> None:
+    """The carry-over the demo showed: a case's pairings next to each other in one queue."""
+    design = pairwise(repeats_per_rater=3)
+    for rater, spacing in zip(queues(design), design.spacing(), strict=True):
+        assert spacing.rater == rater
+        assert spacing.case_gap == spacing.case_gap_possible, spacing
+        assert spacing.case_gap is not None and spacing.case_gap >= 2
+        assert spacing.repeat_gap is not None
+        assert spacing.repeat_gap >= spacing.repeat_gap_wanted, spacing
+        assert not spacing.shortfalls and spacing.repeat_first == 0
+
+
+def test_queue_gaps_measure_places_between_items_of_one_case_and_repeats() -> None:
+    queue = [("c1", 0, False), ("c2", 1, False), ("c1", 2, False), ("c1", 0, True)]
+    assert queue_gaps(queue) == [(2, None), (None, None), (1, None), (1, 3)]
+    spacing = queue_spacing("dr-01", queue)
+    assert (spacing.case_gap, spacing.repeat_gap, spacing.repeat_gap_wanted) == (1, 3, 5)
+    assert spacing.case_gap_possible == 1  # three items of c1 in four places
+    assert spacing.shortfalls == [
+        "dr-01: items of one case only 1 apart (wanted 2, short by 1)",
+        "dr-01: a repeat only 3 after its original (wanted 5, short by 2)",
+    ]
+    early = queue_spacing("dr-02", [("c1", 0, True), ("c1", 0, False)])
+    assert early.repeat_first == 1
+    assert "dr-02: 1 repeats come before their original" in early.shortfalls
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_queues_of_random_shapes_spread_cases_and_repeats_and_stay_balanced(seed: int) -> None:
+    """Every shape: the spacing reaches the best any order of those items allows, repeats
+    come after their original (at the distance wherever the queue is long enough), and the
+    balance, raters per item and authorship rules hold as before."""
+    rng = random.Random(1000 + seed)
+    raters = [f"r{i}" for i in range(rng.randint(2, 9))]
+    per_item = rng.randint(1, min(3, len(raters) - 1))
+    cases = [f"c{i}" for i in range(rng.randint(3, 60))]
+    arms = ["a", "b", "c", "d", "e"][: rng.randint(2, 5)]
+    sets = list(combinations(arms, 2)) if seed % 3 else [tuple(arms)]
+    authors = {case: rng.choice(raters) for case in cases if rng.random() < 0.3}
+    repeats = rng.randint(0, 4)
+    design = build_design(
+        comparisons=build_comparisons(cases, sets),
+        raters=raters,
+        raters_per_item=per_item,
+        seed=seed,
+        authors=authors,
+        repeats_per_rater=repeats,
+    )
+    firsts = [a for a in design.assignments if not a.repeat]
+    assert set(Counter(a.comparison for a in firsts).values()) == {per_item}
+    assert all(authors.get(design.comparisons[a.comparison].case_id) != a.rater for a in firsts)
+    for arm_set, counts in design.balance().items():
+        rotations = [arm_set[i:] + arm_set[:i] for i in range(len(arm_set))]
+        used = [counts.get(order, 0) for order in rotations]
+        assert max(used) - min(used) <= 1, (arm_set, counts)
+    for (rater, queue), spacing in zip(queues(design).items(), design.spacing(), strict=True):
+        assert [a.queue_position for a in queue] == list(range(len(queue)))
+        assert spacing.repeat_first == 0
+        long_enough = len(queue) >= 3 * (repeats + 5)
+        if spacing.repeat_gap is not None and long_enough:
+            assert spacing.repeat_gap >= spacing.repeat_gap_wanted, (rater, spacing)
+        if spacing.case_gap is not None and (repeats == 0 or long_enough):
+            assert spacing.case_gap == spacing.case_gap_possible, (rater, spacing)
+
+
+def test_an_early_repeat_the_old_planner_allowed_is_gone() -> None:
+    """Issue 16's demo: a repeat 2 places after, or flagged before, its original."""
+    cases = [f"SYN-{i:05d}" for i in range(100, 160)]
+    design = build_design(
+        comparisons=build_comparisons(cases, PAIRS),
+        raters=["dr-01", "dr-02", "dr-03"],
+        raters_per_item=2,
+        seed=20240611,
+        repeats_per_rater=12,
+    )
+    for spacing in design.spacing():
+        assert spacing.items == 132
+        assert spacing.repeat_gap is not None and spacing.repeat_gap >= 44
+        assert spacing.case_gap is not None and spacing.case_gap >= 20, spacing
+
+
+def test_a_large_design_reaches_the_best_spacing_too() -> None:
+    design = build_design(
+        comparisons=build_comparisons([f"c{i}" for i in range(2000)], PAIRS),
+        raters=[f"r{i}" for i in range(10)],
+        raters_per_item=2,
+        seed=1,
+        repeats_per_rater=60,
+    )
+    (first, *_) = design.spacing()
+    assert first.items == 1260 and first.case_gap == first.case_gap_possible
+    assert first.repeat_gap is not None and first.repeat_gap >= 420
 
 
 def test_an_impossible_design_is_refused_with_a_reason() -> None:
