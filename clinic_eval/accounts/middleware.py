@@ -74,11 +74,19 @@ class SessionAbsoluteTimeoutMiddleware:
         return self.get_response(request)
 
 
-class RaterIdleTimeoutMiddleware:
-    """A physician's session ends after the idle timeout their open studies set.
+# How often an active session's idle deadline is pushed forward (and the session saved).
+SESSION_REFRESHED_AT = "refreshed_at"
+SESSION_REFRESH_SECONDS = 60
 
-    The shortest timeout of the open studies they rate wins; the expiry slides with every
-    request (``SESSION_SAVE_EVERY_REQUEST``), so only idleness ends a session.
+
+class SlidingSessionMiddleware:
+    """A session ends after the idle timeout: each request pushes the deadline forward.
+
+    The deadline moves (and the session row is written) at most once every
+    ``SESSION_REFRESH_SECONDS``, not on every request, which cost every page three queries;
+    so a session ends between the timeout less a minute and the timeout after the last
+    request. A physician's timeout is the shortest of the open studies they rate, looked up
+    at the same moments.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
@@ -86,8 +94,13 @@ class RaterIdleTimeoutMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         user = getattr(request, "user", None)
-        if user is not None and user.is_authenticated and user.is_physician:
-            minutes = selectors.rater_idle_timeout_minutes(rater=user)
-            if minutes is not None:
-                request.session.set_expiry(minutes * 60)
+        if user is not None and user.is_authenticated:
+            now = time.time()
+            refreshed = request.session.get(SESSION_REFRESHED_AT)
+            if refreshed is None or now - float(refreshed) >= SESSION_REFRESH_SECONDS:
+                minutes = None
+                if user.is_physician:
+                    minutes = selectors.rater_idle_timeout_minutes(rater=user)
+                request.session.set_expiry(minutes * 60 if minutes is not None else None)
+                request.session[SESSION_REFRESHED_AT] = now
         return self.get_response(request)

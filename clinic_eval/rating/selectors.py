@@ -98,51 +98,59 @@ class RatingItem:
         return self.mode == RUBRIC_MODE
 
 
+def _queue_place(assignment: Assignment) -> tuple[RaterProgress, int]:
+    """The rater's progress in the study and this item's 1-based place, in one query."""
+    counts = Assignment.objects.filter(
+        study=assignment.study_id, rater=assignment.rater_id
+    ).aggregate(
+        total=Count("id"),
+        done=Count("id", filter=Q(status=Assignment.Status.DONE)),
+        before=Count("id", filter=Q(queue_position__lt=assignment.queue_position)),
+    )
+    progress = RaterProgress(study=assignment.study, done=counts["done"], total=counts["total"])
+    return progress, counts["before"] + 1
+
+
 def rating_item(*, assignment: Assignment) -> RatingItem:
-    texts = dict(
-        Response.objects.filter(pk__in=assignment.shown_order).values_list("pk", "display_text")
-    )
-    case = assignment.comparison.case
-    mode = assignment.study.design_config.mode
-    rubric_mode = assignment.study.is_rubric_mode
-    judgment = (
-        Judgment.objects.filter(assignment=assignment)
-        .prefetch_related("ratings", "criterion_grades")
-        .first()
-    )
+    """What the rater sees for one seat: the case and the shown responses in one query, the
+    queue place and progress in another, and only for a rated seat its judgment."""
+    shown = {
+        response.pk: response
+        for response in Response.objects.filter(pk__in=assignment.shown_order).select_related(
+            "case"
+        )
+    }
+    case = shown[assignment.shown_order[0]].case
+    study = assignment.study
+    rubric_mode = study.is_rubric_mode
+    judgment = None
+    if assignment.status == Assignment.Status.DONE:
+        related = ["ratings", "criterion_grades"] if rubric_mode else ["ratings"]
+        judgment = Judgment.objects.filter(assignment=assignment).prefetch_related(*related).first()
     criteria = case_criteria(case=case) if rubric_mode else []
     numbers = {c.pk: n for n, c in enumerate(criteria, 1)}
     grades = sorted(
         (g.position, numbers[g.criterion_id], g.met, g.note)
-        for g in (judgment.criterion_grades.all() if judgment else [])
+        for g in (judgment.criterion_grades.all() if judgment and rubric_mode else [])
         if g.criterion_id in numbers
     )
-    number = (
-        Assignment.objects.filter(
-            study=assignment.study_id,
-            rater=assignment.rater_id,
-            queue_position__lt=assignment.queue_position,
-        ).count()
-        + 1
-    )
-    rater = assignment.rater
-    assert rater is not None  # callers pass an assignment they got for its rater
+    progress, number = _queue_place(assignment)
     return RatingItem(
         assignment=assignment,
-        study=assignment.study,
+        study=study,
         fields=list(case.fields.items()),
         narrative=case.narrative,
         responses=[
-            ShownResponse(position_letter(i), i, texts[pk])
+            ShownResponse(position_letter(i), i, shown[pk].display_text)
             for i, pk in enumerate(assignment.shown_order)
         ],
         preference_choices=[]
         if rubric_mode
-        else preference_choices(assignment.study.design, len(assignment.shown_order)),
+        else preference_choices(study.design, len(assignment.shown_order)),
         judgment=judgment,
-        progress=rater_progress(rater=rater, study=assignment.study),
+        progress=progress,
         number=number,
-        mode=mode,
+        mode=study.design_config.mode,
         criteria=[ShownCriterion(n, c.text, c.points) for n, c in enumerate(criteria, 1)],
         grades=grades,
     )

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
@@ -65,6 +65,52 @@ def _claim_from_pool(*, rater: User, study: Study) -> Assignment | None:
     return seat
 
 
+def _claim_held_or_next(*, rater: User, study: Study, now: datetime) -> Assignment | None:
+    """The seat the rater holds, else their next pending one, leased in one statement.
+
+    One ``UPDATE ... WHERE id = (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING`` (the queue
+    idiom): the row is picked, locked and leased at once, so two requests never take one seat
+    and the whole claim is a single query. Nothing is returned when the study is not open.
+    SQLite (the demo) has no row locks and serialises writes, so it runs the same statement
+    without the locking clause.
+    """
+    table = Assignment._meta.db_table
+    # OF seat: the planner may join the study row in (the EXISTS), and a lock on it would make
+    # every other rater claiming at that moment skip the study and find nothing.
+    locks = connection.features.has_select_for_update_skip_locked
+    lock = " FOR UPDATE OF seat SKIP LOCKED" if locks else ""
+    adapt = connection.ops.adapt_datetimefield_value
+    sql = f"""
+        UPDATE {table} SET leased_until = %s, first_shown_at = COALESCE(first_shown_at, %s)
+        WHERE id = (
+            SELECT seat.id FROM {table} seat
+            WHERE seat.study_id = %s AND seat.rater_id = %s AND seat.status = %s
+              AND EXISTS (SELECT 1 FROM {Study._meta.db_table} WHERE id = %s AND status = %s)
+            ORDER BY CASE WHEN seat.leased_until > %s THEN 0 ELSE 1 END,
+                     seat.queue_position, seat.id
+            LIMIT 1{lock}
+        )
+        RETURNING *
+    """  # the table names come from the models; every value is a parameter
+    params = [
+        adapt(now + _lease(study)),
+        adapt(now),
+        study.pk,
+        rater.pk,
+        Assignment.Status.PENDING,
+        study.pk,
+        Study.Status.OPEN,
+        adapt(now),
+    ]
+    claimed = list(Assignment.objects.raw(sql, params))
+    if not claimed:
+        return None
+    seat = claimed[0]
+    seat.study = study
+    seat.rater = rater
+    return seat
+
+
 def assignment_next(*, rater: User, study: Study) -> Assignment | None:
     """The rater's current item: the one they hold, else the next in their queue, else the pool.
 
@@ -72,20 +118,16 @@ def assignment_next(*, rater: User, study: Study) -> Assignment | None:
     asking at once get distinct seats and no comparison gets more raters than it has seats.
     A reload or a second tab gets the same item back while its lease runs.
     """
+    now = timezone.now()
+    seat = _claim_held_or_next(rater=rater, study=study, now=now)
+    if seat is not None:
+        return seat
     if not Study.objects.filter(pk=study.pk, status=Study.Status.OPEN).exists():
         return None
-    now = timezone.now()
-    pending = Assignment.objects.filter(
-        study=study, rater=rater, status=Assignment.Status.PENDING
-    ).order_by("queue_position", "id")
     for _ in range(3):
         try:
             with transaction.atomic():
-                seat = (
-                    pending.filter(leased_until__gt=now).first()
-                    or pending.select_for_update(skip_locked=True).first()
-                    or _claim_from_pool(rater=rater, study=study)
-                )
+                seat = _claim_from_pool(rater=rater, study=study)
                 if seat is None:
                     return None
                 seat.leased_until = now + _lease(study)
@@ -321,8 +363,11 @@ def _store_grades(
     assignment: Assignment,
     data: JudgmentInput,
     criteria: Sequence[RubricCriterion],
+    *,
+    replace: bool = True,
 ) -> None:
-    CriterionGrade.objects.filter(judgment=judgment).delete()
+    if replace:
+        CriterionGrade.objects.filter(judgment=judgment).delete()
     CriterionGrade.objects.bulk_create(
         CriterionGrade(
             judgment=judgment,
@@ -336,10 +381,13 @@ def _store_grades(
     )
 
 
-def _store_ratings(judgment: Judgment, assignment: Assignment, data: JudgmentInput) -> None:
+def _store_ratings(
+    judgment: Judgment, assignment: Assignment, data: JudgmentInput, *, replace: bool = True
+) -> None:
     if data.grades:
         return
-    ResponseRating.objects.filter(judgment=judgment).delete()
+    if replace:
+        ResponseRating.objects.filter(judgment=judgment).delete()
     ResponseRating.objects.bulk_create(
         ResponseRating(
             judgment=judgment,
@@ -399,6 +447,43 @@ def _judgment_update(
     return judgment, "updated"
 
 
+def _judgment_create(
+    assignment: Assignment,
+    rater: User,
+    data: JudgmentInput,
+    criteria: Sequence[RubricCriterion],
+) -> Judgment:
+    """The first judgment of a seat, written without a prior lock or lookup: the database's
+    one-judgment-per-seat constraint refuses a second (``IntegrityError``, and nothing is
+    kept), and the seat is marked done only if it is still this rater's and pending."""
+    now = timezone.now()
+    seconds = None
+    if assignment.first_shown_at is not None:
+        cap = _lease(assignment.study).total_seconds()
+        seconds = min((now - assignment.first_shown_at).total_seconds(), cap)
+    with transaction.atomic():
+        judgment = Judgment.objects.create(
+            assignment=assignment,
+            study=assignment.study,
+            rater=rater,
+            preference=data.preference,
+            preferred_response_id=_preferred_response(assignment, data.preference),
+            rationale=data.rationale,
+            seconds_on_item=seconds,
+        )
+        _store_ratings(judgment, assignment, data, replace=False)
+        if data.grades:
+            _store_grades(judgment, assignment, data, criteria, replace=False)
+        done = Assignment.objects.filter(
+            pk=assignment.pk, rater=rater, status=Assignment.Status.PENDING
+        ).update(status=Assignment.Status.DONE, done_at=now, leased_until=None)
+        if not done:
+            raise DomainError(
+                "This item is no longer in your queue (a coordinator moved it); nothing was saved."
+            )
+    return judgment
+
+
 def judgment_record(
     *,
     assignment: Assignment,
@@ -437,42 +522,20 @@ def judgment_record(
         data = _normalised(data, study.rubric_config.hallucination.enabled)
     for _ in range(2):
         try:
-            with transaction.atomic():
-                locked = Assignment.objects.select_for_update().get(pk=assignment.pk, rater=rater)
-                existing = Judgment.objects.filter(assignment=locked).first()
-                if existing is not None:
-                    return _judgment_update(
-                        existing,
-                        locked,
-                        data,
-                        revision=revision,
-                        editor=rater,
-                        reason=reason,
-                        criteria=criteria,
-                    )
-                now = timezone.now()
-                seconds = None
-                if locked.first_shown_at is not None:
-                    cap = _lease(study).total_seconds()
-                    seconds = min((now - locked.first_shown_at).total_seconds(), cap)
-                judgment = Judgment.objects.create(
-                    assignment=locked,
-                    study=study,
-                    rater=rater,
-                    preference=data.preference,
-                    preferred_response_id=_preferred_response(locked, data.preference),
-                    rationale=data.rationale,
-                    seconds_on_item=seconds,
-                )
-                _store_ratings(judgment, locked, data)
-                if data.grades:
-                    _store_grades(judgment, locked, data, criteria)
-                locked.status = Assignment.Status.DONE
-                locked.done_at = now
-                locked.leased_until = None
-                locked.save(update_fields=["status", "done_at", "leased_until"])
-                return judgment, "created"
+            return _judgment_create(assignment, rater, data, criteria), "created"
         except IntegrityError:
-            # A concurrent submission created it first (databases without row locks).
-            continue
+            pass  # a judgment exists (an edit, a resubmit, or a concurrent first submit)
+        with transaction.atomic():
+            locked = Assignment.objects.select_for_update().get(pk=assignment.pk, rater=rater)
+            existing = Judgment.objects.filter(assignment=locked).first()
+            if existing is not None:
+                return _judgment_update(
+                    existing,
+                    locked,
+                    data,
+                    revision=revision,
+                    editor=rater,
+                    reason=reason,
+                    criteria=criteria,
+                )
     raise StaleJudgment("This item was being saved twice at once; reload the page.")

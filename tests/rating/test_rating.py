@@ -474,7 +474,7 @@ def test_rater_requests_run_a_bounded_number_of_queries_whatever_the_queue(
         counts.append(sizes)
     assert counts[0] == counts[1]
     item, submit, home = counts[0]
-    assert item <= 12 and submit <= 32 and home <= 8, counts[0]
+    assert item <= 5 and submit <= 11 and home <= 4, counts[0]
 
 
 def test_shortcut_keys_never_clash_with_each_other_or_the_preference(

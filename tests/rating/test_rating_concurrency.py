@@ -127,3 +127,28 @@ def test_twenty_raters_asking_at_once_get_distinct_pooled_seats(coordinator: Use
     seats = [pk for pk in at_once(20, ask) if pk is not None]
     assert len(seats) == 12 and len(set(seats)) == 12
     assert Assignment.objects.filter(study=study, rater__isnull=True).count() == 0
+
+
+def test_raters_with_their_own_queues_asking_at_once_each_get_their_next_item(
+    coordinator: User,
+) -> None:
+    """The one-statement claim locks only the seat: a lock on the study row would make every
+    rater asking at that moment skip the study and be told their queue is empty."""
+    crowd = physicians(20, prefix="queue")
+    study = open_study(coordinator=coordinator, raters=crowd, n_cases=20, raters_per_item=2).study
+
+    def rate_three(index: int) -> list[int | None]:
+        taken: list[int | None] = []
+        for _ in range(3):
+            seat = rating_services.assignment_next(rater=crowd[index], study=study)
+            taken.append(seat.pk if seat else None)
+            if seat is not None:
+                rating_services.judgment_record(
+                    assignment=seat, rater=crowd[index], data=judgment_input()
+                )
+        return taken
+
+    taken = [pk for seats in at_once(20, rate_three) for pk in seats]
+    assert None not in taken, "a rater with items left was told the queue is empty"
+    assert len(set(taken)) == 60
+    assert Judgment.objects.filter(study=study).count() == 60

@@ -89,9 +89,29 @@ def test_logout_ends_the_session_on_the_server(coordinator_client: Client) -> No
 def test_sessions_expire_after_the_idle_timeout(
     coordinator_client: Client, settings: Settings
 ) -> None:
-    coordinator_client.get(reverse("coordinator:study_list"))
+    from datetime import timedelta
+
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+
+    from clinic_eval.accounts.middleware import SESSION_REFRESH_SECONDS, SESSION_REFRESHED_AT
+
+    url = reverse("coordinator:study_list")
+    coordinator_client.get(url)
     assert coordinator_client.session.get_expiry_age() == settings.SESSION_COOKIE_AGE
-    assert settings.SESSION_SAVE_EVERY_REQUEST, "each request pushes the idle deadline forward"
+    key = coordinator_client.session.session_key
+    # Within the refresh interval a request leaves the stored deadline alone (no write) ...
+    Session.objects.filter(pk=key).update(expire_date=timezone.now() + timedelta(minutes=5))
+    coordinator_client.get(url)
+    early = Session.objects.get(pk=key).expire_date
+    assert early < timezone.now() + timedelta(minutes=6)
+    # ... and once it has passed, the next request pushes the deadline a full timeout ahead.
+    session = coordinator_client.session
+    session[SESSION_REFRESHED_AT] -= SESSION_REFRESH_SECONDS + 1
+    session.save()
+    coordinator_client.get(url)
+    pushed = Session.objects.get(pk=key).expire_date
+    assert pushed > timezone.now() + timedelta(seconds=settings.SESSION_COOKIE_AGE - 5)
 
 
 def test_healthz_checks_the_database() -> None:
@@ -394,6 +414,7 @@ def queries_for(client: Client, study: Study, rows: int) -> dict[str, int]:
         shard = GenerationShard.objects.create(job=job, spec=spec, index=0)
         GenerationItem.objects.create(job=job, shard=shard, case=cases[0], arm=arm)
     counts = {}
+    client.get(reverse("coordinator:study_list"))  # a session's first request stamps it once
     for name, needs_study, needs_case in COORDINATOR_READS:
         args = [study.pk] * needs_study + [cases[0].pk] * needs_case
         with CaptureQueriesContext(connection) as queries:
