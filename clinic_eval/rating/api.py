@@ -146,7 +146,9 @@ class RateItemOutput(serializers.Serializer):
 
 
 class RateJudgmentResultOutput(serializers.Serializer):
-    outcome = serializers.ChoiceField(choices=["created", "unchanged", "updated"])
+    outcome = serializers.ChoiceField(
+        choices=[outcome.value for outcome in services.JudgmentOutcome]
+    )
     revision = serializers.IntegerField()
     next_item = serializers.CharField(
         allow_null=True, help_text="The public id of the next item, or null when the queue is done"
@@ -435,5 +437,6 @@ class RateJudgmentApi(RaterApi):
             "revision": judgment.revision,
             "next_item": following.public_id if following else None,
         }
-        code = status.HTTP_201_CREATED if outcome == "created" else status.HTTP_200_OK
+        created = outcome == services.JudgmentOutcome.CREATED
+        code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
         return Response(RateJudgmentResultOutput(result).data, status=code)

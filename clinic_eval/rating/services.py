@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
@@ -106,8 +107,11 @@ def _claim_held_or_next(*, rater: User, study: Study, now: datetime) -> Assignme
     if not claimed:
         return None
     seat = claimed[0]
-    seat.study = study
     seat.rater = rater
+    if study.status == Study.Status.OPEN:
+        # The caller's study agrees with the database (the claim saw it open): reuse it. A
+        # stale copy (a caller holding it from before it opened) is left to load afresh.
+        seat.study = study
     return seat
 
 
@@ -172,6 +176,14 @@ class JudgmentInput:
     ratings: tuple[RatingInput, ...]
     rationale: str = ""
     grades: tuple[GradeInput, ...] = ()
+
+
+class JudgmentOutcome(StrEnum):
+    """What ``judgment_record`` did with a submission."""
+
+    CREATED = "created"
+    UNCHANGED = "unchanged"  # identical to the stored judgment: nothing written
+    UPDATED = "updated"  # an audited edit of the current revision
 
 
 # Rubric-mode judgments ask no preference; the judgment stores "none" with no preferred
@@ -411,11 +423,11 @@ def _judgment_update(
     editor: User,
     reason: str,
     criteria: Sequence[RubricCriterion],
-) -> tuple[Judgment, str]:
+) -> tuple[Judgment, JudgmentOutcome]:
     before = judgment_snapshot(judgment, criteria)
     after = _as_snapshot(data)
     if before == after:
-        return judgment, "unchanged"
+        return judgment, JudgmentOutcome.UNCHANGED
     if revision != judgment.revision:
         raise StaleJudgment(
             "You already rated this item (perhaps in another tab), so this form was out of "
@@ -444,7 +456,7 @@ def _judgment_update(
         before=old,
         after=new,
     )
-    return judgment, "updated"
+    return judgment, JudgmentOutcome.UPDATED
 
 
 def _judgment_create(
@@ -491,8 +503,8 @@ def judgment_record(
     data: JudgmentInput,
     revision: int = 0,
     reason: str = "",
-) -> tuple[Judgment, str]:
-    """Store a rater's judgment of an item; returns it with "created", "unchanged" or "updated".
+) -> tuple[Judgment, JudgmentOutcome]:
+    """Store a rater's judgment of an item; returns it with what was done (``JudgmentOutcome``).
 
     Exactly one judgment per item, whatever arrives: the assignment row is locked, the
     database holds a one-to-one constraint, and a resubmission identical to what is stored is
@@ -522,7 +534,7 @@ def judgment_record(
         data = _normalised(data, study.rubric_config.hallucination.enabled)
     for _ in range(2):
         try:
-            return _judgment_create(assignment, rater, data, criteria), "created"
+            return _judgment_create(assignment, rater, data, criteria), JudgmentOutcome.CREATED
         except IntegrityError:
             pass  # a judgment exists (an edit, a resubmit, or a concurrent first submit)
         with transaction.atomic():

@@ -97,7 +97,7 @@ def rater_item(request: AuthenticatedHttpRequest, public_id: str) -> HttpRespons
     except DomainError as exc:
         messages.warning(request, str(exc))
         return _render_item(request, assignment, status=200 if wants_partial(request) else 409)
-    if outcome == "updated":
+    if outcome == services.JudgmentOutcome.UPDATED:
         messages.success(request, "Your changes were saved.")
     following = services.assignment_next(rater=request.user, study=study)
     if following is None:
