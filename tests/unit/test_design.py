@@ -70,14 +70,15 @@ def test_left_position_counts_per_arm_pass_a_chi_square_balance_test() -> None:
         assert result.pvalue > 0.9, (pair, observed)
 
 
-@pytest.mark.parametrize("seed", range(40))
-def test_positions_are_balanced_within_one_for_every_rater_and_in_total(seed: int) -> None:
-    """Many random shapes: raters, raters per item, cases, arms, authors and seeds."""
-    rng = random.Random(seed)
+def random_shape(
+    rng: random.Random, seed: int, *, most_arms: int, repeats: int = 0
+) -> tuple[PlannedDesign, dict[str, str], int]:
+    """A design of a random shape (raters, raters per item, cases, arms, authors), with the
+    authors and raters per item it was built with."""
     raters = [f"r{i}" for i in range(rng.randint(2, 9))]
     per_item = rng.randint(1, min(3, len(raters) - 1))
     cases = [f"c{i}" for i in range(rng.randint(3, 60))]
-    arms = ["a", "b", "c", "d"][: rng.randint(2, 4)]
+    arms = ["a", "b", "c", "d", "e"][: rng.randint(2, most_arms)]
     sets = list(combinations(arms, 2)) if seed % 3 else [tuple(arms)]
     authors = {case: rng.choice(raters) for case in cases if rng.random() < 0.3}
     design = build_design(
@@ -86,7 +87,15 @@ def test_positions_are_balanced_within_one_for_every_rater_and_in_total(seed: in
         raters_per_item=per_item,
         seed=seed,
         authors=authors,
+        repeats_per_rater=repeats,
     )
+    return design, authors, per_item
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_positions_are_balanced_within_one_for_every_rater_and_in_total(seed: int) -> None:
+    """Many random shapes: raters, raters per item, cases, arms, authors and seeds."""
+    design, _, _ = random_shape(random.Random(seed), seed, most_arms=4)
     per_rater: dict[tuple[str, tuple[str, ...]], Counter] = defaultdict(Counter)
     for assignment in design.assignments:
         per_rater[(assignment.rater, design.comparisons[assignment.comparison].arms)][
@@ -182,21 +191,8 @@ def test_queues_of_random_shapes_spread_cases_and_repeats_and_stay_balanced(seed
     come after their original (at the distance wherever the queue is long enough), and the
     balance, raters per item and authorship rules hold as before."""
     rng = random.Random(1000 + seed)
-    raters = [f"r{i}" for i in range(rng.randint(2, 9))]
-    per_item = rng.randint(1, min(3, len(raters) - 1))
-    cases = [f"c{i}" for i in range(rng.randint(3, 60))]
-    arms = ["a", "b", "c", "d", "e"][: rng.randint(2, 5)]
-    sets = list(combinations(arms, 2)) if seed % 3 else [tuple(arms)]
-    authors = {case: rng.choice(raters) for case in cases if rng.random() < 0.3}
     repeats = rng.randint(0, 4)
-    design = build_design(
-        comparisons=build_comparisons(cases, sets),
-        raters=raters,
-        raters_per_item=per_item,
-        seed=seed,
-        authors=authors,
-        repeats_per_rater=repeats,
-    )
+    design, authors, per_item = random_shape(rng, seed, most_arms=5, repeats=repeats)
     firsts = [a for a in design.assignments if not a.repeat]
     assert set(Counter(a.comparison for a in firsts).values()) == {per_item}
     assert all(authors.get(design.comparisons[a.comparison].case_id) != a.rater for a in firsts)
