@@ -187,9 +187,9 @@ def test_queue_gaps_measure_places_between_items_of_one_case_and_repeats() -> No
 
 @pytest.mark.parametrize("seed", range(60))
 def test_queues_of_random_shapes_spread_cases_and_repeats_and_stay_balanced(seed: int) -> None:
-    """Every shape: the spacing reaches the best any order of those items allows, repeats
-    come after their original (at the distance wherever the queue is long enough), and the
-    balance, raters per item and authorship rules hold as before."""
+    """Every shape: without repeats the spacing reaches the best any order allows; repeats
+    come after their original (at the distance wherever the queue is long enough) without
+    putting a case's items side by side; balance, raters per item and authorship hold."""
     rng = random.Random(1000 + seed)
     repeats = rng.randint(0, 4)
     design, authors, per_item = random_shape(rng, seed, most_arms=5, repeats=repeats)
@@ -206,8 +206,14 @@ def test_queues_of_random_shapes_spread_cases_and_repeats_and_stay_balanced(seed
         long_enough = len(queue) >= 3 * (repeats + 5)
         if spacing.repeat_gap is not None and long_enough:
             assert spacing.repeat_gap >= spacing.repeat_gap_wanted, (rater, spacing)
-        if spacing.case_gap is not None and (repeats == 0 or long_enough):
+        if spacing.case_gap is None or spacing.case_gap_possible is None:
+            continue
+        if repeats == 0:
             assert spacing.case_gap == spacing.case_gap_possible, (rater, spacing)
+        elif long_enough:
+            # The bound ignores the repeats' own distance, which can make it unreachable; a
+            # case's items are still never next to each other where any order avoids it.
+            assert spacing.case_gap >= min(2, spacing.case_gap_possible), (rater, spacing)
 
 
 def test_an_early_repeat_the_old_planner_allowed_is_gone() -> None:
