@@ -14,5 +14,6 @@ TASK_PACKAGES = [
     "clinic_eval.design.power",
     "alignment_jobs.generation",
     "alignment_jobs.rubric_jobs",
+    "alignment_jobs.operations",  # no tasks: the workers' ``engines`` remote-control command
 ]
 app.autodiscover_tasks(TASK_PACKAGES)
