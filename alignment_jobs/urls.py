@@ -8,6 +8,7 @@ from alignment_jobs.rubric_jobs import views as rubric_views
 urlpatterns = [
     path("studies/<int:study_id>/jobs/", views.job_list, name="job_list"),
     path("studies/<int:study_id>/jobs/<int:job_id>/", views.job_detail, name="job_detail"),
+    path("studies/<int:study_id>/jobs/workers/", views.study_job_workers, name="study_job_workers"),
     path("studies/<int:study_id>/jobs/<int:job_id>/cancel/", views.job_cancel, name="job_cancel"),
     path(
         "studies/<int:study_id>/jobs/<int:job_id>/retry-failed/",

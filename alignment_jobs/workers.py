@@ -10,6 +10,7 @@ from typing import Any
 
 from celery.worker.control import inspect_command
 from django.conf import settings
+from django.core.cache import cache
 
 from alignment_jobs.engines import EngineError, available_engine
 from clinic_eval.celery import app
@@ -43,12 +44,23 @@ def _waiting(queue: str) -> int | None:
         return None
 
 
+def queue_health_cached(queue: str, *, timeout: float = 1.0) -> QueueHealth:
+    """``queue_health`` of one queue, asked at most every ``WORKER_CHECK_CACHE_SECONDS``: pages
+    that poll every second must not each wait for the workers' answers."""
+    key = f"workers:queue:{queue}"
+    found = cache.get(key)
+    if found is None:
+        found = queue_health([queue], timeout=timeout)[queue]
+        cache.set(key, found, settings.WORKER_CHECK_CACHE_SECONDS)
+    return found
+
+
 def queue_health(queues: Sequence[str], *, timeout: float = 2.0) -> dict[str, QueueHealth]:
     """Per queue: the workers that answered a remote-control ping within ``timeout`` seconds
     and consume it, and how many messages wait in it."""
     try:
         answers = app.control.inspect(timeout=timeout).active_queues() or {}
-    except Exception as exc:  # no broker, or a broker without broadcast (the demo's files)
+    except Exception as exc:  # the broker does not answer
         problem = f"could not ask the workers: {exc}"
         return {queue: QueueHealth(queue, problem=problem) for queue in queues}
     consumers: dict[str, list[str]] = {queue: [] for queue in queues}

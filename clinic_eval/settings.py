@@ -298,6 +298,11 @@ if GENERATION_STALE_SECONDS <= 2 * GENERATION_HEARTBEAT_SECONDS:
     raise ImproperlyConfigured(
         "GENERATION_STALE_SECONDS must exceed two heartbeats (GENERATION_HEARTBEAT_SECONDS)"
     )
+# A job not finished that no live worker consumes (or, where workers cannot be asked, on which
+# no shard has reported) for this long is flagged on its page, its API and `generate --wait`.
+WORKER_SILENCE_SECONDS = env_float("WORKER_SILENCE_SECONDS", 60.0, minimum=1.0)
+# How long an answer to "who consumes this queue?" is reused by pages that poll.
+WORKER_CHECK_CACHE_SECONDS = env_float("WORKER_CHECK_CACHE_SECONDS", 10.0, minimum=0.0)
 CELERY_BEAT_SCHEDULE = {
     "requeue-stale-shards": {
         "task": "alignment_jobs.shards_sweep_stale",

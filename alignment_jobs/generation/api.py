@@ -102,6 +102,22 @@ PROGRESS_FIELDS = (
 )
 
 
+class JobWorkersOutput(serializers.Serializer):
+    queue = serializers.CharField()
+    consumers = serializers.ListField(
+        child=serializers.CharField(),
+        allow_null=True,
+        help_text="Live workers on the job's queue; null when they could not be asked",
+    )
+    waiting = serializers.IntegerField(allow_null=True, help_text="Messages waiting in the queue")
+    heartbeat_age_seconds = serializers.FloatField(
+        allow_null=True, help_text="Seconds since any of the job's shards last reported"
+    )
+    warning = serializers.CharField(
+        allow_blank=True, help_text="Set when no worker has taken or reported on the job for long"
+    )
+
+
 class JobOutput(serializers.ModelSerializer):
     done = serializers.IntegerField()
     failed = serializers.IntegerField()
@@ -111,6 +127,7 @@ class JobOutput(serializers.ModelSerializer):
     completion_tokens = serializers.IntegerField()
     tokens_per_second = serializers.FloatField(allow_null=True)
     eta_seconds = serializers.FloatField(allow_null=True)
+    workers = JobWorkersOutput(read_only=True)
 
     class Meta:
         model = GenerationJob
@@ -121,6 +138,7 @@ class JobOutput(serializers.ModelSerializer):
             "shard_size",
             "item_count",
             *PROGRESS_FIELDS,
+            "workers",
             "created_at",
             "started_at",
             "finished_at",
@@ -132,6 +150,7 @@ def _job_data(job: GenerationJob) -> dict:
     progress = selectors.job_progress(job=job, failures_shown=0)
     for name in PROGRESS_FIELDS:
         setattr(job, name, getattr(progress, name))
+    job.workers = selectors.job_workers(job=job)  # type: ignore[attr-defined]
     return JobOutput(job).data
 
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, TypedDict, cast
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.conf import settings
+from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.http import Http404
 from django.utils import timezone
 
+from alignment_jobs import workers
 from alignment_jobs.models import GenerationItem, GenerationJob, GenerationShard, GenerationSpec
 from clinic_eval.access import study_get_for_coordinator
 from clinic_eval.models import Arm, Response, Study, User
@@ -26,6 +29,7 @@ class JobCounts(TypedDict):
     cancelled_count: int
     pending_count: int
     token_count: int
+    last_heartbeat: datetime | None
 
 
 def job_get_for_coordinator(*, user: User, study_id: int, job_id: int) -> GenerationJob:
@@ -63,8 +67,22 @@ def job_list(*, study: Study) -> QuerySet[WithAnnotations[GenerationJob, JobCoun
             cancelled_count=_item_count(GenerationItem.Status.CANCELLED),
             pending_count=_item_count(GenerationItem.Status.PENDING),
             token_count=Coalesce(Sum("items__completion_tokens"), 0),
+            last_heartbeat=_last_heartbeat(),
         )
         .order_by("-created_at", "-id")
+    )
+
+
+def _last_heartbeat() -> Subquery:
+    """The latest heartbeat of a job's shards (a subquery: a join would multiply the counts)."""
+    beats = GenerationShard.objects.filter(job=OuterRef("pk"), heartbeat_at__isnull=False)
+    return Subquery(beats.order_by("-heartbeat_at").values("heartbeat_at")[:1])
+
+
+def open_jobs(*, study: Study) -> QuerySet[GenerationJob]:
+    """The study's jobs not yet finished, newest first."""
+    return study.generation_jobs.exclude(status__in=GenerationJob.FINISHED).order_by(
+        "-created_at", "-id"
     )
 
 
@@ -142,3 +160,49 @@ def job_progress(*, job: GenerationJob, failures_shown: int = 50) -> JobProgress
         running_shards=running_shards,
         failures=failures,
     )
+
+
+@dataclass(frozen=True)
+class JobWorkers:
+    """Whether anything is working on a job, for the job page, its API and ``generate --wait``."""
+
+    queue: str
+    consumers: list[str] | None  # live workers on the job's queue; None: they could not be asked
+    waiting: int | None  # messages waiting in the queue, where the broker says
+    last_heartbeat: datetime | None  # the latest heartbeat of any of the job's shards
+    silent_since: datetime | None  # when this job last saw a worker (or was queued)
+    warning: str  # in words, when no worker has taken or reported on the job for too long
+
+    @property
+    def heartbeat_age_seconds(self) -> float | None:
+        if self.last_heartbeat is None:
+            return None
+        return (timezone.now() - self.last_heartbeat).total_seconds()
+
+
+def job_workers(*, job: GenerationJob) -> JobWorkers:
+    """Who consumes the job's queue (Celery's remote control, cached for a few seconds) and
+    when a shard last reported. A job not finished that no live worker consumes, or (where the
+    workers cannot be asked) on which no shard has reported, for ``WORKER_SILENCE_SECONDS``
+    gets a warning that says since when and how to start a worker."""
+    queue = settings.CELERY_GPU_QUEUE
+    state = workers.queue_health_cached(queue)
+    if hasattr(job, "last_heartbeat"):  # a job from ``job_list`` brings it
+        last = job.last_heartbeat
+    else:
+        last = job.shards.aggregate(last=Max("heartbeat_at"))["last"]
+    since = max(filter(None, (last, job.started_at, job.created_at)))
+    consumers = None if state.problem else state.workers
+    warning = ""
+    quiet = (timezone.now() - since).total_seconds() > settings.WORKER_SILENCE_SECONDS
+    if not job.is_finished and quiet and not consumers:
+        when = timezone.localtime(since).strftime("%H:%M")
+        start = f"start one with: {workers.start_command(queue)}"
+        if consumers == []:
+            warning = f"No worker is taking jobs from queue {queue} since {when}; {start}"
+        else:
+            warning = (
+                f"No worker has reported on this job since {when} (the workers on queue "
+                f"{queue} could not be asked: {state.problem}); {start}"
+            )
+    return JobWorkers(queue, consumers, state.waiting, last, since, warning)

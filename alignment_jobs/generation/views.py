@@ -62,7 +62,12 @@ def job_list(request: AuthenticatedHttpRequest, study_id: int) -> HttpResponse:
 @coordinator_required
 def job_detail(request: AuthenticatedHttpRequest, study_id: int, job_id: int) -> HttpResponse:
     job = selectors.job_get_for_coordinator(user=request.user, study_id=study_id, job_id=job_id)
-    context = {"study": job.study, "job": job, "progress": selectors.job_progress(job=job)}
+    context = {
+        "study": job.study,
+        "job": job,
+        "progress": selectors.job_progress(job=job),
+        "workers": selectors.job_workers(job=job),
+    }
     if not wants_partial(request):
         return render(request, "alignment_jobs/job_detail.html", context)
     response = render(request, "alignment_jobs/job_detail.html#job-progress", context)
@@ -81,6 +86,19 @@ def _job_action(
     except DomainError as exc:
         messages.error(request, str(exc))
     return redirect("jobs:job_detail", study_id=study_id, job_id=job.pk)
+
+
+@require_GET
+@coordinator_required
+def study_job_workers(request: AuthenticatedHttpRequest, study_id: int) -> HttpResponse:
+    """The study page's note on its open jobs: loaded over htmx, so the study page (in
+    clinic_eval) needs nothing from generation; without JavaScript its link leads here."""
+    study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
+    open_jobs = [(job, selectors.job_workers(job=job)) for job in selectors.open_jobs(study=study)]
+    context = {"study": study, "open_jobs": open_jobs}
+    template = "alignment_jobs/job_workers.html"
+    partial = f"{template}#job-workers" if wants_partial(request) else template
+    return render(request, partial, context)
 
 
 @require_POST

@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import io
 import subprocess
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 from pytest_django.fixtures import Settings
 
-from alignment_jobs import workers as queue_workers
 from alignment_jobs.models import GenerationSpec
 from alignment_jobs.operations import doctor
 from clinic_eval.models import Arm
 from tests.support.factories import StudyFactory
-from tests.support.workers import start_worker, stop_worker, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db]
 
@@ -32,30 +28,6 @@ def run_doctor() -> tuple[int, str]:
     return code, out.getvalue()
 
 
-@pytest.fixture
-def queues(settings: Settings, tmp_path: Path) -> tuple[str, str]:
-    """The default and GPU queues renamed for this test, so other tests' workers do not count."""
-    default, gpu = (f"doctor-{uuid.uuid4().hex[:8]}" for _ in range(2))
-    settings.CELERY_TASK_DEFAULT_QUEUE = default
-    settings.CELERY_GPU_QUEUE = gpu
-    settings.MODEL_ROOTS = [str(tmp_path)]
-    return default, gpu
-
-
-@pytest.fixture
-def worker(queues: tuple[str, str], tmp_path: Path) -> Iterator[subprocess.Popen]:
-    process = start_worker(tmp_path / "worker.log", queue=queues[0], var_dir=tmp_path)
-    try:
-        answered = wait_for(
-            lambda: queue_workers.queue_health([queues[0]], timeout=1)[queues[0]].consumed,
-            timeout=60,
-        )
-        assert answered, (tmp_path / "worker.log").read_text()[-2000:]
-        yield process
-    finally:
-        stop_worker(process)
-
-
 def test_a_healthy_installation_passes_and_names_its_worker_and_engines(
     worker: subprocess.Popen, queues: tuple[str, str]
 ) -> None:
@@ -67,7 +39,7 @@ def test_a_healthy_installation_passes_and_names_its_worker_and_engines(
     assert any(line.startswith("ok    broker") for line in lines)
     assert any(line.startswith("ok    cache") for line in lines)
     consumed = next(line for line in lines if f"queue {default}" in line)
-    assert consumed.startswith("ok") and f"{default}-worker@" in consumed
+    assert consumed.startswith("ok") and f"consumed by {default}-" in consumed
     idle = next(line for line in lines if f"queue {gpu}" in line)
     assert idle.startswith("warn") and f"no worker is taking jobs from queue {gpu}" in idle
     assert f"--queues={gpu} --pool=solo" in idle, "it says how to start one"

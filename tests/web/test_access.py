@@ -89,6 +89,7 @@ RULES: dict[str, str] = {
     "api:import_detail": COORDINATOR,
     "jobs:job_list": COORDINATOR,
     "jobs:job_detail": COORDINATOR,
+    "jobs:study_job_workers": COORDINATOR,
     "jobs:job_cancel": COORDINATOR,
     "jobs:job_retry_failed": COORDINATOR,
     "jobs:spec_edit": COORDINATOR,

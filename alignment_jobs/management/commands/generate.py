@@ -79,6 +79,7 @@ class Command(BaseCommand):
 
     def _follow(self, job: GenerationJob) -> None:
         last = None
+        warned = ""
         while True:
             job.refresh_from_db()
             progress = selectors.job_progress(job=job, failures_shown=0)
@@ -86,6 +87,10 @@ class Command(BaseCommand):
             if line != last:
                 self.stdout.write(line)
                 last = line
+            warning = selectors.job_workers(job=job).warning
+            if warning and warning != warned:
+                self.stderr.write(warning)
+            warned = warning
             if job.is_finished:
                 return
             time.sleep(1)
