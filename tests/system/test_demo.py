@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -27,6 +28,7 @@ from clinic_eval.demo.study import (
     DEMO_TITLE,
 )
 from tests.support.browser import ConsoleLog, chromium, new_page, sign_in
+from tests.support.workers import children_of, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -43,6 +45,8 @@ def free_port() -> int:
 class Demo:
     url: str
     log: Path
+    pid: int
+    database: Path
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +84,12 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
             pytest.fail("the demo did not start:\n" + (var_dir / "demo.log").read_text()[-4000:])
         time.sleep(0.5)
     try:
-        yield Demo(url=base_url, log=var_dir / "demo.log")
+        yield Demo(
+            url=base_url,
+            log=var_dir / "demo.log",
+            pid=process.pid,
+            database=var_dir / "clinic_eval.sqlite3",
+        )
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -196,6 +205,59 @@ def test_a_coordinator_runs_a_real_cpu_job_on_the_tiny_models_and_watches_it_fin
         assert "12 / 12" in page.locator("#job-progress").inner_text()
         assert "tokens/s" in page.locator("#job-progress").inner_text()
     assert console.problems == []
+
+
+def _job_rows(database: Path, job_id: int, sql: str) -> list[tuple]:
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+        return db.execute(sql, (job_id,)).fetchall()
+
+
+def test_the_demo_restarts_a_killed_worker_and_its_job_finishes_each_item_once(
+    demo_server: Demo,
+) -> None:
+    """Issue 17: SIGKILL the demo's worker mid-job; the demo restarts it, says so, and the job
+    completes with every item stored exactly once."""
+    with chromium() as browser:
+        page = new_page(browser, ConsoleLog())
+        sign_in(page, demo_server.url, *DEMO_COORDINATOR)
+        page.get_by_role("link", name=DEMO_GENERATION_TITLE).click()
+        page.get_by_role("link", name="Generation jobs").click()
+        page.get_by_label("These case ids").check()
+        page.fill("#id_case_ids", "SYN-00004 SYN-00005 SYN-00006")
+        page.get_by_role("button", name="Launch").click()
+        page.get_by_text("queued: 12 case × arm items.").wait_for(timeout=15_000)
+        job_id = int(
+            page.get_by_text("queued: 12 case × arm items.").inner_text().split("#")[1].split()[0]
+        )
+    running = (
+        "SELECT id FROM alignment_jobs_generationshard WHERE job_id = ? AND status = 'running'"
+    )
+    assert wait_for(lambda: bool(_job_rows(demo_server.database, job_id, running)), timeout=120)
+    workers = [
+        pid
+        for pid in children_of(demo_server.pid)
+        if b"celery" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    assert len(workers) == 1, workers
+    os.kill(workers[0], signal.SIGKILL)
+    restarted = f"The demo's worker stopped (exit code {-signal.SIGKILL}); restarting it."
+    assert wait_for(lambda: restarted in demo_server.log.read_text(), timeout=30)
+    finished = (
+        "SELECT status FROM alignment_jobs_generationjob WHERE id = ? AND finished_at IS NOT NULL"
+    )
+    assert wait_for(lambda: bool(_job_rows(demo_server.database, job_id, finished)), timeout=300), (
+        demo_server.log.read_text()[-3000:]
+    )
+    statuses = "SELECT status, COUNT(*) FROM alignment_jobs_generationitem WHERE job_id = ?"
+    items = _job_rows(demo_server.database, job_id, statuses + " GROUP BY status")
+    assert items == [("done", 12)]
+    stored = (
+        "SELECT COUNT(*) FROM clinic_eval_response r JOIN alignment_jobs_generationitem i"
+        " ON i.case_id = r.case_id AND i.arm_id = r.arm_id WHERE i.job_id = ?"
+    )
+    assert _job_rows(demo_server.database, job_id, stored) == [(12,)], (
+        "one response per item: nothing lost, nothing duplicated"
+    )
 
 
 def test_a_physician_rates_the_demo_study_end_to_end_and_the_coordinator_sees_it(

@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from clinic_eval.demo.supervisor import Supervised
 
 
 class Command(BaseCommand):
@@ -28,7 +29,15 @@ class Command(BaseCommand):
         call_command("seed_demo", cases=options["cases"])
         call_command("seed_demo_generation")
         call_command("seed_demo_rubrics")
-        worker = subprocess.Popen(
+        # The demo has one worker: if it dies it is restarted at once, and a shard it held is
+        # handed on within seconds (a production worker waits GENERATION_STALE_SECONDS, 120).
+        env = {
+            "GENERATION_HEARTBEAT_SECONDS": "2",
+            "GENERATION_STALE_SECONDS": "10",
+            "GENERATION_SWEEP_SECONDS": "3",
+            **os.environ,
+        }
+        worker = Supervised(
             [
                 sys.executable,
                 "-m",
@@ -44,15 +53,13 @@ class Command(BaseCommand):
                 "--without-gossip",
                 "--without-mingle",
             ],
-            env=os.environ.copy(),
-        )
+            env=env,
+            name="worker",
+            say=lambda line: self.stdout.write(self.style.WARNING(line)),
+        ).start()
         url = f"http://{options['host']}:{options['port']}/"
         self.stdout.write(self.style.SUCCESS(f"\nclinic-eval demo: open {url} (Ctrl-C stops)\n"))
         try:
             call_command("runserver", f"{options['host']}:{options['port']}", use_reloader=False)
         finally:
-            worker.terminate()
-            try:
-                worker.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+            worker.stop()
