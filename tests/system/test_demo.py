@@ -207,32 +207,44 @@ def test_a_coordinator_runs_a_real_cpu_job_on_the_tiny_models_and_watches_it_fin
     assert console.problems == []
 
 
-def _job_rows(database: Path, job_id: int, sql: str) -> list[tuple]:
+def _one(database: Path, sql: str, *params: object) -> tuple:
     with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
-        return db.execute(sql, (job_id,)).fetchall()
+        return db.execute(sql, params).fetchone()
+
+
+MID_JOB = """
+    SELECT
+      (SELECT COUNT(*) FROM alignment_jobs_generationitem WHERE job_id = ? AND status = 'done'),
+      (SELECT COUNT(*) FROM alignment_jobs_generationshard WHERE job_id = ? AND status = 'running')
+"""
 
 
 def test_the_demo_restarts_a_killed_worker_and_its_job_finishes_each_item_once(
     demo_server: Demo,
 ) -> None:
-    """Issue 17: SIGKILL the demo's worker mid-job; the demo restarts it, says so, and the job
-    completes with every item stored exactly once."""
+    """Issue 17: SIGKILL the demo's worker mid-job (a shard done, another running); the demo
+    restarts it, says so, and the job completes with every item stored exactly once."""
+    cases = " ".join(f"SYN-{n:05d}" for n in range(4, 19))  # 15 cases x 4 arms, 4 shards
     with chromium() as browser:
         page = new_page(browser, ConsoleLog())
         sign_in(page, demo_server.url, *DEMO_COORDINATOR)
         page.get_by_role("link", name=DEMO_GENERATION_TITLE).click()
         page.get_by_role("link", name="Generation jobs").click()
         page.get_by_label("These case ids").check()
-        page.fill("#id_case_ids", "SYN-00004 SYN-00005 SYN-00006")
+        page.fill("#id_case_ids", cases)
         page.get_by_role("button", name="Launch").click()
-        page.get_by_text("queued: 12 case × arm items.").wait_for(timeout=15_000)
-        job_id = int(
-            page.get_by_text("queued: 12 case × arm items.").inner_text().split("#")[1].split()[0]
-        )
-    running = (
-        "SELECT id FROM alignment_jobs_generationshard WHERE job_id = ? AND status = 'running'"
-    )
-    assert wait_for(lambda: bool(_job_rows(demo_server.database, job_id, running)), timeout=120)
+        queued = page.get_by_text("case × arm items.")
+        queued.wait_for(timeout=15_000)
+        words = queued.inner_text().split()
+    job_id = int(words[words.index("queued:") - 1].lstrip("#"))
+    total = int(words[words.index("queued:") + 1])
+    assert total == 60
+
+    def mid_job() -> bool:
+        done, running = _one(demo_server.database, MID_JOB, job_id, job_id)
+        return 0 < done < total and running > 0
+
+    assert wait_for(mid_job, timeout=240, poll=0.02), demo_server.log.read_text()[-3000:]
     workers = [
         pid
         for pid in children_of(demo_server.pid)
@@ -242,20 +254,18 @@ def test_the_demo_restarts_a_killed_worker_and_its_job_finishes_each_item_once(
     os.kill(workers[0], signal.SIGKILL)
     restarted = f"The demo's worker stopped (exit code {-signal.SIGKILL}); restarting it."
     assert wait_for(lambda: restarted in demo_server.log.read_text(), timeout=30)
-    finished = (
-        "SELECT status FROM alignment_jobs_generationjob WHERE id = ? AND finished_at IS NOT NULL"
-    )
-    assert wait_for(lambda: bool(_job_rows(demo_server.database, job_id, finished)), timeout=300), (
+    finished = "SELECT finished_at IS NOT NULL FROM alignment_jobs_generationjob WHERE id = ?"
+    assert wait_for(lambda: _one(demo_server.database, finished, job_id) == (1,), timeout=300), (
         demo_server.log.read_text()[-3000:]
     )
     statuses = "SELECT status, COUNT(*) FROM alignment_jobs_generationitem WHERE job_id = ?"
-    items = _job_rows(demo_server.database, job_id, statuses + " GROUP BY status")
-    assert items == [("done", 12)]
+    assert _one(demo_server.database, statuses + " GROUP BY status", job_id) == ("done", total)
     stored = (
-        "SELECT COUNT(*) FROM clinic_eval_response r JOIN alignment_jobs_generationitem i"
-        " ON i.case_id = r.case_id AND i.arm_id = r.arm_id WHERE i.job_id = ?"
+        "SELECT COUNT(*), COUNT(DISTINCT i.id) FROM clinic_eval_response r"
+        " JOIN alignment_jobs_generationitem i ON i.case_id = r.case_id AND i.arm_id = r.arm_id"
+        " WHERE i.job_id = ?"
     )
-    assert _job_rows(demo_server.database, job_id, stored) == [(12,)], (
+    assert _one(demo_server.database, stored, job_id) == (total, total), (
         "one response per item: nothing lost, nothing duplicated"
     )
 
