@@ -170,7 +170,6 @@ class JobWorkers:
     consumers: list[str] | None  # live workers on the job's queue; None: they could not be asked
     waiting: int | None  # messages waiting in the queue, where the broker says
     last_heartbeat: datetime | None  # the latest heartbeat of any of the job's shards
-    silent_since: datetime | None  # when this job last saw a worker (or was queued)
     warning: str  # in words, when no worker has taken or reported on the job for too long
 
     @property
@@ -205,4 +204,4 @@ def job_workers(*, job: GenerationJob) -> JobWorkers:
                 f"No worker has reported on this job since {when} (the workers on queue "
                 f"{queue} could not be asked: {state.problem}); {start}"
             )
-    return JobWorkers(queue, consumers, state.waiting, last, since, warning)
+    return JobWorkers(queue, consumers, state.waiting, last, warning)

@@ -221,6 +221,11 @@ def _spread_with_gap(
     return order
 
 
+def _rotated(shown: tuple[str, ...]) -> tuple[str, ...]:
+    """A repeat's on-screen order: the original's rotated by one, so every arm moves."""
+    return shown[1:] + shown[:1]
+
+
 def _order_queue(
     items: Sequence[tuple[int, tuple[str, ...]]],
     repeats: int,
@@ -236,13 +241,15 @@ def _order_queue(
     """
     count = min(repeats, len(items))
     firsts: list[Showing] = [(index, shown, False) for index, shown in items]
+    # Spread before the repeats are drawn, even when the interleaved order wins: the draws
+    # from ``rng`` come in this order, and a design is reproduced from its seed.
     spread = _spread_by_case(firsts, case_of, rng)
     assert spread is not None  # without repeats a gap of one always fits
     if not count:
         return spread
     picked = set(rng.sample(range(len(items)), count))
     originals = [firsts[p] for p in range(len(items)) if p in picked]
-    again: list[Showing] = [(index, shown[1:] + shown[:1], True) for index, shown, _ in originals]
+    again: list[Showing] = [(index, _rotated(shown), True) for index, shown, _ in originals]
     rest = [firsts[p] for p in range(len(items)) if p not in picked]
     distance = repeat_distance(len(items) + count)
     together = _spread_by_case(originals + rest + again, case_of, rng, repeat_after=distance)
@@ -295,7 +302,7 @@ def _with_repeats(
         nearest = {place: _nearest_after_insert(place, same_case) for place in places}
         farthest = max(nearest.values())
         place = rng.choice([place for place in places if nearest[place] == farthest])
-        queue.insert(place, (index, shown[1:] + shown[:1], True))
+        queue.insert(place, (index, _rotated(shown), True))
     return queue
 
 

@@ -154,6 +154,11 @@ class DesignSummary:
     def shortfalls(self) -> list[str]:
         return [line for queue in self.spacing for line in queue.shortfalls]
 
+    @property
+    def pooled(self) -> int:
+        """Seats released to the study's pool, in no rater's queue."""
+        return dict(self.per_rater).get(POOL, 0)
+
 
 def _summary(
     rows: list[SeatRow], comparisons: int, skipped: dict, *, min_case_gap: int
@@ -165,15 +170,14 @@ def _summary(
     queues: dict[str, list[tuple[str, object, bool]]] = {}
     repeats = 0
     for row in rows:
-        rater, arm_set, order, repeat = row.rater, row.arm_set, row.order, row.repeat
-        per_rater[rater] += 1
-        if rater != POOL:
-            queues.setdefault(rater, []).append((row.case_id, row.comparison, repeat))
-        if repeat:
+        per_rater[row.rater] += 1
+        if row.rater != POOL:
+            queues.setdefault(row.rater, []).append((row.case_id, row.comparison, row.repeat))
+        if row.repeat:
             repeats += 1
             continue
-        cells[(rater, arm_set, order)] += 1
-        totals[(arm_set, order)] += 1
+        cells[(row.rater, row.arm_set, row.order)] += 1
+        totals[(row.arm_set, row.order)] += 1
     return DesignSummary(
         comparisons=comparisons,
         seats=len(rows),

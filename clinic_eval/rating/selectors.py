@@ -26,10 +26,12 @@ class RaterProgress:
         return self.total - self.done
 
 
+# A rater's seats in a study, counted in one aggregate.
+_PROGRESS = {"total": Count("id"), "done": Count("id", filter=Q(status=Assignment.Status.DONE))}
+
+
 def rater_progress(*, rater: User, study: Study) -> RaterProgress:
-    counts = Assignment.objects.filter(study=study, rater=rater).aggregate(
-        total=Count("id"), done=Count("id", filter=Q(status=Assignment.Status.DONE))
-    )
+    counts = Assignment.objects.filter(study=study, rater=rater).aggregate(**_PROGRESS)
     return RaterProgress(study=study, done=counts["done"], total=counts["total"])
 
 
@@ -103,9 +105,7 @@ def _queue_place(assignment: Assignment) -> tuple[RaterProgress, int]:
     counts = Assignment.objects.filter(
         study=assignment.study_id, rater=assignment.rater_id
     ).aggregate(
-        total=Count("id"),
-        done=Count("id", filter=Q(status=Assignment.Status.DONE)),
-        before=Count("id", filter=Q(queue_position__lt=assignment.queue_position)),
+        **_PROGRESS, before=Count("id", filter=Q(queue_position__lt=assignment.queue_position))
     )
     progress = RaterProgress(study=assignment.study, done=counts["done"], total=counts["total"])
     return progress, counts["before"] + 1

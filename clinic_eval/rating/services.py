@@ -506,9 +506,10 @@ def judgment_record(
 ) -> tuple[Judgment, JudgmentOutcome]:
     """Store a rater's judgment of an item; returns it with what was done (``JudgmentOutcome``).
 
-    Exactly one judgment per item, whatever arrives: the assignment row is locked, the
-    database holds a one-to-one constraint, and a resubmission identical to what is stored is
-    a no-op. A different submission is an edit only when ``revision`` matches the stored one
+    Exactly one judgment per item, whatever arrives: the database holds a one-to-one
+    constraint (a first judgment is inserted straight away and a second insert is refused),
+    an edit locks the assignment row, and a resubmission identical to what is stored is a
+    no-op. A different submission is an edit only when ``revision`` matches the stored one
     (the edit form carries it); otherwise it raises ``StaleJudgment`` and changes nothing.
     Every edit is audited with the old and new values.
 
