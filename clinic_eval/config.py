@@ -70,15 +70,84 @@ class HallucinationFlag(_Strict):
     note_allowed: bool = True
 
 
+# Harm of a marked span, least to most: adapted from the AHRQ Common Formats Harm Scale (v1.2),
+# without its "death" level (docs/rating.md#spans says what each level means).
+HARM_LEVELS: tuple[str, ...] = ("none", "minor", "moderate", "severe")
+SEVERE_HARM = "severe"
+
+
+class SpanCategory(_Strict):
+    key: Key
+    title: Label
+    # An omission marks something the response should have used or said: it has no range in
+    # the response, and names the case field it left out or describes it in the note.
+    omission: bool = False
+    # The hallucination type a span of this category implies when the flag is derived.
+    hallucination: Key | None = None
+
+
+DEFAULT_SPAN_CATEGORIES: list[dict[str, Any]] = [
+    {"key": "factual_error", "title": "Factual error", "hallucination": "factual"},
+    {"key": "reasoning_error", "title": "Reasoning error", "hallucination": "reasoning"},
+    {"key": "unsupported_claim", "title": "Unsupported claim", "hallucination": "factual"},
+    {"key": "unsafe", "title": "Unsafe or contraindicated recommendation"},
+    {"key": "guideline_deviation", "title": "Deviation from guideline"},
+    {"key": "omission", "title": "Omission", "omission": True},
+]
+
+
+class SpanAnnotation(_Strict):
+    """Physicians mark where a response goes wrong: a character range of the shown text (or,
+    for an omission, what is missing), a category and a harm level."""
+
+    enabled: bool = False
+    categories: list[SpanCategory] = Field(
+        default_factory=lambda: [SpanCategory(**c) for c in DEFAULT_SPAN_CATEGORIES],
+        min_length=1,
+        max_length=12,
+    )
+    # asked: the rater answers the hallucination question as before; derived: it is not asked,
+    # and each response's flag is computed from its spans (spans.text.derived_flag).
+    hallucination_flag: Literal["asked", "derived"] = "asked"
+    max_spans_per_response: int = Field(default=40, ge=1, le=200)
+
+    @model_validator(mode="after")
+    def _keys_unique(self) -> SpanAnnotation:
+        keys = [c.key for c in self.categories]
+        if len(set(keys)) != len(keys):
+            raise ValueError("span category keys must be unique")
+        return self
+
+    def category(self, key: str) -> SpanCategory | None:
+        return next((c for c in self.categories if c.key == key), None)
+
+
 class Rubric(_Strict):
     dimensions: list[LikertDimension] = Field(max_length=12)
     hallucination: HallucinationFlag = Field(default_factory=HallucinationFlag)
+    spans: SpanAnnotation = Field(default_factory=SpanAnnotation)
 
     @model_validator(mode="after")
     def _keys_unique(self) -> Rubric:
         keys = [d.key for d in self.dimensions]
         if len(set(keys)) != len(keys):
             raise ValueError("dimension keys must be unique")
+        return self
+
+    @model_validator(mode="after")
+    def _derived_flag_fits(self) -> Rubric:
+        spans, flag = self.spans, self.hallucination
+        if not (spans.enabled and spans.hallucination_flag == "derived"):
+            return self
+        if not flag.enabled or "none" not in flag.types:
+            raise ValueError(
+                'a flag derived from spans needs the hallucination flag enabled with a "none" type'
+            )
+        unknown = sorted(
+            {c.hallucination for c in spans.categories if c.hallucination} - set(flag.types)
+        )
+        if unknown:
+            raise ValueError(f"span categories imply unknown hallucination types: {unknown}")
         return self
 
 
@@ -141,6 +210,27 @@ TestName = Literal["sign", "wilcoxon", "friedman", "bradley_terry"]
 _DEFAULT_TESTS: tuple[TestName, ...] = ("sign", "wilcoxon", "bradley_terry")
 
 
+class AdjudicationRule(_Strict):
+    """When an item's raters disagree enough that a senior physician resolves it.
+
+    Checked when an item's last rater submits (and on later edits); any enabled condition
+    fires it. Adjudicators are physicians on the study (usernames); an item goes to one who
+    never rated it and did not write its case.
+    """
+
+    enabled: bool = False
+    # Decisive preferences (a response, not a tie or none) that name different responses.
+    preference_conflict: bool = True
+    # Two raters' scores for one response differ by at least this much on any dimension.
+    likert_gap: int | None = Field(default=2, ge=1, le=10)
+    # A severe-harm span, or a hallucination flag at the most severe level, on a response that
+    # another rater of the item did not mark so.
+    severe_single: bool = True
+    adjudicators: list[Annotated[str, StringConstraints(min_length=1, max_length=150)]] = Field(
+        default_factory=list, max_length=50
+    )
+
+
 class AnalysisPlan(_Strict):
     """The pre-registered analysis, frozen (hashed) when the study opens."""
 
@@ -154,6 +244,9 @@ class AnalysisPlan(_Strict):
     estimator: Literal["crossed_cluster_robust"] = "crossed_cluster_robust"
     # The power analysis the coordinator ran, frozen into the plan when the study opens.
     power: dict[str, Any] | None = None
+    # Adjudication of disagreements; its results are a pre-registered sensitivity analysis of
+    # the primary endpoint (the raw judgments stay the primary analysis).
+    adjudication: AdjudicationRule = Field(default_factory=AdjudicationRule)
 
 
 # The families the plan's correction applies within; the report states them beside its tables.

@@ -1,7 +1,15 @@
 from clinic_eval.models.accounts import User, UserSession
+from clinic_eval.models.adjudication import Adjudication
 from clinic_eval.models.audit import AuditEvent, AuditEventQuerySet, AuditImmutable, ExportLog
 from clinic_eval.models.power import PowerAnalysis
-from clinic_eval.models.rating import Assignment, Comparison, Judgment, JudgmentEdit, ResponseRating
+from clinic_eval.models.rating import (
+    Assignment,
+    Comparison,
+    Judgment,
+    JudgmentEdit,
+    ResponseRating,
+    ResponseSpan,
+)
 from clinic_eval.models.rubrics import (
     CaseRubric,
     CriterionGrade,
@@ -23,6 +31,7 @@ from clinic_eval.models.studies import (
 )
 
 __all__ = [
+    "Adjudication",
     "Arm",
     "Assignment",
     "AuditEvent",
@@ -40,6 +49,7 @@ __all__ = [
     "PowerAnalysis",
     "Response",
     "ResponseRating",
+    "ResponseSpan",
     "RubricChange",
     "RubricCriterion",
     "RubricVerification",

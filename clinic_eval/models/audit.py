@@ -64,6 +64,8 @@ class AuditEvent(models.Model):
         RESPONSE_REVIEWED = "response_reviewed", "Held response decided"
         RATERS_REASSIGNED = "raters_reassigned", "Rating seats reassigned"
         JUDGMENT_EDITED = "judgment_edited", "Rating edited"
+        ADJUDICATION_OPENED = "adjudication_opened", "Item sent to adjudication"
+        ADJUDICATION_DONE = "adjudication_done", "Item adjudicated"
         EXPORT = "export", "Export"
 
     at = models.DateTimeField(auto_now_add=True, db_index=True)

@@ -142,3 +142,35 @@ class JudgmentEdit(models.Model):
 
     def __str__(self) -> str:
         return f"edit of {self.judgment} at {self.edited_at}"
+
+
+class ResponseSpan(models.Model):
+    """A place in one shown response that a rater marked: a character range of its display
+    text (frozen when the study opens) with a category and harm, or, for an omission, what
+    the response left out (a case field, or words in the note) with no range."""
+
+    judgment = models.ForeignKey(Judgment, on_delete=models.CASCADE, related_name="spans")
+    position = models.PositiveSmallIntegerField()  # 0 = A, 1 = B, ... as this rater saw them
+    response = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="spans")
+    start = models.PositiveIntegerField(null=True, blank=True)
+    end = models.PositiveIntegerField(null=True, blank=True)
+    # The text of the range when it was marked, kept for the export and the reviewer.
+    quote = models.TextField(blank=True)
+    category = models.CharField(max_length=48)
+    harm = models.CharField(max_length=16)
+    case_field = models.CharField(max_length=100, blank=True)
+    note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["judgment_id", "position", "start", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(start__isnull=True) & Q(end__isnull=True))
+                | Q(start__isnull=False, end__gt=models.F("start")),
+                name="span_range_empty_or_forward",
+            )
+        ]
+        indexes = [models.Index(fields=["response"])]
+
+    def __str__(self) -> str:
+        return f"{self.category} span on {self.response_id}"

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, replace
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
@@ -14,7 +13,6 @@ from django.utils import timezone
 
 from clinic_eval.audit.services import audit_record, changed_fields
 from clinic_eval.config import (
-    NONE_ACCEPTABLE,
     POSITION_LETTERS,
     position_letter,
     position_of,
@@ -32,7 +30,20 @@ from clinic_eval.models import (
     Study,
     User,
 )
+from clinic_eval.rating.adjudication import adjudication_check
+from clinic_eval.rating.inputs import (
+    RUBRIC_PREFERENCE,
+    GradeInput,
+    JudgmentInput,
+    JudgmentOutcome,
+    RatingInput,
+    answer_key,
+    criterion_part,
+)
 from clinic_eval.rubrics import selectors
+from clinic_eval.spans import selectors as spans_selectors
+from clinic_eval.spans.services import spans_checked, spans_store
+from clinic_eval.spans.text import ResolvedSpan, SpanErrors, as_input, derived_flag
 
 MAX_RATIONALE = 5_000
 
@@ -146,61 +157,6 @@ def assignment_next(*, rater: User, study: Study) -> Assignment | None:
     return None
 
 
-@dataclass(frozen=True)
-class RatingInput:
-    position: int
-    scores: dict[str, int | None]
-    hallucination: str = ""
-    severity: str = ""
-    note: str = ""
-
-
-@dataclass(frozen=True)
-class GradeInput:
-    """A met / not-met call on criterion ``criterion`` (numbered from 1 in the rubric's order)
-    for the response shown in ``position``. For a criterion with negative points, met means
-    the undesirable behaviour occurred. ``met`` None: no verdict given (refused)."""
-
-    position: int
-    criterion: int
-    met: bool | None
-    note: str = ""
-
-
-@dataclass(frozen=True)
-class JudgmentInput:
-    """A Likert judgment (``preference`` and ``ratings``) or, in rubric mode, a criterion
-    judgment (``grades``; no preference is asked, and ``RUBRIC_PREFERENCE`` is stored)."""
-
-    preference: str
-    ratings: tuple[RatingInput, ...]
-    rationale: str = ""
-    grades: tuple[GradeInput, ...] = ()
-
-
-class JudgmentOutcome(StrEnum):
-    """What ``judgment_record`` did with a submission."""
-
-    CREATED = "created"
-    UNCHANGED = "unchanged"  # identical to the stored judgment: nothing written
-    UPDATED = "updated"  # an audited edit of the current revision
-
-
-# Rubric-mode judgments ask no preference; the judgment stores "none" with no preferred
-# response, and analyses tell them apart by the study's mode.
-RUBRIC_PREFERENCE = NONE_ACCEPTABLE
-
-
-def answer_key(letter: str, *parts: str) -> str:
-    """Where a problem with one answer about Response ``letter`` is reported: ``A.clarity``,
-    ``B.c3.note``. The rating form names its fields from the same parts (``rating.forms``)."""
-    return ".".join((letter, *parts))
-
-
-def criterion_part(number: int) -> str:
-    return f"c{number}"
-
-
 def _rationale_errors(study: Study, data: JudgmentInput) -> dict[str, str]:
     errors: dict[str, str] = {}
     if study.design_config.rationale_required and not data.rationale.strip():
@@ -286,6 +242,45 @@ def _judgment_errors(study: Study, positions: int, data: JudgmentInput) -> dict[
     return errors
 
 
+def _span_errors(errors: SpanErrors) -> dict[str, str]:
+    """``A.span2.quote`` for a problem with the second span marked on Response A."""
+    keyed = {}
+    for (position, number, part), message in errors.items():
+        parts = [f"span{number}" if number else "spans"] + ([part] if part else [])
+        keyed[answer_key(position_letter(position), *parts)] = message
+    return keyed
+
+
+def _with_derived_flags(
+    study: Study, data: JudgmentInput, spans: Sequence[ResolvedSpan]
+) -> JudgmentInput:
+    """Where the rubric derives the hallucination flag from spans, each response's flag is
+    what its spans imply, whatever was sent."""
+    rubric = study.rubric_config
+    if not (rubric.spans.enabled and rubric.spans.hallucination_flag == "derived"):
+        return data
+    ratings = []
+    for rating in data.ratings:
+        kind, severity = derived_flag(
+            (s for s in spans if s.position == rating.position),
+            config=rubric.spans,
+            flag=rubric.hallucination,
+        )
+        ratings.append(replace(rating, hallucination=kind, severity=severity))
+    return replace(data, ratings=tuple(ratings))
+
+
+def likert_judgment_checked(
+    study: Study, positions: int, data: JudgmentInput, extra_errors: dict[str, str] | None = None
+) -> JudgmentInput:
+    """A preference-and-Likert answer checked against the study's design and rubric and put in
+    canonical form; raises ``JudgmentInvalid`` with every problem (``extra_errors`` too)."""
+    errors = {**_judgment_errors(study, positions, data), **(extra_errors or {})}
+    if errors:
+        raise JudgmentInvalid(errors)
+    return _normalised(data, study.rubric_config.hallucination.enabled)
+
+
 def _normalised(data: JudgmentInput, flag_enabled: bool) -> JudgmentInput:
     """One canonical form, so a retried submission compares equal to the stored one."""
     ratings = tuple(
@@ -299,7 +294,10 @@ def _normalised(data: JudgmentInput, flag_enabled: bool) -> JudgmentInput:
         for r in sorted(data.ratings, key=lambda r: r.position)
     )
     return JudgmentInput(
-        preference=data.preference, ratings=ratings, rationale=data.rationale.strip()
+        preference=data.preference,
+        ratings=ratings,
+        rationale=data.rationale.strip(),
+        spans=data.spans,
     )
 
 
@@ -309,7 +307,11 @@ def _normalised_grades(data: JudgmentInput) -> JudgmentInput:
         for g in sorted(data.grades, key=lambda g: (g.position, g.criterion))
     )
     return JudgmentInput(
-        preference=RUBRIC_PREFERENCE, ratings=(), rationale=data.rationale.strip(), grades=grades
+        preference=RUBRIC_PREFERENCE,
+        ratings=(),
+        rationale=data.rationale.strip(),
+        grades=grades,
+        spans=data.spans,
     )
 
 
@@ -318,6 +320,8 @@ def _as_snapshot(data: JudgmentInput) -> dict[str, Any]:
     so a Likert judgment's snapshot and audit read as they always have."""
     snapshot = asdict(data)
     del snapshot["ratings" if data.grades else "grades"]
+    if not data.spans:
+        del snapshot["spans"]
     return snapshot
 
 
@@ -360,6 +364,7 @@ def judgment_snapshot(
             for r in judgment.ratings.order_by("position")
         ),
         grades=grades,
+        spans=spans_selectors.judgment_spans(judgment=judgment),
     )
     return _as_snapshot(data)
 
@@ -443,6 +448,7 @@ def _judgment_update(
     _store_ratings(judgment, assignment, data)
     if data.grades:
         _store_grades(judgment, assignment, data, criteria)
+    spans_store(judgment=judgment, shown_order=assignment.shown_order, spans=data.spans)
     JudgmentEdit.objects.create(
         judgment=judgment, editor=editor, reason=reason.strip(), before=before, after=after
     )
@@ -456,6 +462,7 @@ def _judgment_update(
         before=old,
         after=new,
     )
+    adjudication_check(study=assignment.study, comparison_id=assignment.comparison_id)
     return judgment, JudgmentOutcome.UPDATED
 
 
@@ -486,6 +493,9 @@ def _judgment_create(
         _store_ratings(judgment, assignment, data, replace=False)
         if data.grades:
             _store_grades(judgment, assignment, data, criteria, replace=False)
+        spans_store(
+            judgment=judgment, shown_order=assignment.shown_order, spans=data.spans, replace=False
+        )
         done = Assignment.objects.filter(
             pk=assignment.pk, rater=rater, status=Assignment.Status.PENDING
         ).update(status=Assignment.Status.DONE, done_at=now, leased_until=None)
@@ -493,6 +503,7 @@ def _judgment_create(
             raise DomainError(
                 "This item is no longer in your queue (a coordinator moved it); nothing was saved."
             )
+        adjudication_check(study=assignment.study, comparison_id=assignment.comparison_id)
     return judgment
 
 
@@ -522,17 +533,21 @@ def judgment_record(
         raise DomainError("This study is no longer open for rating; nothing was changed.")
     positions = len(assignment.shown_order)
     criteria: list[RubricCriterion] = []
+    spans, raw_span_errors = spans_checked(
+        config=study.rubric_config.spans, shown_order=assignment.shown_order, spans=data.spans
+    )
+    span_errors = _span_errors(raw_span_errors)
+    data = replace(data, spans=tuple(as_input(s) for s in spans))
     if study.is_rubric_mode:
         criteria = selectors.case_criteria(case=assignment.comparison.case)
-        errors = _grade_errors(study, positions, data, criteria)
+        errors = {**_grade_errors(study, positions, data, criteria), **span_errors}
         if errors:
             raise JudgmentInvalid(errors)
         data = _normalised_grades(data)
     else:
-        errors = _judgment_errors(study, positions, data)
-        if errors:
-            raise JudgmentInvalid(errors)
-        data = _normalised(data, study.rubric_config.hallucination.enabled)
+        data = likert_judgment_checked(
+            study, positions, _with_derived_flags(study, data, spans), span_errors
+        )
     for _ in range(2):
         try:
             return _judgment_create(assignment, rater, data, criteria), JudgmentOutcome.CREATED
