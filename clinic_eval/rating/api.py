@@ -18,11 +18,18 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from clinic_eval import access
-from clinic_eval.config import POSITION_LETTERS, Rubric, position_letter, position_of
+from clinic_eval.config import (
+    HARM_LEVELS,
+    POSITION_LETTERS,
+    Rubric,
+    position_letter,
+    position_of,
+)
 from clinic_eval.errors import DomainError, JudgmentInvalid
 from clinic_eval.models import Assignment
 from clinic_eval.rating import selectors, services
 from clinic_eval.rating.services import GradeInput
+from clinic_eval.spans.text import ResolvedSpan, SpanInput, sentences
 from clinic_eval.web.api import AuthenticatedRequest, BaseApi
 from clinic_eval.web.permissions import IsPhysician
 
@@ -64,7 +71,17 @@ class RateCaseOutput(serializers.Serializer):
 
 class RateShownResponseOutput(serializers.Serializer):
     position = serializers.CharField(help_text="The on-screen letter: A, B, ...")
-    text = serializers.CharField(help_text="Markdown as shown to raters; sanitise before display.")
+    text = serializers.CharField(
+        help_text="Markdown as shown to raters; sanitise before display. When spans are on, "
+        "the page shows it as plain text, character for character, and span ranges are "
+        "offsets into it."
+    )
+    sentences = serializers.ListField(
+        child=serializers.ListField(child=serializers.IntegerField(), min_length=2, max_length=2),
+        required=False,
+        help_text="Only when spans are on: the [start, end) offsets of the text's sentences "
+        "and lines, the steps of keyboard marking",
+    )
 
 
 class RateDimensionOutput(serializers.Serializer):
@@ -84,9 +101,34 @@ class RateHallucinationOutput(serializers.Serializer):
     note_allowed = serializers.BooleanField()
 
 
+class RateSpanCategoryOutput(serializers.Serializer):
+    key = serializers.CharField()
+    title = serializers.CharField()
+    omission = serializers.BooleanField(
+        help_text="An omission has no range: it names a case field left out, or a note"
+    )
+
+
+class RateSpansOutput(serializers.Serializer):
+    enabled = serializers.BooleanField(help_text="Whether spans are marked in this study")
+    categories = RateSpanCategoryOutput(many=True)
+    harm_levels = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Least to most: none, minor, moderate, severe (adapted from the AHRQ Common "
+        "Formats Harm Scale v1.2, without death)",
+    )
+    hallucination_flag = serializers.ChoiceField(
+        choices=["asked", "derived"],
+        help_text="derived: each response's hallucination flag is computed from its spans, "
+        "whatever is sent",
+    )
+    max_spans_per_response = serializers.IntegerField()
+
+
 class RateRubricOutput(serializers.Serializer):
     dimensions = RateDimensionOutput(many=True)
     hallucination = RateHallucinationOutput()
+    spans = RateSpansOutput()
 
 
 class RateRatingOutput(serializers.Serializer):
@@ -106,12 +148,26 @@ class RateGradeOutput(serializers.Serializer):
     note = serializers.CharField(allow_blank=True)
 
 
+class RateSpanOutput(serializers.Serializer):
+    position = serializers.CharField(help_text="The on-screen letter of the marked response")
+    start = serializers.IntegerField(
+        allow_null=True, help_text="Offset into the response's text; null for an omission"
+    )
+    end = serializers.IntegerField(allow_null=True, help_text="Exclusive; null for an omission")
+    quote = serializers.CharField(allow_blank=True, help_text="The text of the range")
+    category = serializers.CharField()
+    harm = serializers.CharField()
+    case_field = serializers.CharField(allow_blank=True)
+    note = serializers.CharField(allow_blank=True)
+
+
 class RateJudgmentOutput(serializers.Serializer):
     preference = serializers.CharField(help_text='Always "none" in rubric mode (not asked)')
     rationale = serializers.CharField(allow_blank=True)
     revision = serializers.IntegerField(help_text="Send this back to edit the judgment.")
     ratings = RateRatingOutput(many=True)
     grades = RateGradeOutput(many=True, help_text="Rubric mode: one per response and criterion")
+    spans = RateSpanOutput(many=True, help_text="Marked spans, in reading order, omissions last")
 
 
 class RateCriterionOutput(serializers.Serializer):
@@ -155,14 +211,21 @@ class RateJudgmentResultOutput(serializers.Serializer):
     )
 
 
+ERRORS_DESCRIPTION = (
+    'Field -> message; per-response fields are "A.<dimension key>", "A.hallucination", '
+    '"A.severity", "A.note"; in rubric mode "A.c<n>" and "A.c<n>.note" for criterion n; for '
+    'the n-th span sent on Response A (counted from 1) "A.span<n>" (the whole span), '
+    '"A.span<n>.quote" (its range or quote), "A.span<n>.category", "A.span<n>.harm", '
+    '"A.span<n>.case_field", "A.span<n>.note", and "A.spans" for too many'
+)
+
+
 class RateJudgmentErrorsOutput(serializers.Serializer):
     detail = serializers.CharField()
     # The API's field name; DRF's metaclass moves declared fields off the class attribute.
     errors = serializers.DictField(  # type: ignore[assignment]
         child=serializers.CharField(),
-        help_text='Field -> message; per-response fields are "A.<dimension key>", '
-        '"A.hallucination", "A.severity", "A.note"; in rubric mode "A.c<n>" and "A.c<n>.note" '
-        "for criterion n",
+        help_text=ERRORS_DESCRIPTION,
     )
 
 
@@ -179,15 +242,14 @@ JUDGMENT_REFUSED_SCHEMA = {
                 "errors": {
                     "type": "object",
                     "additionalProperties": {"type": "string"},
-                    "description": 'Field -> message; per-response fields are "A.<dimension key>", '
-                    '"A.hallucination", "A.severity", "A.note"; in rubric mode "A.c<n>" and '
-                    '"A.c<n>.note" for criterion n',
+                    "description": ERRORS_DESCRIPTION,
                 },
             },
         },
         {
             "description": "The body does not fit the input: field -> messages, nested as "
-            'the input is (e.g. {"ratings": {"0": {"position": ["..."]}}})',
+            'the input is (e.g. {"ratings": {"0": {"position": ["..."]}}} or '
+            '{"spans": {"1": {"start": ["..."]}}})',
             "type": "object",
             "additionalProperties": {"anyOf": [{"type": "array"}, {"type": "object"}]},
         },
@@ -229,10 +291,44 @@ class RateGradeInput(serializers.Serializer):
     note = serializers.CharField(required=False, allow_blank=True, default="")
 
 
+class RateSpanInput(serializers.Serializer):
+    """A marked span: ``start`` and ``end`` (offsets into the response's text, as the item's
+    ``sentences`` are), or a ``quote`` of the text the server finds (``occurrence``, from 1,
+    where it appears more than once); an omission has neither and names a ``case_field`` or
+    says what is missing in the ``note``."""
+
+    position = serializers.ChoiceField(
+        choices=list(POSITION_LETTERS), help_text="The on-screen letter: A, B, ..."
+    )
+    start = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=0)
+    end = serializers.IntegerField(
+        required=False, allow_null=True, default=None, min_value=0, help_text="Exclusive"
+    )
+    quote = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        trim_whitespace=False,
+        help_text="With start and end: must equal the text there; alone: found in the text",
+    )
+    occurrence = serializers.IntegerField(
+        required=False, allow_null=True, default=None, min_value=1
+    )
+    category = serializers.CharField(help_text="A key from rubric.spans.categories")
+    harm = serializers.CharField(help_text="One of rubric.spans.harm_levels")
+    case_field = serializers.CharField(
+        required=False, allow_blank=True, default="", help_text="Omissions: a case field name"
+    )
+    note = serializers.CharField(
+        required=False, allow_blank=True, default="", trim_whitespace=False
+    )
+
+
 class RateJudgmentInput(serializers.Serializer):
     """Likert modes: ``preference`` and ``ratings``. Rubric mode: ``grades``, one for every
     criterion of the item and every response, e.g. ``{"grades": [{"position": "A",
-    "criterion": 1, "met": true, "note": ""}, ...]}``; preference and ratings are left out."""
+    "criterion": 1, "met": true, "note": ""}, ...]}``; preference and ratings are left out.
+    Where the rubric marks spans, ``spans`` in either mode (an edit replaces the stored set)."""
 
     preference = serializers.CharField(
         required=False, allow_blank=True, default="", help_text="Not asked in rubric mode"
@@ -253,6 +349,12 @@ class RateJudgmentInput(serializers.Serializer):
         default=list,
         help_text="Rubric mode: a verdict on every criterion for every response",
     )
+    spans = RateSpanInput(
+        many=True,
+        required=False,
+        default=list,
+        help_text="Marked spans on any response, when rubric.spans.enabled",
+    )
 
 
 # --- Plain data for the output serializers --------------------------------------------------
@@ -260,7 +362,7 @@ class RateJudgmentInput(serializers.Serializer):
 
 def _rubric_data(rubric: dict) -> dict[str, Any]:
     parsed = Rubric.model_validate(rubric)
-    flag = parsed.hallucination
+    flag, spans = parsed.hallucination, parsed.spans
     return {
         "dimensions": [
             {
@@ -278,7 +380,36 @@ def _rubric_data(rubric: dict) -> dict[str, Any]:
             "severities": list(flag.severities),
             "note_allowed": flag.note_allowed,
         },
+        "spans": {
+            "enabled": spans.enabled,
+            "categories": [
+                {"key": c.key, "title": c.title, "omission": c.omission} for c in spans.categories
+            ],
+            "harm_levels": list(HARM_LEVELS),
+            "hallucination_flag": spans.hallucination_flag,
+            "max_spans_per_response": spans.max_spans_per_response,
+        },
     }
+
+
+def _span_data(span: ResolvedSpan) -> dict[str, Any]:
+    return {
+        "position": position_letter(span.position),
+        "start": span.start,
+        "end": span.end,
+        "quote": span.quote,
+        "category": span.category,
+        "harm": span.harm,
+        "case_field": span.case_field,
+        "note": span.note,
+    }
+
+
+def _response_data(item: selectors.RatingItem, shown: selectors.ShownResponse) -> dict[str, Any]:
+    data: dict[str, Any] = {"position": shown.letter, "text": shown.text}
+    if item.span_config.enabled:
+        data["sentences"] = [[start, end] for start, end in sentences(shown.text)]
+    return data
 
 
 def _item_data(item: selectors.RatingItem) -> dict[str, Any]:
@@ -302,6 +433,7 @@ def _item_data(item: selectors.RatingItem) -> dict[str, Any]:
                 {"position": letter, "criterion": number, "met": met, "note": note}
                 for letter, number, met, note in item.grades
             ],
+            "spans": [_span_data(span) for span in item.spans],
         }
     return {
         "public_id": item.assignment.public_id,
@@ -312,7 +444,7 @@ def _item_data(item: selectors.RatingItem) -> dict[str, Any]:
             "fields": [{"name": str(name), "value": value} for name, value in item.fields],
             "narrative": item.narrative,
         },
-        "responses": [{"position": shown.letter, "text": shown.text} for shown in item.responses],
+        "responses": [_response_data(item, shown) for shown in item.responses],
         "rubric": _rubric_data(item.study.rubric),
         "choices": list(item.preference_choices),
         "rationale_required": item.study.design_config.rationale_required,
@@ -352,6 +484,20 @@ def _judgment_input(payload: dict[str, Any]) -> services.JudgmentInput:
                 note=grade["note"],
             )
             for grade in payload["grades"]
+        ),
+        spans=tuple(
+            SpanInput(
+                position=position_of(span["position"]),
+                category=span["category"],
+                harm=span["harm"],
+                start=span["start"],
+                end=span["end"],
+                quote=span["quote"],
+                occurrence=span["occurrence"],
+                case_field=span["case_field"],
+                note=span["note"],
+            )
+            for span in payload["spans"]
         ),
     )
 
@@ -408,6 +554,8 @@ class RateJudgmentApi(RaterApi):
         },
         description="Store your judgment: 201 when created; 200 when identical to the stored "
         "one (nothing changes) or when an edit with the current revision was saved. "
+        "400 with field errors, nothing stored (a span's errors are keyed by its response "
+        'and its number among that response\'s spans: "A.span2.quote"). '
         "409 when the judgment changed since you loaded it or the study is closed.",
     )
     def put(self, request: AuthenticatedRequest, public_id: str) -> Response:

@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 from django.db.models import Count, Q, QuerySet
 
-from clinic_eval.config import RUBRIC_MODE, position_letter, preference_choices
+from clinic_eval.config import RUBRIC_MODE, SpanAnnotation, position_letter, preference_choices
 from clinic_eval.models import (
     Assignment,
     Judgment,
@@ -13,6 +13,8 @@ from clinic_eval.models import (
     User,
 )
 from clinic_eval.rubrics.selectors import case_criteria
+from clinic_eval.spans.selectors import spans_in_order
+from clinic_eval.spans.text import ResolvedSpan
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,9 @@ class RatingItem:
     criteria: list[ShownCriterion] = field(default_factory=list)  # rubric mode only
     # The stored judgment's grades as (position letter, criterion number, met, note).
     grades: list[tuple[str, int, bool, str]] = field(default_factory=list)
+    # The rubric's span annotation, and the stored judgment's spans in reading order.
+    span_config: SpanAnnotation = field(default_factory=SpanAnnotation)
+    spans: list[ResolvedSpan] = field(default_factory=list)
 
     @property
     def is_rubric(self) -> bool:
@@ -113,7 +118,8 @@ def _queue_place(assignment: Assignment) -> tuple[RaterProgress, int]:
 
 def rating_item(*, assignment: Assignment) -> RatingItem:
     """What the rater sees for one seat: the case and the shown responses in one query, the
-    queue place and progress in another, and only for a rated seat its judgment."""
+    queue place and progress in another, and only for a rated seat its judgment (with its
+    spans when the rubric marks them)."""
     shown = {
         response.pk: response
         for response in Response.objects.filter(pk__in=assignment.shown_order).select_related(
@@ -123,9 +129,12 @@ def rating_item(*, assignment: Assignment) -> RatingItem:
     case = shown[assignment.shown_order[0]].case
     study = assignment.study
     rubric_mode = study.is_rubric_mode
+    span_config = study.rubric_config.spans
     judgment = None
     if assignment.status == Assignment.Status.DONE:
         related = ["ratings", "criterion_grades"] if rubric_mode else ["ratings"]
+        if span_config.enabled:
+            related.append("spans")
         judgment = Judgment.objects.filter(assignment=assignment).prefetch_related(*related).first()
     criteria = case_criteria(case=case) if rubric_mode else []
     numbers = {c.pk: n for n, c in enumerate(criteria, 1)}
@@ -153,6 +162,8 @@ def rating_item(*, assignment: Assignment) -> RatingItem:
         mode=study.design_config.mode,
         criteria=[ShownCriterion(n, c.text, c.points) for n, c in enumerate(criteria, 1)],
         grades=grades,
+        span_config=span_config,
+        spans=spans_in_order(judgment.spans.all()) if judgment and span_config.enabled else [],
     )
 
 

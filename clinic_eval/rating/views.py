@@ -26,7 +26,7 @@ def _render_item(
 ) -> HttpResponse:
     item = selectors.rating_item(assignment=assignment)
     if values is None:
-        values = judgment_values(item.judgment, item.grades)
+        values = judgment_values(item.judgment, item.grades, item.spans)
     context = {
         "item": item,
         "form": rating_form(item, values, errors or {}),

@@ -116,6 +116,8 @@ def _resolve_range(span: SpanInput, text: str) -> tuple[int, int]:
     if span.start is not None or span.end is not None:
         if span.start is None or span.end is None:
             raise ValueError("A span needs both its start and its end.")
+        if span.start >= span.end:
+            raise ValueError("A span's end must come after its start.")
         if not 0 <= span.start < span.end <= len(text):
             raise ValueError(
                 f"This range ({span.start}-{span.end}) lies outside the response, which has "

@@ -80,6 +80,8 @@
     const form = ratingForm();
     if (!form || event.altKey || event.isComposing) return;
     const target = event.target;
+    // Span marking (spans.js) owns the keys in a response's text and in its popover.
+    if (event.defaultPrevented || (target.closest && target.closest("[data-span-ui]"))) return;
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
       event.preventDefault();
       form.requestSubmit();

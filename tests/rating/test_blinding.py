@@ -14,8 +14,19 @@ from pytest_django.live_server_helper import LiveServer
 from rest_framework.test import APIClient
 
 from alignment_jobs.models import GenerationSpec
-from clinic_eval.models import Arm, Assignment, Case, Comparison, Judgment, Response, Study, User
+from clinic_eval.models import (
+    Arm,
+    Assignment,
+    Case,
+    Comparison,
+    Judgment,
+    Response,
+    ResponseSpan,
+    Study,
+    User,
+)
 from tests.conftest import PASSWORD, logged_in
+from tests.rating.test_spans import spans_on  # noqa: F401 - a fixture
 from tests.support.browser import ConsoleLog, chromium, new_page, sign_in
 from tests.support.rating_study import OpenStudy, full_answer, open_study, physicians
 
@@ -39,7 +50,7 @@ ATTACKS = {
 @pytest.fixture
 def high_ids(db: None) -> None:
     """Ids far from any number a page prints for another reason, so a scan can find them."""
-    for offset, model in enumerate((Case, Comparison, Assignment, Judgment)):
+    for offset, model in enumerate((Case, Comparison, Assignment, Judgment, ResponseSpan)):
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT setval(pg_get_serial_sequence(%s, 'id'), %s)",
@@ -75,6 +86,9 @@ def forbidden(built: OpenStudy) -> list[tuple[str, re.Pattern[str]]]:
         "comparison": list(study.comparisons.values_list("pk", flat=True)),
         "assignment": list(study.assignments.values_list("pk", flat=True)),
         "judgment": list(study.judgments.values_list("pk", flat=True)),
+        "span": list(
+            ResponseSpan.objects.filter(judgment__study=study).values_list("pk", flat=True)
+        ),
     }
     for kind, values in ids.items():
         patterns += [(f"{kind} pk {pk}", rf"(?<![\w-]){pk}(?![\w-])") for pk in values]
@@ -84,8 +98,30 @@ def forbidden(built: OpenStudy) -> list[tuple[str, re.Pattern[str]]]:
     return [(what, re.compile(p, re.IGNORECASE)) for what, p in patterns]
 
 
-def walk_queue(client: Client, study: Study) -> Iterator[tuple[str, object]]:
+# With spans on: a quoted passage on A and an omission on B with every submission (the
+# default texts say "IVF" once), and on invalid ones a quote that is not there as well.
+SPAN_FIELDS = {
+    "A-span1-quote": "IVF",
+    "A-span1-category": "factual_error",
+    "A-span1-harm": "severe",
+    "A-span1-note": "Too early.",
+    "B-span1-category": "omission",
+    "B-span1-harm": "moderate",
+    "B-span1-case_field": "tubal_findings",
+}
+BAD_SPAN_FIELDS = {"B-span2-quote": "Not in it", "B-span2-category": "x", "B-span2-harm": "y"}
+API_SPANS = [
+    {"position": "A", "quote": "IVF", "category": "factual_error", "harm": "severe"},
+    {"position": "B", "category": "omission", "harm": "moderate", "case_field": "tubal_findings"},
+]
+
+
+def walk_queue(
+    client: Client, study: Study, spans: dict[str, str] | None = None
+) -> Iterator[tuple[str, object]]:
     """A physician's whole session: home, start, every item by htmx, the list, an edit."""
+    spans = spans or {}
+    bad = BAD_SPAN_FIELDS if spans else {}
     yield "home", client.get(reverse("rater:home"))
     started = client.post(reverse("rater:next", args=[study.public_id]))
     yield "start", started
@@ -93,19 +129,24 @@ def walk_queue(client: Client, study: Study) -> Iterator[tuple[str, object]]:
     first = url
     while url.startswith("/rate/items/"):
         yield f"item {url}", client.get(url)
-        answer = full_answer()
+        answer = full_answer(**spans, **bad)
         del answer["B-hallucination"]
         yield f"invalid {url}", client.post(url, answer, HTTP_HX_REQUEST="true")
-        submitted = client.post(url, full_answer(), HTTP_HX_REQUEST="true")
+        if bad:
+            yield f"bad spans {url}", client.post(url, full_answer(**spans, **bad))
+        submitted = client.post(url, full_answer(**spans), HTTP_HX_REQUEST="true")
         yield f"submit {url}", submitted
         url = submitted["HX-Push-Url"]
     yield "rated", client.get(url)
     yield "edit form", client.get(first)
-    yield "edit", client.post(first, full_answer(preference="B", revision=1))
+    yield "edit", client.post(first, full_answer(preference="B", revision=1, **spans))
+    yield "edit form again", client.get(first)
     yield "home again", client.get(reverse("rater:home"))
 
 
-def walk_queue_by_api(client: APIClient, study: Study) -> Iterator[tuple[str, object]]:
+def walk_queue_by_api(
+    client: APIClient, study: Study, spans: list[dict] | None = None
+) -> Iterator[tuple[str, object]]:
     """The same session through the rater API."""
     yield "api studies", client.get(reverse("api:rate_study_list"))
     next_url = reverse("api:rate_next", args=[study.public_id])
@@ -130,6 +171,17 @@ def walk_queue_by_api(client: APIClient, study: Study) -> Iterator[tuple[str, ob
                 for letter in "AB"
             ],
         }
+        if spans:
+            body["spans"] = spans
+            bad = {"position": "B", "quote": "Not in it", "category": "x", "harm": "y"}
+            yield (
+                "api bad spans",
+                client.put(
+                    reverse("api:rate_judgment", args=[public_id]),
+                    body | {"spans": [*spans, bad]},
+                    format="json",
+                ),
+            )
         judgment_url = reverse("api:rate_judgment", args=[public_id])
         yield "api invalid", client.put(judgment_url, body | {"preference": "Q"}, format="json")
         yield "api submit", client.put(judgment_url, body, format="json")
@@ -164,6 +216,47 @@ def test_a_whole_queue_reveals_no_arm_spec_or_internal_id(
     ]
     assert leaks == []
     assert len(transcript.pages) > 18 * 3 * 2
+
+
+@pytest.mark.django_db
+def test_a_whole_queue_with_spans_reveals_no_arm_spec_or_internal_id(
+    high_ids: None,
+    spans_on: dict,  # noqa: F811 - the fixture imported above
+    coordinator: User,
+    physician: User,
+) -> None:
+    other = physicians(1)[0]
+    built = open_study(coordinator=coordinator, raters=[physician, other])
+    assert built.study.rubric_config.spans.enabled
+    model_arm_with_secrets(built)
+    transcript = Transcript()
+    for what, response in walk_queue(logged_in(physician), built.study, SPAN_FIELDS):
+        assert response.status_code < 500, what  # type: ignore[attr-defined]
+        transcript.add(what, response)
+    api = APIClient()
+    api.force_authenticate(other)
+    for what, response in walk_queue_by_api(api, built.study, API_SPANS):
+        assert response.status_code < 500, what  # type: ignore[attr-defined]
+        transcript.add(what, response)
+    assert Judgment.objects.filter(study=built.study).count() == 36
+    # Every judgment carries its two spans; the scan below covers the pages that show them.
+    assert ResponseSpan.objects.filter(judgment__study=built.study).count() == 72
+    pages = dict(transcript.pages)
+    assert (
+        "data-span-text" in pages["edit form again"]
+        and "span-cat-factual_error" in (pages["edit form again"])
+    )
+    assert '"sentences"' in pages["api item"] and '"quote":"IVF"' in pages["api edit item"]
+    assert "Choose a category from the list." in next(
+        text for what, text in transcript.pages if what.startswith("bad spans")
+    )
+    leaks = [
+        (what, label)
+        for label, pattern in forbidden(built)
+        for what, text in transcript.pages
+        if pattern.search(text)
+    ]
+    assert leaks == []
 
 
 @pytest.mark.django_db
