@@ -13,6 +13,7 @@ from django.db.models import Count, QuerySet
 from django.http import Http404
 
 from clinic_eval.models import (
+    Adjudication,
     Arm,
     Assignment,
     Case,
@@ -105,4 +106,19 @@ def assignment_get_for_rater(*, user: User, public_id: str) -> Assignment:
             study__status__in=Study.FROZEN_STATUSES,
         )
     except Assignment.DoesNotExist:
+        raise Http404 from None
+
+
+def adjudication_get_for_adjudicator(*, user: User, public_id: str) -> Adjudication:
+    """An adjudication handed to this physician, on a study that is open or closed (404 for
+    anyone else's, an unassigned one, or one whose study is not under way)."""
+    if not user.is_physician:
+        raise Http404
+    try:
+        return Adjudication.objects.select_related("study", "comparison__case").get(
+            public_id=public_id,
+            adjudicator=user,
+            study__status__in=Study.FROZEN_STATUSES,
+        )
+    except Adjudication.DoesNotExist:
         raise Http404 from None

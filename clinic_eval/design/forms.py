@@ -112,6 +112,34 @@ class StudyDesignForm(forms.Form):
         label="Multiple-comparison correction",
     )
     notes = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
+    # The adjudication rule (analysis_plan["adjudication"]): a senior physician resolves an item
+    # whose raters disagree this way; pre-registered with the rest of the plan.
+    adjudication_enabled = forms.BooleanField(
+        required=False,
+        label="Adjudicate disagreements",
+        help_text="Pairwise and best-of-N only. When an item's last rater submits and any "
+        "condition below holds, the item goes to one adjudicator.",
+    )
+    adjudication_preference_conflict = forms.BooleanField(
+        required=False, label="Decisive preferences that disagree"
+    )
+    adjudication_likert_gap = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=10,
+        label="Likert scores differ by at least",
+        help_text="On any dimension, for one response. Empty: off.",
+    )
+    adjudication_severe_single = forms.BooleanField(
+        required=False,
+        label="A severe-harm span or most severe hallucination flag from only some raters",
+    )
+    adjudicators = forms.MultipleChoiceField(
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Physicians among the raters above; an item goes to one who never rated it "
+        "and did not write its case, the one with the fewest open items first.",
+    )
 
     def __init__(self, *args: Any, study: Study, **kwargs: Any) -> None:
         from clinic_eval.models import User
@@ -134,6 +162,8 @@ class StudyDesignForm(forms.Form):
         )
         # Bare usernames; the stubs declare a method, which this instance attribute overrides.
         raters.label_from_instance = lambda user: user.get_username()  # type: ignore[method-assign, assignment]
+        usernames = list(raters.queryset.values_list("username", flat=True))
+        self._choice_field("adjudicators").choices = [(name, name) for name in usernames]
 
     def _choice_field(self, name: str) -> forms.ChoiceField:
         return cast(forms.ChoiceField, self.fields[name])
@@ -168,7 +198,23 @@ class StudyDesignForm(forms.Form):
             "alpha": plan.alpha,
             "correction": plan.correction,
             "notes": plan.notes,
+            "adjudication_enabled": plan.adjudication.enabled,
+            "adjudication_preference_conflict": plan.adjudication.preference_conflict,
+            "adjudication_likert_gap": plan.adjudication.likert_gap,
+            "adjudication_severe_single": plan.adjudication.severe_single,
+            "adjudicators": list(plan.adjudication.adjudicators),
         }
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        raters = {user.get_username() for user in data.get("raters") or []}
+        outside = [name for name in data.get("adjudicators") or [] if name not in raters]
+        if outside:
+            self.add_error(
+                "adjudicators",
+                f"Adjudicators must be raters on this study: {', '.join(outside)} is not.",
+            )
+        return data
 
     def to_config(self) -> dict:
         """The validated form as the arguments of ``services.study_design_update``."""
@@ -210,6 +256,14 @@ class StudyDesignForm(forms.Form):
                 "alpha": data["alpha"],
                 "correction": data["correction"],
                 "notes": data["notes"],
+                "adjudication": {
+                    "enabled": data["adjudication_enabled"],
+                    "preference_conflict": data["adjudication_preference_conflict"],
+                    "likert_gap": data["adjudication_likert_gap"],
+                    "severe_single": data["adjudication_severe_single"],
+                    # In the list's order (by username), however they were sent.
+                    "adjudicators": sorted(data["adjudicators"]),
+                },
             },
             "rater_ids": [user.pk for user in data["raters"]],
         }

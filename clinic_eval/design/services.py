@@ -156,6 +156,36 @@ def design_hash_of(
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def adjudication_rule_checked(*, study: Study) -> None:
+    """Refuse to open a study whose plan adjudicates what it cannot: the rule compares
+    preferences and Likert scores, so it needs a pairwise or best-of-N design, at least one
+    condition and one adjudicator, and every adjudicator an active physician on the study."""
+    rule = study.plan_config.adjudication
+    if not rule.enabled:
+        return
+    problem = ""
+    if study.design_config.mode not in ("pairwise", "best_of_n"):
+        problem = "it needs a pairwise or best-of-N design (rubric grading has no preference)"
+    elif not (rule.preference_conflict or rule.likert_gap is not None or rule.severe_single):
+        problem = "choose at least one condition that sends an item to adjudication"
+    elif not rule.adjudicators:
+        problem = "name at least one adjudicator"
+    else:
+        on_study = set(
+            User.objects.filter(
+                rated_studies=study, is_active=True, role=User.Role.PHYSICIAN
+            ).values_list("username", flat=True)
+        )
+        outside = [name for name in rule.adjudicators if name not in on_study]
+        if outside:
+            problem = (
+                "every adjudicator must be an active physician rating this study; "
+                f"{', '.join(outside)} is not"
+            )
+    if problem:
+        raise DomainError(f"the analysis plan's adjudication rule cannot be used: {problem}")
+
+
 def design_freeze(*, study: Study) -> Study:
     """Build the study's comparisons and seats from its design and freeze them with a hash.
 
@@ -163,6 +193,7 @@ def design_freeze(*, study: Study) -> Study:
     """
     if study.assignments.exists():
         raise DomainError("this study already has a design")
+    adjudication_rule_checked(study=study)
     for label in study.arms.values_list("label", flat=True):
         if re.search(rf"(?<![\w-]){re.escape(label)}(?![\w-])", study.title, re.IGNORECASE):
             raise DomainError(

@@ -65,6 +65,7 @@ class AuditEvent(models.Model):
         RATERS_REASSIGNED = "raters_reassigned", "Rating seats reassigned"
         JUDGMENT_EDITED = "judgment_edited", "Rating edited"
         ADJUDICATION_OPENED = "adjudication_opened", "Item sent to adjudication"
+        ADJUDICATION_ASSIGNED = "adjudication_assigned", "Adjudication handed to a physician"
         ADJUDICATION_DONE = "adjudication_done", "Item adjudicated"
         EXPORT = "export", "Export"
 

@@ -6,11 +6,12 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from clinic_eval import access
+from clinic_eval.adjudication import services as adjudication_services
 from clinic_eval.errors import DomainError
 from clinic_eval.models import Study, User
 from clinic_eval.monitoring import selectors as monitoring_selectors
 from clinic_eval.monitoring import services
-from clinic_eval.monitoring.forms import ReassignForm
+from clinic_eval.monitoring.forms import AdjudicationAssignForm, ReassignForm
 from clinic_eval.web.http import AuthenticatedHttpRequest, wants_partial
 from clinic_eval.web.permissions import coordinator_required
 
@@ -23,6 +24,7 @@ def study_monitor(request: AuthenticatedHttpRequest, study_id: int) -> HttpRespo
         "study": study,
         "monitor": monitoring_selectors.study_monitoring(study=study),
         "reassign_form": ReassignForm(study=study),
+        "backlog": monitoring_selectors.adjudication_backlog(study=study),
     }
     template = "coordinator/study_monitor.html"
     return render(
@@ -71,5 +73,33 @@ def rater_reassign(request: AuthenticatedHttpRequest, study_id: int, rater_id: i
             f"Moved {result.moved} of {rater.username}'s pending items to {where}; "
             f"{result.kept} stay (in progress, or {where} may not rate them); "
             f"{result.dropped_repeats} repeat showings dropped.",
+        )
+    return redirect("coordinator:study_monitor", study_id=study.pk)
+
+
+@require_POST
+@coordinator_required
+def adjudication_assign(request: AuthenticatedHttpRequest, study_id: int) -> HttpResponse:
+    study = access.study_get_for_coordinator(user=request.user, study_id=study_id)
+    form = AdjudicationAssignForm(request.POST, study=study)
+    if not form.is_valid():
+        messages.error(request, "Choose an item and a physician on this study.")
+        return redirect("coordinator:study_monitor", study_id=study.pk)
+    adjudication = monitoring_selectors.adjudication_of_study(
+        study=study, public_id=form.cleaned_data["adjudication"]
+    )
+    if adjudication is None:
+        messages.error(request, "This study has no such item to adjudicate.")
+        return redirect("coordinator:study_monitor", study_id=study.pk)
+    adjudicator = form.cleaned_data["adjudicator"]
+    try:
+        adjudication_services.adjudication_assign(
+            adjudication=adjudication, adjudicator=adjudicator
+        )
+    except DomainError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(
+            request, f"Item {adjudication.public_id} goes to {adjudicator.username} to adjudicate."
         )
     return redirect("coordinator:study_monitor", study_id=study.pk)

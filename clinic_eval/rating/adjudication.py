@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, Q, QuerySet
 
 from clinic_eval.audit.services import audit_record
 from clinic_eval.config import SEVERE_HARM, AdjudicationRule, Rubric
@@ -94,18 +94,30 @@ def _answers(judgments: Sequence[Judgment], rubric: Rubric) -> list[RaterAnswer]
     return answers
 
 
-def _adjudicator(
-    study: Study, rule: AdjudicationRule, comparison: Comparison, raters: set[int]
-) -> User | None:
-    """The named physician on the study with the fewest open adjudications who never rated
-    this item and did not write its case (the plan's order breaks ties)."""
-    candidates = list(
-        User.objects.filter(
-            username__in=rule.adjudicators, is_active=True, rater_links__study=study
-        ).exclude(pk__in=raters)
+def adjudication_candidates(*, study: Study, comparison: Comparison) -> QuerySet[User]:
+    """Who may adjudicate an item: active physicians on the study who never held a seat on it
+    (repeats and reassigned seats included) and did not write its case, by username."""
+    seated = Assignment.objects.filter(comparison=comparison, rater__isnull=False).values(
+        "rater_id"
+    )
+    judged = Judgment.objects.filter(assignment__comparison=comparison).values("rater_id")
+    users = (
+        User.objects.filter(rated_studies=study, is_active=True, role=User.Role.PHYSICIAN)
+        .exclude(Q(pk__in=seated) | Q(pk__in=judged))
+        .order_by("username")
     )
     author = comparison.case.original_author_id
-    candidates = [u for u in candidates if u.pk != author]
+    return users.exclude(pk=author) if author is not None else users
+
+
+def _adjudicator(study: Study, rule: AdjudicationRule, comparison: Comparison) -> User | None:
+    """The physician named in the plan with the fewest open adjudications among those who may
+    take the item (the plan's order breaks ties)."""
+    candidates = list(
+        adjudication_candidates(study=study, comparison=comparison).filter(
+            username__in=rule.adjudicators
+        )
+    )
     if not candidates:
         return None
     load = dict(
@@ -131,12 +143,10 @@ def adjudication_check(*, study: Study, comparison_id: int) -> Adjudication | No
             .select_related("case")
             .get(pk=comparison_id)
         )
-        seats = list(
-            Assignment.objects.filter(comparison_id=comparison_id).values_list(
-                "rater_id", "status", "is_repeat"
-            )
+        pending = Assignment.objects.filter(comparison_id=comparison_id).exclude(
+            status=Assignment.Status.DONE
         )
-        if any(status != Assignment.Status.DONE for _, status, _ in seats):
+        if pending.exists():
             return None
         existing = Adjudication.objects.filter(comparison_id=comparison_id).first()
         if existing is not None:
@@ -152,7 +162,6 @@ def adjudication_check(*, study: Study, comparison_id: int) -> Adjudication | No
         triggers = adjudication_triggers(_answers(judgments, rubric), rule=rule, rubric=rubric)
         if not triggers:
             return None
-        raters = {rater for rater, _, _ in seats if rater is not None}
         order = list(comparison.responses.order_by("pk").values_list("pk", flat=True))
         random.Random(
             f"{study.seed}:adjudication:{comparison.case.external_id}:{comparison.arm_set}"
@@ -160,7 +169,7 @@ def adjudication_check(*, study: Study, comparison_id: int) -> Adjudication | No
         adjudication = Adjudication.objects.create(
             study=study,
             comparison=comparison,
-            adjudicator=_adjudicator(study, rule, comparison, raters),
+            adjudicator=_adjudicator(study, rule, comparison),
             shown_order=order,
             triggers=triggers,
         )
