@@ -8,7 +8,12 @@ it simulates ``--studies`` studies in which no arm differs in the population of 
 cases, and prints the share of tests rejecting at alpha = 0.05 and the share of 95% intervals
 covering the truth: for the clustered preference share, tie-as-half rate, Likert mean difference
 and net benefit, hallucination difference, hallucination rate and win rate, beside the naive
-sign test. Then power with no heterogeneity for a planted effect, clustered beside naive.
+sign test. Spans (``statistics.spans``): each rated response gets Poisson(words / 1000 x 2 x
+exp(taste + case effect)) span marks, with the same rater taste and case effect SDs; the
+columns give the rejection rate of the difference in the share of marked responses (the
+family "Spans") and, beside the other intervals' coverage, the coverage of the marked share
+and of spans per 1,000 words (``dens``). Then power with no heterogeneity for a planted effect,
+clustered beside naive.
 Numbers are measured, not asserted; ``tests/unit/test_stats_calibration.py`` asserts the bands.
 """
 
@@ -20,6 +25,7 @@ import time
 import numpy as np
 
 from clinic_eval.statistics import crossed_simulation as sim
+from clinic_eval.statistics import spans
 
 
 def main() -> None:
@@ -30,8 +36,8 @@ def main() -> None:
     started = time.perf_counter()
     header = (
         f"{'per item':>8} {'raters':>6} {'taste':>5} {'case':>4} | "
-        f"{'pref':>5} {'tie½':>5} {'Δlik':>5} {'netb':>5} {'Δhal':>5} | "
-        f"{'cov min':>7} {'cov max':>7} | {'naive sign':>10}"
+        f"{'pref':>5} {'tie½':>5} {'Δlik':>5} {'netb':>5} {'Δhal':>5} {'Δspan':>5} | "
+        f"{'cov min':>7} {'cov max':>7} {'dens':>5} | {'naive sign':>10}"
     )
     print(
         f"rejection at alpha 0.05 and 95% coverage; {args.studies} null studies per cell, "
@@ -46,12 +52,15 @@ def main() -> None:
                 studies = sim.simulate_studies(
                     shape, heterogeneity, studies=args.studies, seed=per_item * 100 + raters
                 )
+                counts, words = spans.simulated_spans(studies, heterogeneity, {}, seed=raters)
+                span_rates, span_differences = spans.simulated_share_differences(studies, counts)
                 tests = [
                     (sim.preference_shares(studies), 0.5),
                     (sim.tie_half_shares(studies), 0.5),
                     (sim.likert_differences(studies), 0.0),
                     (sim.likert_differences(studies, ordinal=True), 0.0),
                     (sim.hallucination_differences(studies), 0.0),
+                    (span_differences, 0.0),
                 ]
                 rejections = [float(result.rejects().mean()) for result, _ in tests]
                 coverage = [float(result.covers(null).mean()) for result, null in tests]
@@ -69,11 +78,20 @@ def main() -> None:
                         .mean()
                     )
                 )
+                coverage.append(
+                    float(span_rates.covers(spans.true_marked_share(heterogeneity, 2.0)).mean())
+                )
+                density = float(
+                    spans.simulated_rates(studies, counts, words)
+                    .covers(spans.true_per_thousand(heterogeneity, 2.0))
+                    .mean()
+                )
                 naive = float((sim.sign_test_p(studies) < 0.05).mean())
                 print(
                     f"{per_item:>8} {raters:>6} {taste:>5} {case:>4} | "
                     + " ".join(f"{r:>5.3f}" for r in rejections)
-                    + f" | {min(coverage):>7.3f} {max(coverage):>7.3f} | {naive:>10.3f}"
+                    + f" | {min(coverage):>7.3f} {max(coverage):>7.3f} {density:>5.3f}"
+                    + f" | {naive:>10.3f}"
                 )
     print("\npower with no heterogeneity (20 physicians, 2 per item), clustered vs naive sign test")
     shape = sim.StudyShape(cases=args.cases, raters=20, raters_per_item=2)

@@ -59,7 +59,8 @@ class StudyExportApi(CoordinatorApi):
 
 
 class StudyExportFileApi(CoordinatorApi):
-    """One export file by name: judgments.csv, ratings.csv, hallucinations.csv, ..."""
+    """One export file by name: judgments.csv, ratings.csv, hallucinations.csv, spans.csv,
+    adjudications.csv, ... (every file of the zip; docs/exports.md)."""
 
     @extend_schema(
         parameters=[STRATUM_PARAMETER],

@@ -123,6 +123,24 @@ SCHEMAS: tuple[FileSchema, ...] = (
         ),
     ),
     FileSchema(
+        "spans.csv",
+        "One row per marked span: rater x response x span, a range of the text the rater saw "
+        "or, for an omission, what the response left out.",
+        (
+            ITEM, RATER, CASE, STRATUM, ARM, POSITION,
+            Column("sample_index", "int", "Which sample of the arm was shown."),
+            Column("start", "int", "Where the range starts in the response's display_text "
+                   "(a 0-based character offset); empty for an omission."),
+            Column("end", "int", "Where it ends (exclusive); empty for an omission."),
+            Column("quote", "text", "The marked text, display_text[start:end]."),
+            Column("category", "text", "The span category's key (the rubric's categories)."),
+            Column("harm", "text", "none, minor, moderate or severe."),
+            Column("case_field", "text", "For an omission: the case field left out."),
+            Column("note", "text", "The rater's note on the span."),
+            REPEAT,
+        ),
+    ),
+    FileSchema(
         "responses.csv",
         "Every response with its parsed decision, review state and provenance.",
         (
@@ -184,6 +202,28 @@ SCHEMAS: tuple[FileSchema, ...] = (
             Column("reason", "text", "The reason given."),
             Column("before", "json", "The judgment before the edit."),
             Column("after", "json", "The judgment after the edit."),
+        ),
+    ),
+    FileSchema(
+        "adjudications.csv",
+        "One row per item sent to adjudication: why, to whom, and the final judgment (the "
+        "raters' own judgments stay as they were in judgments.csv).",
+        (
+            Column("adjudication_id", "text", "Opaque id of the adjudication."),
+            CASE, STRATUM,
+            Column("arm_set", "text", "The item's arms, sorted, ' | ' (as in judgments.csv)."),
+            Column("shown_arms", "text", "The arms in the adjudicator's on-screen order."),
+            Column("triggers", "text", "The conditions of the plan's rule that fired, ' | '."),
+            Column("adjudicator", "text", "Username of the adjudicator; empty while unassigned."),
+            Column("status", "text", "pending or done."),
+            Column("created_at", "time", "When the item was sent to adjudication."),
+            Column("done_at", "time", "When the adjudicator recorded the final judgment."),
+            Column("preference", "text", "As chosen: a position letter of shown_arms, 'tie' or "
+                   "'none'; empty while pending."),
+            Column("preferred_arm", "text", "The arm of the chosen response; empty for tie/none."),
+            Column("ratings", "json", "The final ratings by arm: {arm: {scores: {dimension: "
+                   "score}, hallucination, severity, note}}."),
+            Column("reason", "text", "The adjudicator's reason."),
         ),
     ),
     FileSchema(

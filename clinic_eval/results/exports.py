@@ -24,6 +24,7 @@ from django.utils import timezone
 from clinic_eval.audit import selectors as audit_selectors
 from clinic_eval.config import position_letter
 from clinic_eval.models import (
+    Adjudication,
     Assignment,
     Case,
     CriterionGrade,
@@ -32,6 +33,7 @@ from clinic_eval.models import (
     JudgmentEdit,
     Response,
     ResponseRating,
+    ResponseSpan,
     Study,
 )
 from clinic_eval.results import reporting
@@ -180,6 +182,73 @@ def flag_rows(study: Study, filters: ExportFilters) -> Iterator[tuple]:
         "judgment__assignment__is_repeat",
     ):
         yield item, rater, case, arm, position_letter(position), kind, severity, note, repeat
+
+
+def span_rows(study: Study, filters: ExportFilters) -> Iterator[tuple]:
+    spans = ResponseSpan.objects.filter(
+        _case_filter("judgment__assignment__comparison__case__", filters),
+        judgment__study=study,
+    ).order_by("judgment__assignment_id", "position", "start", "id")
+    for row in _chunked(
+        spans,
+        "judgment__assignment__public_id",
+        "judgment__rater__username",
+        "response__case__external_id",
+        "response__case__stratum",
+        "response__arm__label",
+        "position",
+        "response__sample_index",
+        "start",
+        "end",
+        "quote",
+        "category",
+        "harm",
+        "case_field",
+        "note",
+        "judgment__assignment__is_repeat",
+    ):
+        yield (*row[:5], position_letter(row[5]), *row[6:])
+
+
+def adjudication_rows(study: Study, filters: ExportFilters) -> Iterator[tuple]:
+    """One row per adjudication; the final ratings keyed by arm (stored per on-screen position,
+    each with the response it resolves to)."""
+    arms = _arm_of_response(study)
+    adjudications = Adjudication.objects.filter(
+        _case_filter("comparison__case__", filters), study=study
+    ).order_by("created_at", "id")
+    for row in _chunked(
+        adjudications,
+        "public_id",
+        "comparison__case__external_id",
+        "comparison__case__stratum",
+        "comparison__arm_set",
+        "shown_order",
+        "triggers",
+        "adjudicator__username",
+        "status",
+        "created_at",
+        "done_at",
+        "preference",
+        "preferred_response_id",
+        "ratings",
+        "reason",
+    ):
+        (public_id, case, stratum, arm_set, shown, triggers, adjudicator) = row[:7]
+        status, created, done, preference, preferred, ratings, reason = row[7:]
+        shown_arms = [arms[pk] for pk in shown]
+        final = {
+            arms[entry["response"]]: {
+                k: v for k, v in entry.items() if k not in ("position", "response")
+            }
+            for entry in ratings or []
+            if entry.get("response") in arms
+        }
+        yield (
+            public_id, case, stratum, arm_set, " | ".join(shown_arms), " | ".join(triggers),
+            _text(adjudicator), status, created, done, preference,
+            arms.get(preferred, "") if preferred else "", final if ratings else None, reason,
+        )  # fmt: skip
 
 
 def response_rows(study: Study, filters: ExportFilters) -> Iterator[tuple]:
@@ -348,11 +417,13 @@ ROW_SOURCES: dict[str, RowSource] = {
     "judgments.csv": judgment_rows,
     "ratings.csv": rating_rows,
     "hallucinations.csv": flag_rows,
+    "spans.csv": span_rows,
     "responses.csv": response_rows,
     "cases.csv": case_rows,
     "assignments.csv": assignment_rows,
     "unblinding_key.csv": unblinding_rows,
     "judgment_edits.csv": edit_rows,
+    "adjudications.csv": adjudication_rows,
     "rubric_criteria.csv": criteria_rows,
     "rubric_grades.csv": grade_rows,
     "grader_verdicts.csv": verdict_rows,

@@ -35,6 +35,7 @@ from clinic_eval.results.sections import (
     rubric_section,
     strata_section,
 )
+from clinic_eval.results.span_sections import adjudication_section, spans_section
 
 
 def _data_uri(svg: str | None) -> str | None:
@@ -334,6 +335,8 @@ def results_context(
         "pairwise_preference": pairwise_preference_section(report, alpha),
         "likert_tests": likert_tests_section(report, alpha),
         "hallucination_tests": hallucination_tests_section(report, alpha),
+        "spans": spans_section(report, alpha),
+        "adjudication": adjudication_section(report),
         "families": families_section(report),
         "sensitivity_label": SENSITIVITY,
         "inference": report.get("inference") or {},

@@ -17,6 +17,7 @@ from typing import Any, TypedDict
 
 import pandas as pd
 
+from clinic_eval.results import annotation_tables
 from clinic_eval.statistics import agreement, crossed, preference, rubric, rubric_agreement
 from clinic_eval.statistics.report import ReportOptions, StudyTables, build_report
 from clinic_eval.statistics.report import plain_json as plain
@@ -29,9 +30,10 @@ REPORT_FILES = (
     "responses.csv",
     "cases.csv",
     *RUBRIC_FILES,
+    *annotation_tables.SPAN_FILES,
 )
-# Exports made before criterion rubrics existed lack these; they read back as empty tables.
-OPTIONAL_FILES = frozenset(RUBRIC_FILES)
+# Exports made before criterion rubrics (or spans) existed lack these; they read back empty.
+OPTIONAL_FILES = frozenset((*RUBRIC_FILES, *annotation_tables.SPAN_FILES))
 MODEL_GRADER_PREFIX = "model:"
 
 
@@ -54,13 +56,20 @@ def _one_score_per_response(ratings: pd.DataFrame) -> pd.DataFrame:
     return ratings.groupby(keys, sort=True)["score"].mean().reset_index()[[*keys, "score"]]
 
 
+def _judgment_table(judgments: pd.DataFrame) -> pd.DataFrame:
+    judgments = judgments[(judgments["mode"] == "pairwise") & ~judgments["is_repeat"].astype(bool)]
+    columns = ["case_id", "rater", "arm_a", "arm_b", "outcome", "left_arm", "right_arm"]
+    return judgments[columns].rename(columns={"rater": "rater_id"}).reset_index(drop=True)
+
+
+def _rating_table(ratings: pd.DataFrame) -> pd.DataFrame:
+    ratings = ratings[~ratings["is_repeat"].astype(bool)]
+    return _one_score_per_response(ratings).rename(columns={"rater": "rater_id"})
+
+
 def tables_from_frames(frames: Mapping[str, pd.DataFrame], meta: Mapping[str, Any]) -> StudyTables:
     """The statistics' input tables. Repeat showings are left out (they measure consistency)."""
     layers = meta.get("decision_layers", {})
-    judgments = frames["judgments.csv"]
-    judgments = judgments[(judgments["mode"] == "pairwise") & ~judgments["is_repeat"].astype(bool)]
-    ratings = frames["ratings.csv"]
-    ratings = ratings[~ratings["is_repeat"].astype(bool)]
     flags = frames["hallucinations.csv"]
     flags = flags[~flags["is_repeat"].astype(bool)]
     responses = frames["responses.csv"]
@@ -80,19 +89,27 @@ def tables_from_frames(frames: Mapping[str, pd.DataFrame], meta: Mapping[str, An
         ],
         axis=1,
     )
-    rename = {"rater": "rater_id"}
+    spans, span_units = annotation_tables.span_tables(frames, meta)
+    extra: dict[str, pd.DataFrame] = {}
+    if annotation_tables.adjudication_enabled(meta):
+        adjudications = annotation_tables.adjudication_table(frames)
+        judged, rated = annotation_tables.adjudicated_frames(frames, adjudications)
+        extra = {
+            "adjudications": adjudications,
+            "adjudicated_judgments": _judgment_table(judged),
+            "adjudicated_ratings": _rating_table(rated),
+        }
     return StudyTables(
-        judgments=judgments[
-            ["case_id", "rater", "arm_a", "arm_b", "outcome", "left_arm", "right_arm"]
-        ]
-        .rename(columns=rename)
-        .reset_index(drop=True),
-        ratings=_one_score_per_response(ratings).rename(columns=rename),
+        judgments=_judgment_table(frames["judgments.csv"]),
+        ratings=_rating_table(frames["ratings.csv"]),
         flags=flags[["case_id", "rater", "arm", "kind"]]
-        .rename(columns=rename)
+        .rename(columns={"rater": "rater_id"})
         .reset_index(drop=True),
         predictions=predictions,
         truth=truth,
+        spans=spans,
+        span_units=span_units,
+        **extra,
     )
 
 
@@ -112,6 +129,8 @@ def options_from_meta(meta: Mapping[str, Any], *, n_boot: int = 1000) -> ReportO
         seed=meta.get("study", {}).get("seed", 0),
         n_boot=n_boot,
         primary=endpoint,
+        spans=annotation_tables.span_options(meta),
+        adjudication=annotation_tables.adjudication_enabled(meta),
     )
 
 
@@ -434,6 +453,7 @@ def report_text(report: Mapping[str, Any]) -> str:
             f"p = {_num(row.get('p_value'))}"
         )
     lines += _rubric_lines(report.get("rubric"))
+    lines += _span_lines(report.get("spans"), report.get("adjudication"))
     accuracy = [row for row in report.get("accuracy") or [] if row.get("stratum") == "all"]
     if accuracy:
         lines += ["", "Automatic accuracy against ground truth (all strata)"]
@@ -478,6 +498,39 @@ def _rubric_lines(rubric: Mapping[str, Any] | None) -> list[str]:
     return lines
 
 
+def _span_lines(
+    spans: Mapping[str, Any] | None, adjudication: Mapping[str, Any] | None
+) -> list[str]:
+    lines: list[str] = []
+    if spans:
+        counts = spans.get("counts") or {}
+        lines.append("")
+        lines.append(
+            f"Spans: {counts.get('spans', 0)} on {counts.get('responses_marked', 0)} of "
+            f"{counts.get('responses', 0)} rated responses (share with a span, clustered)"
+        )
+        for row in spans.get("shares") or []:
+            if row["scope"] == "any":
+                lines.append(
+                    f"  {row['arm']:<24} {_pct(row['rate'])} "
+                    f"[{_pct(row['rate_low'])}, {_pct(row['rate_high'])}]"
+                )
+    if adjudication:
+        counts = adjudication.get("counts") or {}
+        sensitivity = adjudication.get("sensitivity_primary") or {}
+        lines.append("")
+        lines.append(
+            f"Adjudication: {counts.get('triggered', 0)} sent, {counts.get('done', 0)} done, "
+            f"{counts.get('changed', 0)} changed the primary endpoint's item"
+        )
+        if sensitivity:
+            lines.append(
+                f"  primary on adjudicated judgments (sensitivity): estimate "
+                f"{_num(sensitivity.get('estimate'))}, p = {_num(sensitivity.get('p_value'))}"
+            )
+    return lines
+
+
 def _fixed(value: Any) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
@@ -505,6 +558,9 @@ SUMMARY_TABLES = {
     "summary/likert_tests.csv": ("likert", "pairwise"),
     "summary/hallucination_rates.csv": ("hallucination", "rates"),
     "summary/hallucination_tests.csv": ("hallucination", "pairwise"),
+    "summary/span_shares_clustered.csv": ("spans", "shares"),
+    "summary/spans_clustered.csv": ("spans", "pairwise"),
+    "summary/spans_per_1000_words.csv": ("spans", "per_1000_words"),
     "summary/accuracy.csv": ("accuracy", None),
 }
 

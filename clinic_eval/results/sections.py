@@ -94,7 +94,7 @@ def rubric_section(report: Mapping[str, Any], alpha: float) -> dict[str, Any] | 
     }
 
 
-def _clustered_cells(row: Mapping[str, Any], prefix: str, alpha: float, **kind: Any) -> dict:
+def clustered_cells(row: Mapping[str, Any], prefix: str, alpha: float, **kind: Any) -> dict:
     """The display cells of one clustered estimate: value with interval, p, adjusted p."""
     return {
         "value": estimate_cell(
@@ -122,8 +122,8 @@ def pairwise_preference_section(report: Mapping[str, Any], alpha: float) -> dict
             "decisive": row.get("decisive"),
             "cases": row.get("share_1_cases"),
             "raters": row.get("share_1_raters"),
-            "share": _clustered_cells(row, "share_1", alpha, percent=True),
-            "tie_half": _clustered_cells(row, "tie_half_1", alpha, percent=True),
+            "share": clustered_cells(row, "share_1", alpha, percent=True),
+            "tie_half": clustered_cells(row, "tie_half_1", alpha, percent=True),
         }
         for row in clustered
     ]
@@ -169,8 +169,8 @@ def likert_tests_section(report: Mapping[str, Any], alpha: float) -> dict[str, A
             "n_pairs": row.get("n_pairs"),
             "cases": row.get("mean_difference_cases"),
             "raters": row.get("mean_difference_raters"),
-            "difference": _clustered_cells(row, "mean_difference", alpha),
-            "net_benefit": _clustered_cells(row, "net_benefit", alpha),
+            "difference": clustered_cells(row, "mean_difference", alpha),
+            "net_benefit": clustered_cells(row, "net_benefit", alpha),
         }
         for row in clustered
     ]
@@ -230,7 +230,7 @@ def hallucination_tests_section(report: Mapping[str, Any], alpha: float) -> dict
                 "n_pairs": row.get("n_pairs"),
                 "only_a": row.get("only_a"),
                 "only_b": row.get("only_b"),
-                "difference": _clustered_cells(row, "difference", alpha, percent=True),
+                "difference": clustered_cells(row, "difference", alpha, percent=True),
             }
             for row in clustered
         ],

@@ -5,6 +5,7 @@ import hashlib
 from django.db.models import Count, Max
 
 from clinic_eval.models import (
+    Adjudication,
     Judgment,
     Response,
     Study,
@@ -19,6 +20,9 @@ def study_data_version(*, study: Study) -> str:
     responses = Response.objects.filter(case__study=study).aggregate(
         n=Count("id"), last=Max("reviewed_at"), made=Max("created_at")
     )
+    adjudications = Adjudication.objects.filter(study=study).aggregate(
+        n=Count("id"), done=Count("done_at"), last=Max("done_at")
+    )
     parts = [
         study.status,
         study.design_hash,
@@ -28,5 +32,8 @@ def study_data_version(*, study: Study) -> str:
         responses["last"],
         responses["made"],
         study.cases.count(),
+        adjudications["n"],
+        adjudications["done"],
+        adjudications["last"],
     ]
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:24]

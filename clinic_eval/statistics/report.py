@@ -21,16 +21,19 @@ import pandas as pd
 
 from clinic_eval.statistics import (
     accuracy,
+    adjudicated,
     agreement,
     bradley_terry,
     clustered,
     crossed,
     hallucination,
-    mixed,
+    model_based,
     paired,
     preference,
+    spans,
     two_way_bootstrap,
 )
+from clinic_eval.statistics.spans import SpanOptions
 
 REPORT_VERSION = 2
 # Bradley-Terry replicates each refit the model; past this many judgments the replicate count
@@ -53,6 +56,13 @@ class StudyTables:
     flags: pd.DataFrame = field(default_factory=pd.DataFrame)  # case_id, rater_id, arm, kind
     predictions: pd.DataFrame = field(default_factory=pd.DataFrame)  # case_id, arm, layers
     truth: pd.DataFrame = field(default_factory=pd.DataFrame)  # case_id, stratum, layers
+    # Spans (first showings) and every response a rater read while spans were on (spans.py).
+    spans: pd.DataFrame = field(default_factory=pd.DataFrame)  # case_id, rater_id, arm, ...
+    span_units: pd.DataFrame = field(default_factory=pd.DataFrame)  # ..., words, showings
+    # One row per item sent to adjudication, and the tables with its answers (adjudicated.py).
+    adjudications: pd.DataFrame = field(default_factory=pd.DataFrame)
+    adjudicated_judgments: pd.DataFrame = field(default_factory=pd.DataFrame)
+    adjudicated_ratings: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,8 @@ class ReportOptions:
     n_boot: int = 1000
     # ("preference", arm_a, arm_b) or ("likert", dimension, arm_a, arm_b)
     primary: tuple[str, ...] = ()
+    spans: SpanOptions | None = None  # the rubric's categories, when it enables spans
+    adjudication: bool = False  # the plan's adjudication rule is enabled
 
 
 def _plain(value: Any) -> Any:
@@ -378,121 +390,18 @@ def _primary(report: dict[str, Any], options: ReportOptions) -> dict[str, Any] |
     }
 
 
-# A full mixed-model fit costs about a second per thousand rows here, so the report runs one
-# only for the primary endpoint and only up to this many rows; beyond it the clustered
-# estimator (which is the primary analysis at every size) stands alone, and the report says so.
-MODEL_BASED_MAX_ROWS = 5_000
-
-
-def _model_based(tables: StudyTables, options: ReportOptions) -> dict[str, Any] | None:
-    """The primary endpoint as a mixed model with crossed random intercepts (the lme4 /
-    ordinal fit a reviewer asks for), beside the clustered analysis."""
-    if not options.primary:
-        return None
-    kind, *rest = options.primary
-    if kind == "preference":
-        arm_a, arm_b = rest
-        j = tables.judgments
-        pair = ((j["arm_a"] == arm_a) & (j["arm_b"] == arm_b)) | (
-            (j["arm_a"] == arm_b) & (j["arm_b"] == arm_a)
-        )
-        decisive = j[pair & j["outcome"].isin(["a", "b"])]
-        a_won = np.where(
-            decisive["arm_a"] == arm_a, decisive["outcome"] == "a", decisive["outcome"] == "b"
-        ).astype(float)
-        rows = len(decisive)
-        model = (
-            "logistic mixed model, random intercepts for case and rater (lme4 glmer, "
-            "Laplace); the estimate is the log-odds that "
-            f"{arm_a} is preferred for the median case and physician"
-        )
-        base = {"model": model, "rows": rows, "generalises_to": clustered.GENERALISES_TO}
-        if reason := _model_reason(rows, decisive["case_id"], decisive["rater_id"]):
-            return {**base, "not_run": reason}
-        fit = mixed.glmm_logit(
-            a_won,
-            np.ones((rows, 1)),
-            clustered.codes(decisive["case_id"]),
-            clustered.codes(decisive["rater_id"]),
-        )
-        return {**base, **_fit_summary(fit, options, probability=True)}
-    dimension, arm_a, arm_b = rest
-    ratings = tables.ratings
-    wide = paired.score_tables(ratings, [arm_a, arm_b], [dimension])[dimension].dropna()
-    rows = len(wide)
-    model = (
-        "linear mixed model on the paired difference, random intercepts for case and rater "
-        "(lme4 lmer, REML, Satterthwaite df as lmerTest), and a cumulative-logit mixed model "
-        "on the two arms' scores (ordinal clmm)"
-    )
-    base = {"model": model, "rows": rows, "generalises_to": clustered.GENERALISES_TO}
-    case_labels = wide.index.get_level_values("case_id")
-    rater_labels = wide.index.get_level_values("rater_id")
-    if reason := _model_reason(rows, case_labels, rater_labels):
-        return {**base, "not_run": reason}
-    case, rater = clustered.codes(case_labels), clustered.codes(rater_labels)
-    difference = (wide[arm_a] - wide[arm_b]).to_numpy()
-    fit = mixed.lmm(difference, np.ones((rows, 1)), case, rater)
-    section = {**base, **_fit_summary(fit, options)}
-    scores = np.concatenate([wide[arm_a].to_numpy(), wide[arm_b].to_numpy()])
-    if np.all(scores == np.round(scores)) and len(np.unique(scores)) >= 2:
-        arm = np.concatenate([np.ones(rows), np.zeros(rows)])[:, None]
-        ordinal = mixed.clmm_logit(scores, arm, np.tile(case, 2), np.tile(rater, 2))
-        section["ordinal"] = {
-            "log_odds_ratio": ordinal.coefficients[0],
-            "se": ordinal.se[0],
-            "p_value": ordinal.p_values[0],
-            "sd_case": ordinal.sd_case,
-            "sd_rater": ordinal.sd_rater,
-            "message": ordinal.message,
-        }
-    else:
-        section["ordinal"] = {"not_run": "averaged scores are not on the ordinal scale"}
-    return section
-
-
-def _model_reason(rows: int, case: Any, rater: Any) -> str:
-    if rows > MODEL_BASED_MAX_ROWS:
-        return (
-            f"{rows:,} rows: a full mixed-model fit is not run above "
-            f"{MODEL_BASED_MAX_ROWS:,}; the cluster-robust analysis is the primary one"
-        )
-    return clustered.too_few_clusters(
-        int(pd.Series(case).nunique()), int(pd.Series(rater).nunique())
-    )
-
-
-def _fit_summary(
-    fit: mixed.MixedFit, options: ReportOptions, *, probability: bool = False
-) -> dict[str, Any]:
-    estimate, se, df = fit.coefficients[0], fit.se[0], fit.df[0]
-    q = float(clustered.t_quantile(1 - options.alpha, df))
-    low, high = estimate - q * se, estimate + q * se
-    summary: dict[str, Any] = {
-        "estimate": estimate,
-        "low": low,
-        "high": high,
-        "se": se,
-        "df": df,
-        "p_value": fit.p_values[0],
-        "sd_case": fit.sd_case,
-        "sd_rater": fit.sd_rater,
-        "sd_residual": fit.sd_residual,
-        "converged": fit.converged,
-        "message": fit.message,
-    }
-    if probability and math.isfinite(low) and math.isfinite(high):
-        summary["probability"] = {
-            "estimate": 1 / (1 + math.exp(-estimate)),
-            "low": 1 / (1 + math.exp(-low)),
-            "high": 1 / (1 + math.exp(-high)),
-        }
-    if not fit.converged:
-        summary["fallback"] = (
-            f"the mixed model did not converge ({fit.message or 'no reason given'}); the "
-            "clustered analysis above is the one to read"
-        )
-    return summary
+def primary_from(
+    judgments: pd.DataFrame, ratings: pd.DataFrame, options: ReportOptions
+) -> dict[str, Any] | None:
+    """The primary endpoint's clustered analysis on these tables, as ``primary`` reports it
+    (the adjudication section runs it on the adjudicated judgments)."""
+    kind = options.primary[0] if options.primary else ""
+    section: dict[str, Any] = {}
+    if kind == "preference" and len(judgments):
+        section["preference"] = _preference(judgments, options)
+    elif kind == "likert" and len(ratings):
+        section["likert"] = _likert(ratings, options)
+    return _primary(_plain(section), options)
 
 
 def _families(report: Mapping[str, Any], options: ReportOptions) -> list[dict[str, Any]]:
@@ -526,6 +435,16 @@ def _families(report: Mapping[str, Any], options: ReportOptions) -> list[dict[st
                 "name": "hallucination",
                 "tests": len(hallucination_rows),
                 "members": "every arm pair, difference in the share of flagged responses",
+            }
+        )
+    span_rows = (report.get("spans") or {}).get("pairwise")
+    if span_rows:
+        families.append(
+            {
+                "name": "spans",
+                "tests": len(span_rows),
+                "members": "every arm pair, for any span and for each category: difference in "
+                "the share of responses with a span",
             }
         )
     for family in families:
@@ -563,7 +482,27 @@ def build_report(tables: StudyTables, options: ReportOptions) -> dict[str, Any]:
     if len(tables.judgments):
         sections["agreement"] = partial(_agreement, tables)
     if options.primary:
-        sections["model_based"] = partial(_model_based, tables, options)
+        sections["model_based"] = partial(
+            model_based.model_based,
+            tables.judgments,
+            tables.ratings,
+            options.primary,
+            options.alpha,
+        )
+    if options.spans is not None or len(tables.spans):
+        adjust = partial(paired.adjust_p_values, method=options.correction)
+        sections["spans"] = partial(
+            spans.span_report, tables.spans, tables.span_units, options.spans, adjust
+        )
+    if options.adjudication:
+        sections["adjudication"] = partial(
+            adjudicated.adjudication_report,
+            tables.adjudications,
+            (tables.judgments, tables.ratings),
+            (tables.adjudicated_judgments, tables.adjudicated_ratings),
+            options.primary,
+            partial(primary_from, options=options),
+        )
     if len(tables.predictions) and len(tables.truth) and options.layers:
         sections["accuracy"] = partial(
             accuracy.layer_accuracy, tables.predictions, tables.truth, options.layers
@@ -578,11 +517,11 @@ def build_report(tables: StudyTables, options: ReportOptions) -> dict[str, Any]:
             report[name] = future.result()
     if "bradley_terry" in report:
         report["preference"]["bradley_terry"] = report.pop("bradley_terry")
-    model_based = report.pop("model_based", None)
+    companion = report.pop("model_based", None)
     plain: dict[str, Any] = _plain(report)
     plain["primary"] = _primary(plain, options)
     if plain["primary"] is not None:
-        plain["primary"]["model_based"] = _plain(model_based)
+        plain["primary"]["model_based"] = _plain(companion)
     plain["families"] = _families(plain, options)
     plain["inference"] = {
         "estimator": clustered.ESTIMATOR,
