@@ -24,6 +24,8 @@ from pathlib import Path
 
 import psycopg
 
+from tests.support.production import gunicorn_arguments
+
 ROOT = Path(__file__).resolve().parents[2]
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PG_USER = "postgres"
@@ -124,8 +126,12 @@ class PrivatePostgres:
                 self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
 
+    def connect(self) -> psycopg.Connection:
+        """A connection of the test's own, in autocommit: every query sees the latest rows."""
+        return psycopg.connect(self.url.replace("postgres://", "postgresql://", 1), autocommit=True)
+
     def query(self, sql: str, *params: object) -> list[tuple]:
-        with psycopg.connect(self.url.replace("postgres://", "postgresql://", 1)) as conn:
+        with self.connect() as conn:
             return conn.execute(sql, params).fetchall()
 
 
@@ -267,20 +273,26 @@ def password_set(env: dict[str, str], username: str, password: str) -> None:
 
 
 class Gunicorn:
-    def __init__(self, env: dict[str, str], log: Path, workers: int = 2) -> None:
+    """gunicorn on a free port; ``as_dockerfile`` runs the web image's own command line."""
+
+    def __init__(
+        self, env: dict[str, str], log: Path, workers: int = 2, *, as_dockerfile: bool = False
+    ) -> None:
         self.port = free_port()
         self.log = log
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
+        arguments = (
+            gunicorn_arguments(self.port)
+            if as_dockerfile
+            else [
                 "clinic_eval.wsgi",
                 f"--workers={workers}",
                 f"--bind=127.0.0.1:{self.port}",
                 "--timeout=60",
                 "--graceful-timeout=5",
-            ],
+            ]
+        )
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", *arguments],
             cwd=ROOT,
             env=env,
             stdout=log.open("ab"),
@@ -311,8 +323,10 @@ class Gunicorn:
 
 
 @contextlib.contextmanager
-def gunicorn(env: dict[str, str], log: Path, workers: int = 2) -> Iterator[Gunicorn]:
-    server = Gunicorn(env, log, workers)
+def gunicorn(
+    env: dict[str, str], log: Path, workers: int = 2, *, as_dockerfile: bool = False
+) -> Iterator[Gunicorn]:
+    server = Gunicorn(env, log, workers, as_dockerfile=as_dockerfile)
     try:
         server.wait_ready()
         yield server

@@ -80,11 +80,17 @@ def start_worker(
         "HF_HUB_OFFLINE": "1",
         **(env or {}),
     }
+    return spawn(command, log_path, full_env)
+
+
+def spawn(command: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen:
+    """A process in a group of its own (``stop_worker`` ends it and any children), its output
+    in ``log_path``."""
     log = log_path.open("w")
     return subprocess.Popen(
         command,
         cwd=ROOT,
-        env=full_env,
+        env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -101,3 +107,18 @@ def stop_worker(process: subprocess.Popen) -> None:
             process.wait()
     with contextlib.suppress(ProcessLookupError):  # pool children a killed parent left
         os.killpg(process.pid, signal.SIGKILL)
+
+
+def stop_workers(processes: list[subprocess.Popen], timeout: float = 30) -> None:
+    """``stop_worker`` for several at once: all get their warm shutdown together, then whatever
+    is left of each process group is killed."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
