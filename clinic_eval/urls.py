@@ -9,6 +9,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from alignment_jobs import urls as job_urls
 from clinic_eval.accounts import api as auth_api
+from clinic_eval.adjudication import views as adjudication_views
 from clinic_eval.audit import views as audit_views
 from clinic_eval.design import views as design_views
 from clinic_eval.design.power import views as power_views
@@ -56,6 +57,11 @@ coordinator_patterns = [
     path("studies/<int:study_id>/monitor/", monitoring_views.study_monitor, name="study_monitor"),
     path("studies/<int:study_id>/audit/", audit_views.study_audit, name="study_audit"),
     path("studies/<int:study_id>/results/", results_views.study_results, name="study_results"),
+    path(
+        "studies/<int:study_id>/results/responses/",
+        results_views.response_viewer,
+        name="response_viewer",
+    ),
     path("studies/<int:study_id>/export/", results_views.study_export, name="study_export"),
     path(
         "studies/<int:study_id>/export/<str:name>",
@@ -72,6 +78,11 @@ coordinator_patterns = [
         monitoring_views.rater_reassign,
         name="rater_reassign",
     ),
+    path(
+        "studies/<int:study_id>/adjudications/assign/",
+        monitoring_views.adjudication_assign,
+        name="adjudication_assign",
+    ),
     path("studies/<int:study_id>/imports/new/", imports_views.import_create, name="import_create"),
     path(
         "studies/<int:study_id>/imports/<int:import_id>/",
@@ -86,6 +97,13 @@ rater_patterns = [
     path("studies/<str:study_id>/next/", rating_views.rater_next, name="next"),
     path("studies/<str:study_id>/rated/", rating_views.rater_rated, name="rated"),
     path("items/<str:public_id>/", rating_views.rater_item, name="item"),
+    # An adjudicator's items: only those handed to them (access.adjudication_get_for_adjudicator).
+    path("adjudications/", adjudication_views.adjudication_queue, name="adjudication_queue"),
+    path(
+        "adjudications/<str:adjudication_id>/",
+        adjudication_views.adjudication_item,
+        name="adjudication_item",
+    ),
 ]
 
 api_patterns = [

@@ -19,6 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from clinic_eval.config import position_letter
+from clinic_eval.demo import spans as demo_spans
 from clinic_eval.models import Assignment, Response, Study, User
 from clinic_eval.rating import services
 
@@ -113,14 +114,23 @@ def _ratings(rater: SimulatedRater, arms: list[str], rubric: dict, effects: list
 
 @transaction.atomic
 def rate_study(*, study: Study, raters: list[User], seed: int) -> int:
-    """Every rater rates their whole queue; returns the number of judgments stored."""
+    """Every rater rates their whole queue, marking spans where the rubric asks for them;
+    returns the number of judgments stored."""
+    study = Study.objects.get(pk=study.pk)  # as designed and opened, not as first created
     responses = Response.objects.filter(case__study=study).values_list(
-        "pk", "arm__label", "case__external_id"
+        "pk", "arm__label", "case__external_id", "display_text", "case__fields"
     )
-    labels = {pk: label for pk, label, _ in responses}
-    case_of = {pk: case_id for pk, _, case_id in responses}
+    labels = {pk: label for pk, label, *_ in responses}
+    case_of = {pk: case_id for pk, _, case_id, *_ in responses}
+    texts = {
+        pk: demo_spans.ShownText(arm=label, case_id=case_id, text=text, fields=fields)
+        for pk, label, case_id, text, fields in responses
+    }
     arm_labels = sorted(set(labels.values()))
     cases = CaseEffects(seed=seed)
+    rubric = study.rubric_config
+    span_config = rubric.spans
+    pull = demo_spans.CasePull(seed=seed)
     stored = 0
     for index, user in enumerate(raters):
         rng = random.Random(f"{seed}:{user.username}")
@@ -131,16 +141,32 @@ def rate_study(*, study: Study, raters: list[User], seed: int) -> int:
             taste={arm: rng.gauss(0, RATER_TASTE) for arm in arm_labels},
             likert_taste={arm: rng.gauss(0, LIKERT_TASTE) for arm in arm_labels},
         )
+        eye = demo_spans.SpanEye.of(
+            seed=seed, username=user.username, categories=[c.key for c in span_config.categories]
+        )
         while (seat := services.assignment_next(rater=user, study=study)) is not None:
             shown = timezone.now() - timedelta(seconds=max(15.0, rng.gauss(80, 30)))
             Assignment.objects.filter(pk=seat.pk).update(first_shown_at=shown)
             seat.first_shown_at = shown
             arms = [labels[pk] for pk in seat.shown_order]
             effects = [cases.of(case_of[pk], labels[pk]) for pk in seat.shown_order]
+            # The same draws, in the same order, as before spans existed.
+            preference = _choice(rater, arms, study.design, [e[0] for e in effects])
+            ratings = _ratings(rater, arms, study.rubric, [e[1] for e in effects])
+            rationale = rng.choice(["", "", "Clearer reasoning.", "More feasible plan."])
+            # Spans draw from their own generators, so the ratings are those of a study
+            # without spans, whatever the rubric says.
+            spans = demo_spans.simulated_spans(
+                key=f"{seed}:spans:{user.username}",
+                shown=[texts[pk] for pk in seat.shown_order],
+                ratings=ratings,
+                eye=eye,
+                pull=pull,
+                config=span_config,
+                flag_severities=rubric.hallucination.severities,
+            )
             data = services.JudgmentInput(
-                preference=_choice(rater, arms, study.design, [e[0] for e in effects]),
-                ratings=_ratings(rater, arms, study.rubric, [e[1] for e in effects]),
-                rationale=rng.choice(["", "", "Clearer reasoning.", "More feasible plan."]),
+                preference=preference, ratings=ratings, rationale=rationale, spans=spans
             )
             services.judgment_record(assignment=seat, rater=user, data=data)
             stored += 1

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from django.db import transaction
 
 from clinic_eval import errors, synthetic
+from clinic_eval.demo import adjudications as demo_adjudications
 from clinic_eval.demo import ratings as demo_ratings
 from clinic_eval.design import services as design_services
 from clinic_eval.imports import services as imports_services
@@ -35,10 +36,26 @@ DEMO_CLOSED_TITLE = "Demo (closed): SFT vs GRPO vs physicians, simulated ratings
 DEMO_CLOSED_QUESTION = (
     "A finished study to show the results page: cases and responses are synthetic and the six "
     "physicians who rated it are simulated, with planted effects (raters prefer SFT-sim; "
-    "GRPO-sim is the most accurate). Not evidence of anything."
+    "GRPO-sim is the most accurate; GRPO-sim draws the most reasoning-error spans and SFT-sim "
+    "the most omissions). Its spans and adjudications are simulated too. Not evidence of "
+    "anything."
 )
 DEMO_CLOSED_CASES = 90
 DEMO_SIMULATED_RATERS = tuple(f"sim-rater-{i:02d}" for i in range(1, 7))
+# Two of the simulated physicians also adjudicate, each only items they did not rate. The
+# rule leaves out conflicting preferences, which the simulated raters have on a third of
+# their items: scores 3 points apart, or a severe-harm span or flag from one rater only.
+DEMO_ADJUDICATORS = DEMO_SIMULATED_RATERS[-2:]
+DEMO_ADJUDICATION = {
+    "enabled": True,
+    "preference_conflict": False,
+    "likert_gap": 3,
+    "severe_single": True,
+    "adjudicators": list(DEMO_ADJUDICATORS),
+}
+# Both rating studies mark spans (the clinical default categories, the hallucination flag
+# still asked).
+DEMO_SPANS = {"enabled": True}
 DEMO_COORDINATOR = ("coordinator", "demo-coordinator-pass")
 # Usernames match synthetic original-decision authors, so some cases are their own.
 DEMO_PHYSICIANS = (
@@ -116,7 +133,7 @@ def demo_seed(*, n_cases: int = 240, seed: int = 1) -> DemoAccounts:
             "cases_per_rater": DEMO_ITEMS_PER_RATER,
             "repeat_fraction": 0.1,
         },
-        rubric=study.rubric,
+        rubric=study.rubric | {"spans": DEMO_SPANS},
         analysis_plan=study.analysis_plan | {"primary": DEMO_PRIMARY},
         rater_ids=list(
             User.objects.filter(username__in=[u for u, _ in DEMO_PHYSICIANS]).values_list(
@@ -186,7 +203,9 @@ def _demo_study(
 
 
 def _demo_closed_study(coordinator: User, cases: list, responses: list, seed: int) -> Study:
-    """A finished study whose physicians are simulated, so the results page is full at once."""
+    """A finished study whose physicians are simulated, so the results page is full at once:
+    their judgments with marked spans, and the adjudications the plan's rule opened, most of
+    them resolved before the study closed."""
     study = _demo_study(
         DEMO_CLOSED_TITLE, DEMO_CLOSED_QUESTION, coordinator, cases, responses, seed
     )
@@ -198,12 +217,14 @@ def _demo_closed_study(coordinator: User, cases: list, responses: list, seed: in
     design_services.study_design_update(
         study=study,
         design=study.design | {"arm_sets": DEMO_PAIRS, "raters_per_item": 2},
-        rubric=study.rubric,
-        analysis_plan=study.analysis_plan | {"primary": DEMO_PRIMARY},
+        rubric=study.rubric | {"spans": DEMO_SPANS},
+        analysis_plan=study.analysis_plan
+        | {"primary": DEMO_PRIMARY, "adjudication": DEMO_ADJUDICATION},
         rater_ids=[rater.pk for rater in raters],
     )
     design_services.study_transition(study=study, to_status=Study.Status.OPEN)
     demo_ratings.rate_study(study=study, raters=raters, seed=seed)
+    demo_adjudications.adjudicate_some(study=study, seed=seed)
     design_services.study_transition(study=study, to_status=Study.Status.CLOSED)
     Study.objects.filter(pk=study.pk).update(simulated_ratings=True)
     # Nobody signs in as a simulated physician.

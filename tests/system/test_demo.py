@@ -20,6 +20,7 @@ import pytest
 
 from alignment_jobs.demo.rubrics import DRAFTER, GRADED_ARMS, GRADED_TITLE, GRADER, VERIFY_CASES
 from clinic_eval.demo.study import (
+    DEMO_ADJUDICATORS,
     DEMO_CLOSED_TITLE,
     DEMO_COORDINATOR,
     DEMO_GENERATION_TITLE,
@@ -27,6 +28,7 @@ from clinic_eval.demo.study import (
     DEMO_PHYSICIANS,
     DEMO_TITLE,
 )
+from clinic_eval.spans.text import sentences
 from tests.support.browser import ConsoleLog, chromium, new_page, sign_in
 from tests.support.workers import children_of, wait_for
 
@@ -434,4 +436,164 @@ def test_the_closed_rubric_study_shows_scores_with_intervals_and_grader_agreemen
         assert " to " in text, "scores carry their 95% intervals"
         assert "Can the grader model be trusted?" in text and "Cohen's kappa" in text
         assert page.locator("#simulated-badge").is_visible()
+    assert console.problems == []
+
+
+def _all(database: Path, sql: str, *params: object) -> list[tuple]:
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+        return db.execute(sql, params).fetchall()
+
+
+CLOSED_SPANS = """
+    SELECT a.label, s.category, s.harm, s.start, s."end", s.quote, s.case_field,
+           s.judgment_id, s.response_id, r.display_text, c.fields FROM clinic_eval_responsespan s
+    JOIN clinic_eval_judgment j ON j.id = s.judgment_id
+    JOIN clinic_eval_response r ON r.id = s.response_id
+    JOIN clinic_eval_arm a ON a.id = r.arm_id
+    JOIN clinic_eval_case c ON c.id = r.case_id
+    WHERE j.study_id = (SELECT id FROM clinic_eval_study WHERE title = ?)
+"""
+RATED_PER_ARM = """
+    SELECT a.label, COUNT(*) FROM clinic_eval_responserating rr
+    JOIN clinic_eval_judgment j ON j.id = rr.judgment_id
+    JOIN clinic_eval_response r ON r.id = rr.response_id
+    JOIN clinic_eval_arm a ON a.id = r.arm_id
+    WHERE j.study_id = (SELECT id FROM clinic_eval_study WHERE title = ?) GROUP BY a.label
+"""
+ADJUDICATIONS = """
+    SELECT ad.id, ad.status, ad.reason, u.username, ad.comparison_id,
+           (SELECT GROUP_CONCAT(ru.username) FROM clinic_eval_assignment x
+            JOIN clinic_eval_user ru ON ru.id = x.rater_id WHERE x.comparison_id = ad.comparison_id)
+    FROM clinic_eval_adjudication ad JOIN clinic_eval_study st ON st.id = ad.study_id
+    LEFT JOIN clinic_eval_user u ON u.id = ad.adjudicator_id
+    WHERE st.title = ?
+"""
+
+
+def test_the_closed_demo_study_carries_planted_spans_and_adjudications(
+    demo_server: Demo,
+) -> None:
+    """Issue 15's demo: simulated spans stored as real ones (exact ranges of the display text,
+    omissions naming a case field), more reasoning errors on GRPO-sim and more omissions on
+    SFT-sim by design, and adjudications opened by the plan's rule, some of them done."""
+    spans = _all(demo_server.database, CLOSED_SPANS, DEMO_CLOSED_TITLE)
+    assert len(spans) > 100
+    marked: dict[tuple[str, str], set[tuple[int, int]]] = {}
+    for arm, category, _, start, end, quote, field, judgment, response, text, fields in spans:
+        marked.setdefault((arm, category), set()).add((judgment, response))
+        if category == "omission":
+            assert start is None and end is None and quote == ""
+            assert field in json.loads(fields), "an omission names one of the case's fields"
+        else:
+            assert text[start:end] == quote and quote.strip() == quote and quote
+            assert any(a <= start and end <= b for a, b in sentences(text)), "in one sentence"
+    rated = dict(_all(demo_server.database, RATED_PER_ARM, DEMO_CLOSED_TITLE))
+
+    def share(arm: str, category: str) -> float:
+        return len(marked.get((arm, category), ())) / rated[arm]
+
+    assert share("GRPO-sim", "reasoning_error") > 2 * share("SFT-sim", "reasoning_error")
+    assert share("SFT-sim", "omission") > 2 * share("GRPO-sim", "omission")
+    harms = [row[2] for row in spans]
+    assert harms.count("minor") + harms.count("moderate") > 0.75 * len(harms)
+    assert 0 < harms.count("severe") < 0.1 * len(harms)
+
+    adjudications = _all(demo_server.database, ADJUDICATIONS, DEMO_CLOSED_TITLE)
+    done = [row for row in adjudications if row[1] == "done"]
+    assert done and len(done) < len(adjudications), "some adjudicated, some still pending"
+    assert len({row[4] for row in adjudications}) == len(adjudications), "one per item"
+    for _, status, reason, adjudicator, _, raters in adjudications:
+        if adjudicator is not None:
+            assert adjudicator in DEMO_ADJUDICATORS
+            assert adjudicator not in raters.split(","), "an adjudicator never rated the item"
+        if status == "done":
+            assert reason.startswith("Simulated adjudication:")
+
+    (rubric,) = _one(
+        demo_server.database, "SELECT rubric FROM clinic_eval_study WHERE title = ?", DEMO_TITLE
+    )
+    assert json.loads(rubric)["spans"]["enabled"] is True, "the open study marks spans"
+
+
+def test_a_coordinator_filters_the_closed_demo_studys_response_viewer(demo: str) -> None:
+    console = ConsoleLog()
+    with chromium() as browser:
+        page = new_page(browser, console)
+        sign_in(page, demo, *DEMO_COORDINATOR)
+        page.get_by_role("link", name=DEMO_CLOSED_TITLE).click()
+        page.get_by_role("link", name="Results").click()
+        page.get_by_role("link", name="Response viewer").click()
+        articles = page.locator("article.viewed-response")
+        articles.first.wait_for()
+        assert articles.locator("mark.span-cat-reasoning_error").count() > 0
+        title = articles.locator("mark").first.get_attribute("title") or ""
+        assert title.startswith("sim-rater-"), "a mark names its rater, category and harm"
+
+        page.select_option("#id_arm", "GRPO-sim")
+        page.wait_for_url("**arm=GRPO-sim**")
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('article.viewed-response')]"
+            ".every(a => a.dataset.arm === 'GRPO-sim')"
+        )
+        page.select_option("#id_category", "reasoning_error")
+        page.wait_for_url("**category=reasoning_error**")
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('article.viewed-response mark')]"
+            ".every(m => m.classList.contains('span-cat-reasoning_error'))"
+        )
+        titles = articles.locator("mark").evaluate_all("marks => marks.map(m => m.title)")
+        assert titles and all("Reasoning error" in title for title in titles)
+        assert all(
+            a == "GRPO-sim" for a in articles.evaluate_all("as => as.map(a => a.dataset.arm)")
+        )
+    assert console.problems == []
+
+
+SHOWN_TEXTS = """
+    SELECT r.id, r.display_text, a.shown_order FROM clinic_eval_assignment a
+    JOIN clinic_eval_comparison_responses cr ON cr.comparison_id = a.comparison_id
+    JOIN clinic_eval_response r ON r.id = cr.response_id
+    WHERE a.public_id = ?
+"""
+ITEM_SPANS = """
+    SELECT s.position, s.start, s."end", s.category FROM clinic_eval_responsespan s
+    JOIN clinic_eval_judgment j ON j.id = s.judgment_id
+    WHERE j.assignment_id = (SELECT id FROM clinic_eval_assignment WHERE public_id = ?)
+"""
+
+
+def test_a_demo_physician_marks_a_span_in_the_open_study(demo_server: Demo) -> None:
+    """Issue 15's demo: the open study's rating page marks spans on the exact display text."""
+    console = ConsoleLog()
+    username, password = DEMO_PHYSICIANS[0]
+    with chromium() as browser:
+        page = new_page(browser, console)
+        sign_in(page, demo_server.url, username, password)
+        page.get_by_role("button", name="Start rating").click()
+        page.locator("form.rating-form.spans-js").wait_for()
+        item = page.locator("#rating-item").get_attribute("data-item") or ""
+        rows = _all(demo_server.database, SHOWN_TEXTS, item)
+        order = json.loads(rows[0][2])
+        texts = [next(text for pk, text, _ in rows if pk == shown) for shown in order]
+        shown = page.evaluate(
+            "() => ['A', 'B'].map(l => document.getElementById('text-' + l).textContent)"
+        )
+        assert shown == texts, "the physician marks the display text, character for character"
+        # Keyboard: into Response A's text, down to its second sentence, a reasoning error (2).
+        page.locator('input[name="A-reasoning_clarity"]').first.focus()
+        page.keyboard.press("Shift+M")
+        page.keyboard.press("ArrowDown")
+        page.keyboard.press("2")
+        page.locator(".span-popover").wait_for()
+        page.keyboard.press("Enter")
+        page.keyboard.press("Escape")
+        for letter in "AB":
+            page.check(f'input[name="{letter}-reasoning_clarity"][value="4"]')
+            page.check(f'input[name="{letter}-treatment_feasibility"][value="3"]')
+            page.check(f'input[name="{letter}-hallucination"][value="none"]')
+        page.check('input[name="preference"][value="A"]')
+        page.get_by_role("button", name="Submit and next").click()
+        assert wait_for(lambda: _all(demo_server.database, ITEM_SPANS, item), timeout=15)
+    start, end = sentences(texts[0])[1]
+    assert _all(demo_server.database, ITEM_SPANS, item) == [(0, start, end, "reasoning_error")]
     assert console.problems == []

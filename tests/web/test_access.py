@@ -38,6 +38,7 @@ PUBLIC = "public"  # anyone, signed in or not
 SIGNED_IN = "signed-in"  # any signed-in user (the API schema and its docs)
 COORDINATOR = "coordinator"  # coordinators, and only for their own studies
 PHYSICIAN = "physician"  # raters
+ADJUDICATOR = "adjudicator"  # a physician, and only for the items handed to them
 DJANGO_ADMIN = "django-admin"  # superusers, checked by Django's admin itself
 
 RULES: dict[str, str] = {
@@ -56,6 +57,8 @@ RULES: dict[str, str] = {
     "api:rate_next": PHYSICIAN,
     "api:rate_item": PHYSICIAN,
     "api:rate_judgment": PHYSICIAN,
+    "rater:adjudication_queue": PHYSICIAN,
+    "rater:adjudication_item": ADJUDICATOR,
     "coordinator:study_list": COORDINATOR,
     "coordinator:study_detail": COORDINATOR,
     "coordinator:study_transition": COORDINATOR,
@@ -66,6 +69,7 @@ RULES: dict[str, str] = {
     "coordinator:import_detail": COORDINATOR,
     "coordinator:study_design": COORDINATOR,
     "coordinator:study_results": COORDINATOR,
+    "coordinator:response_viewer": COORDINATOR,
     "coordinator:study_export": COORDINATOR,
     "coordinator:study_export_file": COORDINATOR,
     "api:study_report": COORDINATOR,
@@ -80,6 +84,7 @@ RULES: dict[str, str] = {
     "coordinator:study_audit": COORDINATOR,
     "coordinator:rater_remind": COORDINATOR,
     "coordinator:rater_reassign": COORDINATOR,
+    "coordinator:adjudication_assign": COORDINATOR,
     "api:study_list": COORDINATOR,
     "api:study_detail": COORDINATOR,
     "api:case_list": COORDINATOR,
@@ -356,3 +361,58 @@ def test_physician_routes_by_role(
     owner = fetch(logged_in(physician), name, {k: rater_world[k] for k in route.kwargs})
     # 400: an empty judgment, refused by validation after the access check let the rater in.
     assert owner in ((200, 400) if is_api else (200, 302)), f"the rater got {owner}"
+
+
+# --- Adjudicator routes: only the physician an item was handed to -----------------------------
+
+ADJUDICATOR_ROUTES = [name for name, rule in RULES.items() if rule == ADJUDICATOR]
+
+
+@pytest.fixture
+def adjudication_world(coordinator: User) -> dict:
+    """An item two raters disagreed on, handed to the third physician of the study."""
+    from clinic_eval.models import Adjudication
+    from tests.adjudication.world import adjudicated_study, comparisons, pair, rate, seats
+    from tests.support.rating_study import physicians
+
+    trio = physicians(3, prefix="trio")
+    study = adjudicated_study(coordinator=coordinator, raters=trio, n_cases=1).study
+    comparison = comparisons(study)[0]
+    first, second = pair(comparison)
+    one, two = seats(comparison)
+    rate(one, prefer=first)
+    rate(two, prefer=second)
+    adjudication = Adjudication.objects.get(comparison=comparison)
+    return {
+        "adjudication_id": adjudication.public_id,
+        "adjudicator": adjudication.adjudicator,
+        "raters": [one.rater, two.rater],
+    }
+
+
+@pytest.mark.parametrize("name", ADJUDICATOR_ROUTES)
+def test_adjudicator_routes_by_role(
+    name: str,
+    adjudication_world: dict,
+    coordinator: User,
+    other_coordinator: User,
+    other_physician: User,
+) -> None:
+    from clinic_eval.models import Adjudication
+
+    route = next(r for r in all_routes() if r.name == name)
+    kwargs = {key: adjudication_world[key] for key in route.kwargs}
+    url = reverse(name, kwargs=kwargs)
+
+    def recorded() -> int:
+        return Adjudication.objects.filter(status=Adjudication.Status.DONE).count()
+
+    assert every_status(Client(), url) <= {302, 405}
+    for staff in (coordinator, other_coordinator):
+        assert every_status(logged_in(staff), url) <= {403, 405}, "coordinators never adjudicate"
+    for rater in (*adjudication_world["raters"], other_physician):
+        assert every_status(logged_in(rater), url) <= {OUTSIDER_NOT_FOUND, 405}, (
+            "the item's raters and other physicians learn nothing of it"
+        )
+    assert recorded() == 0, "a refused request changed data"
+    assert fetch(logged_in(adjudication_world["adjudicator"]), name, kwargs) == 200
