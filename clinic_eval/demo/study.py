@@ -63,6 +63,15 @@ DEMO_PHYSICIANS = (
     ("dr-02", "demo-physician-pass"),
     ("dr-03", "demo-physician-pass"),
 )
+# The open study: two of its three physicians rate each item, so when they disagree the third
+# (who never rated it, unless the case is theirs) adjudicates it.
+DEMO_OPEN_ADJUDICATION = {
+    "enabled": True,
+    "preference_conflict": True,
+    "likert_gap": 2,
+    "severe_single": True,
+    "adjudicators": [username for username, _ in DEMO_PHYSICIANS],
+}
 # The paradox study's three-way comparison, pairwise: SFT vs GRPO vs the physician's own plan.
 DEMO_PAIRS = [["GRPO-sim", "SFT-sim"], ["Physician", "SFT-sim"], ["GRPO-sim", "Physician"]]
 DEMO_ITEMS_PER_RATER = 12
@@ -134,7 +143,8 @@ def demo_seed(*, n_cases: int = 240, seed: int = 1) -> DemoAccounts:
             "repeat_fraction": 0.1,
         },
         rubric=study.rubric | {"spans": DEMO_SPANS},
-        analysis_plan=study.analysis_plan | {"primary": DEMO_PRIMARY},
+        analysis_plan=study.analysis_plan
+        | {"primary": DEMO_PRIMARY, "adjudication": DEMO_OPEN_ADJUDICATION},
         rater_ids=list(
             User.objects.filter(username__in=[u for u, _ in DEMO_PHYSICIANS]).values_list(
                 "pk", flat=True

@@ -132,8 +132,9 @@ def _adjudicator(study: Study, rule: AdjudicationRule, comparison: Comparison) -
 
 
 def adjudication_check(*, study: Study, comparison_id: int) -> Adjudication | None:
-    """Open the item's adjudication if its last rater has just submitted and the plan's rule
-    fires; returns it (or the one already open). Call inside the judgment's transaction."""
+    """Open the item's adjudication if its last rater has just submitted (first showings; a
+    repeat does not count) and the plan's rule fires; returns it (or the one already open).
+    Call inside the judgment's transaction."""
     rule = study.plan_config.adjudication
     if not rule.enabled:
         return None
@@ -143,7 +144,9 @@ def adjudication_check(*, study: Study, comparison_id: int) -> Adjudication | No
             .select_related("case")
             .get(pk=comparison_id)
         )
-        pending = Assignment.objects.filter(comparison_id=comparison_id).exclude(
+        # Repeat showings measure a rater's consistency; they neither count toward the rule nor
+        # hold the item back (a repeat comes a third of a queue later).
+        pending = Assignment.objects.filter(comparison_id=comparison_id, is_repeat=False).exclude(
             status=Assignment.Status.DONE
         )
         if pending.exists():

@@ -139,6 +139,26 @@ def test_repeat_showings_are_not_raters_of_their_own(coordinator: User) -> None:
     assert adjudication_of(comparison) is None
 
 
+def test_a_pending_repeat_showing_does_not_hold_the_item_back(
+    coordinator: User, trio: list[User]
+) -> None:
+    """The rule is checked when the item's first showings are all rated: a repeat showing,
+    placed a third of a queue later, does not delay the adjudication."""
+    study = adjudicated_study(
+        coordinator=coordinator, raters=trio, n_cases=12, repeat_fraction=0.5
+    ).study
+    comparison = next(c for c in comparisons(study) if len(seats(c, repeats=True)) == 3)
+    first, second = pair(comparison)
+    one, two = seats(comparison)
+    rate(one, prefer=first)
+    rate(two, prefer=second)
+
+    adjudication = adjudication_of(comparison)
+    assert adjudication is not None and adjudication.triggers == [PREFERENCE_CONFLICT]
+    (repeat,) = [s for s in seats(comparison, repeats=True) if s.is_repeat]
+    assert repeat.status == repeat.Status.PENDING
+
+
 def test_resubmissions_and_edits_never_open_a_second(coordinator: User, trio: list[User]) -> None:
     study = adjudicated_study(coordinator=coordinator, raters=trio).study
     comparison = comparisons(study)[0]

@@ -212,3 +212,46 @@ def test_create_arm_command(study: Study) -> None:
         run("create_arm", "--study", str(study.pk), "--label", "grpo", "--kind", "imported")
     with pytest.raises(CommandError, match="no study with id 0"):
         run("create_arm", "--study", "0", "--label", "X", "--kind", "model")
+
+
+def test_the_open_demo_study_sends_a_disagreement_to_its_third_physician(
+    settings: Settings,
+) -> None:
+    """Two demo physicians who disagree on an item hand it to the third to adjudicate."""
+    from clinic_eval.models import Adjudication, Assignment
+    from clinic_eval.rating import services as rating_services
+
+    settings.DEBUG = True
+    run("seed_demo", "--cases", "60")
+    study = Study.objects.get(title=DEMO_TITLE)
+    pairs: dict[int, list[Assignment]] = {}
+    for seat in Assignment.objects.filter(study=study, is_repeat=False).select_related("rater"):
+        pairs.setdefault(seat.comparison_id, []).append(seat)
+    shared = next(
+        seats
+        for seats in pairs.values()
+        if {s.rater.username for s in seats} == {"dr-01", "dr-02"}
+        and getattr(seats[0].comparison.case.original_author, "username", "") != "dr-03"
+    )
+    for seat, preferred in zip(shared, (0, 1), strict=True):
+        response = seat.comparison.responses.order_by("pk")[preferred].pk
+        letter = "AB"[seat.shown_order.index(response)]
+        rating_services.judgment_record(
+            assignment=seat,
+            rater=seat.rater,
+            data=rating_services.JudgmentInput(
+                preference=letter,
+                ratings=tuple(
+                    rating_services.RatingInput(
+                        position=p,
+                        scores={"reasoning_clarity": 3, "treatment_feasibility": 3},
+                        hallucination="none",
+                    )
+                    for p in range(2)
+                ),
+            ),
+        )
+    adjudication = Adjudication.objects.get(comparison_id=shared[0].comparison_id)
+    assert adjudication.adjudicator is not None
+    assert adjudication.adjudicator.username == "dr-03"
+    assert adjudication.triggers == ["Decisive preferences disagree"]
