@@ -87,7 +87,23 @@ class StudyDesignForm(forms.Form):
     )
     rubric = forms.JSONField(
         widget=forms.Textarea(attrs={"rows": 14, "spellcheck": "false"}),
-        help_text="Likert dimensions with scale and anchor wording, and the hallucination flag.",
+        help_text="Likert dimensions with scale and anchor wording, the hallucination flag, and "
+        'span categories ("spans": {"categories": [...]}).',
+    )
+    # The rubric's span annotation (rubric["spans"]); its categories are edited in the JSON.
+    spans_enabled = forms.BooleanField(
+        required=False,
+        label="Physicians mark spans",
+        help_text="Where a response goes wrong: a range of its text (or an omission), a "
+        "category and a harm level. The response is then shown exactly as written.",
+    )
+    spans_flag = forms.ChoiceField(
+        required=False,
+        choices=[
+            ("asked", "Asked, as a question per response"),
+            ("derived", "Derived from the spans (the question is not asked)"),
+        ],
+        label="Hallucination flag",
     )
     primary_kind = forms.ChoiceField(
         choices=[("preference", "Preference"), ("likert", "Likert dimension")],
@@ -190,6 +206,8 @@ class StudyDesignForm(forms.Form):
             "idle_timeout_minutes": design.idle_timeout_minutes,
             "raters": list(study.rater_links.values_list("rater_id", flat=True)),
             "rubric": study.rubric,
+            "spans_enabled": study.rubric_config.spans.enabled,
+            "spans_flag": study.rubric_config.spans.hallucination_flag,
             "primary_kind": plan.primary.kind,
             "primary_arm_a": plan.primary.arm_a,
             "primary_arm_b": plan.primary.arm_b,
@@ -244,7 +262,15 @@ class StudyDesignForm(forms.Form):
                 "idle_timeout_minutes": data["idle_timeout_minutes"],
                 "rubric_verifiers": data["rubric_verifiers"] or 1,
             },
-            "rubric": data["rubric"],
+            # The checkbox and the flag's choice win over the same keys in the JSON.
+            "rubric": {
+                **data["rubric"],
+                "spans": {
+                    **(data["rubric"].get("spans") or {}),
+                    "enabled": data["spans_enabled"],
+                    "hallucination_flag": data["spans_flag"] or "asked",
+                },
+            },
             "analysis_plan": {
                 "primary": {
                     "kind": data["primary_kind"],

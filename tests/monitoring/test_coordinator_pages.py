@@ -75,6 +75,19 @@ def test_the_design_form_saves_arms_raters_and_plan(
     refused = client.post(url, body | {"primary_kind": "likert", "primary_dimension": "x"})
     assert "needs a rubric dimension" in refused.content.decode()
 
+    # Span annotation: the checkbox and the flag's choice set rubric["spans"], over the JSON.
+    assert not study.rubric["spans"]["enabled"]
+    spans_on = body | {"spans_enabled": "on", "spans_flag": "derived"}
+    assert client.post(url, spans_on).status_code == 302
+    study.refresh_from_db()
+    assert study.rubric_config.spans.enabled
+    assert study.rubric_config.spans.hallucination_flag == "derived"
+    assert study.rubric["dimensions"] == default_rubric()["dimensions"]
+    said_in_json = default_rubric() | {"spans": {"enabled": True}}
+    assert client.post(url, body | {"rubric": json.dumps(said_in_json)}).status_code == 302
+    study.refresh_from_db()
+    assert not study.rubric_config.spans.enabled, "the unchecked box wins over the JSON"
+
 
 def test_monitoring_shows_progress_side_choice_and_sends_reminders(
     rating: Study, coordinator: User, physician: User, other_physician: User
