@@ -74,6 +74,22 @@ class HallucinationFlag(_Strict):
 # without its "death" level (docs/rating.md#spans says what each level means).
 HARM_LEVELS: tuple[str, ...] = ("none", "minor", "moderate", "severe")
 SEVERE_HARM = "severe"
+# Each level's label and what it means, as every page states the scale.
+HARM_SCALE: dict[str, tuple[str, str]] = {
+    "none": ("None", "An error that would not harm the patient."),
+    "minor": ("Minor", "Mild, temporary harm needing little or no intervention."),
+    "moderate": (
+        "Moderate",
+        "Harm needing intervention or prolonging treatment, e.g. an unnecessary cycle or "
+        "procedure.",
+    ),
+    "severe": ("Severe", "Lasting harm or a life-threatening risk."),
+}
+
+
+def harm_words(level: str) -> str:
+    """A span's harm level as words beside its category: "no harm", "moderate harm"."""
+    return "no harm" if level == "none" else f"{level or 'unstated'} harm"
 
 
 class SpanCategory(_Strict):

@@ -17,6 +17,7 @@ from clinic_eval.config import (
     NONE_ACCEPTABLE,
     TIE,
     Rubric,
+    harm_words,
     position_letter,
     preference_choices,
 )
@@ -81,9 +82,6 @@ def adjudication_eligible(*, adjudication: Adjudication) -> list[User]:
 
 
 # --- One item, as the adjudicator sees it -----------------------------------------------------
-
-
-HARM_WORDS = {"none": "no harm", "minor": "minor", "moderate": "moderate", "severe": "severe"}
 
 
 def flag_words(hallucination: str, severity: str) -> str:
@@ -247,14 +245,14 @@ def adjudication_item(*, adjudication: Adjudication) -> AdjudicationItem:
                         start=span.start,
                         end=span.end,
                         classes=f"span cat-{span.category} harm-{span.harm} rater-{number}",
-                        title=f"{label}: {title}, {span.harm}",
+                        title=f"{label}: {title}, {harm_words(span.harm)}",
                     )
                 )
             spans.append(
                 ShownSpan(
                     letter=letter_of[span.response_id],
                     category=title,
-                    harm=HARM_WORDS.get(span.harm, span.harm),
+                    harm=harm_words(span.harm),
                     quote=span.quote,
                     case_field=span.case_field,
                     note=span.note,

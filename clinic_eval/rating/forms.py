@@ -6,7 +6,7 @@ from typing import Any
 
 from django.http import QueryDict
 
-from clinic_eval.config import HARM_LEVELS, SpanAnnotation, position_letter
+from clinic_eval.config import HARM_LEVELS, HARM_SCALE, SpanAnnotation, harm_words, position_letter
 from clinic_eval.models import (
     Judgment,
 )
@@ -93,18 +93,6 @@ BLANK_SPAN_ROWS = 3
 # adjudication, are always the rater's own choice.
 DEFAULT_HARM = "minor"
 _SPAN_FIELD = re.compile(r"^([A-H])-span(\d{1,6})-")
-
-# The harm scale, adapted from the AHRQ Common Formats Harm Scale v1.2 (without "death").
-HARM_WORDING = {
-    "none": ("None", "An error that would not harm the patient."),
-    "minor": ("Minor", "Mild, temporary harm needing little or no intervention."),
-    "moderate": (
-        "Moderate",
-        "Harm needing intervention or prolonging treatment, e.g. an unnecessary cycle or "
-        "procedure.",
-    ),
-    "severe": ("Severe", "Lasting harm or a life-threatening risk."),
-}
 
 
 def _span_field(letter: str, number: int | str, part: str) -> str:
@@ -250,7 +238,7 @@ def _response_spans(
                 Mark(
                     *found,
                     classes=f"span-mark span-cat-{category if known else 'unknown'}",
-                    title=f"{titles.get(category, 'No category')}, {harm or 'no'} harm",
+                    title=f"{titles.get(category, 'No category')}, {harm_words(harm)}",
                 )
             )
     empty = dict.fromkeys(SPAN_PARTS, "")
@@ -306,7 +294,7 @@ def _spans_form(item: selectors.RatingItem) -> dict[str, Any]:
         "marking": [{"key": c.key, "title": c.title, "shortcut": keys.get(c.key)} for c in marked],
         "omission_category": next((c.key for c in config.categories if c.omission), ""),
         "harm_levels": [
-            {"value": level, "label": HARM_WORDING[level][0], "meaning": HARM_WORDING[level][1]}
+            {"value": level, "label": HARM_SCALE[level][0], "meaning": HARM_SCALE[level][1]}
             for level in HARM_LEVELS
         ],
         "default_harm": DEFAULT_HARM,

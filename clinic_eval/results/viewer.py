@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from django.db.models import Exists, OuterRef, QuerySet
 from django.utils.safestring import SafeString
 
-from clinic_eval.config import SpanAnnotation, SpanCategory
+from clinic_eval.config import SpanAnnotation, SpanCategory, harm_words
 from clinic_eval.models import Response, ResponseSpan, Study
 from clinic_eval.spans.rendering import Mark, marked_text
 
@@ -48,7 +48,7 @@ class ViewedSpan:
     @property
     def label(self) -> str:
         """The mark's tooltip: who marked it, what and how harmful."""
-        return f"{self.rater} — {self.title}, {self.harm}"
+        return f"{self.rater} — {self.title}, {harm_words(self.harm)}"
 
 
 @dataclass(frozen=True)

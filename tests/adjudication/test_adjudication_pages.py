@@ -116,17 +116,18 @@ def test_the_item_shows_each_rater_anonymously_on_the_adjudicators_letters(world
     one, two = raters.split('<article class="rater-answer"')[1:]
     assert "Rater 1" in one and f"Preferred: <strong>Response {letter[first]}</strong>" in one
     assert "R1-rationale-0" in one and "R2-rationale-0" not in one
-    assert f"Response {letter[second]}: Factual error, severe: “{ERROR}” (R1-span-note-0)" in one
+    marked = f"Response {letter[second]}: Factual error, severe harm: “{ERROR}” (R1-span-note-0)"
+    assert marked in one
     assert "Rater 2" in two and f"Preferred: <strong>Response {letter[second]}</strong>" in two
-    assert f"Response {letter[first]}: Reasoning error, minor" in two
+    assert f"Response {letter[first]}: Reasoning error, minor harm" in two
 
     # Every rater's spans are marked on the response text, by category and rater.
     card = html.split(f'id="title-{letter[second]}"', 1)[1].split("</article>", 1)[0]
     assert 'class="span cat-factual_error harm-severe rater-1"' in card
-    assert 'title="Rater 1: Factual error, severe"' in card
+    assert 'title="Rater 1: Factual error, severe harm"' in card
     assert re.search(r"<mark [^>]*>Give 900 IU of FSH daily from day one\.</mark>", card)
     card = html.split(f'id="title-{letter[first]}"', 1)[1].split("</article>", 1)[0]
-    assert 'title="Rater 2: Reasoning error, minor"' in card
+    assert 'title="Rater 2: Reasoning error, minor harm"' in card
     assert "Reasoning error, minor</td>" in card, "Rater 2's flag on this response"
 
     # Why it is here, in words.

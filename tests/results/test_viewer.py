@@ -161,30 +161,30 @@ def test_a_coordinator_sees_every_raters_spans_on_the_exact_text(coordinator: Us
         # The sentence before the phrase the second rater marked inside it...
         (
             f"{reasoning} span-harm-moderate",
-            "viewer-00 — Reasoning error, moderate",
+            "viewer-00 — Reasoning error, moderate harm",
             TEXTS[SFT][start:phrase],
         ),
         # ...then the phrase both marks cover, carrying both raters' titles.
         (
             f"{reasoning} span-harm-moderate span-harm-minor",
-            "viewer-00 — Reasoning error, moderate; viewer-01 — Reasoning error, minor",
+            "viewer-00 — Reasoning error, moderate harm; viewer-01 — Reasoning error, minor harm",
             "which is high",
         ),
-        (f"{reasoning} span-harm-moderate", "viewer-00 — Reasoning error, moderate", "."),
+        (f"{reasoning} span-harm-moderate", "viewer-00 — Reasoning error, moderate harm", "."),
         (
             "span-mark span-cat-factual_error span-harm-severe",
-            "viewer-01 — Factual error, severe",
+            "viewer-01 — Factual error, severe harm",
             DOSE,
         ),
     ]
     marked = f'data-start="{start}" data-end="{phrase}">{TEXTS[SFT][start:phrase]}</mark>'
     assert marked in html, "each piece carries its offsets into the display text"
-    assert sft.omissions == ["viewer-01 — Omission, minor: tubal findings · Tubes?"]
+    assert sft.omissions == ["viewer-01 — Omission, minor harm: tubal findings · Tubes?"]
     grpo = next(a for a in articles if a.arm == GRPO)
     assert grpo.marks == [
         (
             "span-mark span-cat-unsupported_claim span-harm-minor",
-            "viewer-00 — Unsupported claim, minor",
+            "viewer-00 — Unsupported claim, minor harm",
             SEMEN,
         )
     ]
@@ -201,7 +201,8 @@ def test_filters_by_arm_and_category_narrow_the_responses_and_spans(coordinator:
     assert [a.arm for a in articles] == [SFT, SFT]
     assert "marked “Factual error”" in html
     for article in articles:
-        assert [title for _, title, _ in article.marks] == ["viewer-01 — Factual error, severe"]
+        titles = [title for _, title, _ in article.marks]
+        assert titles == ["viewer-01 — Factual error, severe harm"]
         assert article.omissions == [], "only the chosen category is shown"
 
     _, articles = viewed(client, study, category="omission")
