@@ -244,7 +244,11 @@ def adjudication_item(*, adjudication: Adjudication) -> AdjudicationItem:
                     Mark(
                         start=span.start,
                         end=span.end,
-                        classes=f"span cat-{span.category} harm-{span.harm} rater-{number}",
+                        # The rating page's category colours (span-cat-*), and the rater.
+                        classes=(
+                            f"span-mark span-cat-{span.category} span-harm-{span.harm} "
+                            f"rater-{number}"
+                        ),
                         title=f"{label}: {title}, {harm_words(span.harm)}",
                     )
                 )

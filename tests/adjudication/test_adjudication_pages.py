@@ -123,7 +123,7 @@ def test_the_item_shows_each_rater_anonymously_on_the_adjudicators_letters(world
 
     # Every rater's spans are marked on the response text, by category and rater.
     card = html.split(f'id="title-{letter[second]}"', 1)[1].split("</article>", 1)[0]
-    assert 'class="span cat-factual_error harm-severe rater-1"' in card
+    assert 'class="span-mark span-cat-factual_error span-harm-severe rater-1"' in card
     assert 'title="Rater 1: Factual error, severe harm"' in card
     assert re.search(r"<mark [^>]*>Give 900 IU of FSH daily from day one\.</mark>", card)
     card = html.split(f'id="title-{letter[first]}"', 1)[1].split("</article>", 1)[0]
