@@ -9,14 +9,18 @@ rubric and generation objects have theirs in ``clinic_eval.rubrics.selectors`` a
 
 from __future__ import annotations
 
+from functools import cache
+
 from django.db.models import Count, QuerySet
 from django.http import Http404
 
+from clinic_eval import sql
 from clinic_eval.models import (
     Adjudication,
     Arm,
     Assignment,
     Case,
+    Comparison,
     DataImport,
     Response,
     Study,
@@ -86,27 +90,60 @@ def study_rater_get_for_coordinator(*, user: User, study_id: int, rater_id: int)
 def study_get_for_rater(*, user: User, public_id: str) -> Study:
     if not user.is_physician:
         raise Http404
-    try:
-        return Study.objects.get(
-            public_id=public_id,
-            rater_links__rater=user,
-            status__in=Study.FROZEN_STATUSES,
-        )
-    except Study.DoesNotExist:
-        raise Http404 from None
+    frozen = list(Study.FROZEN_STATUSES)
+    found = sql.fetch(_rated_study_sql(len(frozen)), [public_id, user.pk, *frozen])
+    if not found:
+        raise Http404
+    return sql.load(Study, found[0])[0]
+
+
+@cache
+def _rated_study_sql(statuses: int) -> str:
+    return (
+        f"SELECT {sql.columns(Study, 's')} FROM {sql.table(Study)} s "
+        f"JOIN {sql.table(StudyRater)} sr "
+        f"ON {sql.column(StudyRater, 'study', 'sr')} = {sql.column(Study, 'id', 's')} "
+        f"WHERE {sql.column(Study, 'public_id', 's')} = %s "
+        f"AND {sql.column(StudyRater, 'rater', 'sr')} = %s "
+        f"AND {sql.column(Study, 'status', 's')} IN ({sql.placeholders(statuses)})"
+    )
 
 
 def assignment_get_for_rater(*, user: User, public_id: str) -> Assignment:
+    """The rater's seat with its study, comparison and case, in one written query: every
+    rating request starts here (see ``clinic_eval.sql``)."""
     if not user.is_physician:
         raise Http404
-    try:
-        return Assignment.objects.select_related("study", "comparison__case").get(
-            public_id=public_id,
-            rater=user,
-            study__status__in=Study.FROZEN_STATUSES,
-        )
-    except Assignment.DoesNotExist:
-        raise Http404 from None
+    frozen = list(Study.FROZEN_STATUSES)
+    found = sql.fetch(_seat_sql(len(frozen)), [public_id, user.pk, *frozen])
+    if not found:
+        raise Http404
+    row = found[0]
+    assignment, at = sql.load(Assignment, row)
+    study, at = sql.load(Study, row, at)
+    comparison, at = sql.load(Comparison, row, at)
+    case, _ = sql.load(Case, row, at)
+    comparison.case = case
+    assignment.study, assignment.comparison, assignment.rater = study, comparison, user
+    return assignment
+
+
+@cache
+def _seat_sql(statuses: int) -> str:
+    return (
+        f"SELECT {sql.columns(Assignment, 'a')}, {sql.columns(Study, 's')}, "
+        f"{sql.columns(Comparison, 'cmp')}, {sql.columns(Case, 'c')} "
+        f"FROM {sql.table(Assignment)} a "
+        f"JOIN {sql.table(Study)} s "
+        f"ON {sql.column(Study, 'id', 's')} = {sql.column(Assignment, 'study', 'a')} "
+        f"JOIN {sql.table(Comparison)} cmp "
+        f"ON {sql.column(Comparison, 'id', 'cmp')} = {sql.column(Assignment, 'comparison', 'a')} "
+        f"JOIN {sql.table(Case)} c "
+        f"ON {sql.column(Case, 'id', 'c')} = {sql.column(Comparison, 'case', 'cmp')} "
+        f"WHERE {sql.column(Assignment, 'public_id', 'a')} = %s "
+        f"AND {sql.column(Assignment, 'rater', 'a')} = %s "
+        f"AND {sql.column(Study, 'status', 's')} IN ({sql.placeholders(statuses)})"
+    )
 
 
 def adjudication_get_for_adjudicator(*, user: User, public_id: str) -> Adjudication:

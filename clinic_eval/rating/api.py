@@ -30,7 +30,7 @@ from clinic_eval.models import Assignment
 from clinic_eval.rating import selectors, services
 from clinic_eval.rating.services import GradeInput
 from clinic_eval.spans.text import ResolvedSpan, SpanInput, sentences
-from clinic_eval.web.api import AuthenticatedRequest, BaseApi
+from clinic_eval.web.api import AuthenticatedRequest, BaseApi, Shape
 from clinic_eval.web.permissions import IsPhysician
 
 
@@ -457,9 +457,14 @@ def _item_data(item: selectors.RatingItem) -> dict[str, Any]:
     }
 
 
+ITEM = Shape(RateItemOutput())
+JUDGMENT_IN = Shape(RateJudgmentInput())
+JUDGMENT_RESULT = Shape(RateJudgmentResultOutput())
+
+
 def _item_response(assignment: Assignment) -> Response:
     item = selectors.rating_item(assignment=assignment)
-    return Response(RateItemOutput(_item_data(item)).data)
+    return Response(ITEM.render(_item_data(item)))
 
 
 def _judgment_input(payload: dict[str, Any]) -> services.JudgmentInput:
@@ -560,15 +565,14 @@ class RateJudgmentApi(RaterApi):
     )
     def put(self, request: AuthenticatedRequest, public_id: str) -> Response:
         assignment = access.assignment_get_for_rater(user=request.user, public_id=public_id)
-        payload = RateJudgmentInput(data=request.data)
-        payload.is_valid(raise_exception=True)
+        payload = JUDGMENT_IN.validated(request.data)
         try:
             judgment, outcome = services.judgment_record(
                 assignment=assignment,
                 rater=request.user,
-                data=_judgment_input(payload.validated_data),
-                revision=payload.validated_data["revision"],
-                reason=payload.validated_data["reason"],
+                data=_judgment_input(payload),
+                revision=payload["revision"],
+                reason=payload["reason"],
             )
         except JudgmentInvalid as exc:
             errors = RateJudgmentErrorsOutput(
@@ -587,4 +591,4 @@ class RateJudgmentApi(RaterApi):
         }
         created = outcome == services.JudgmentOutcome.CREATED
         code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
-        return Response(RateJudgmentResultOutput(result).data, status=code)
+        return Response(JUDGMENT_RESULT.render(result), status=code)

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 
 from django.db.models import Count, Q, QuerySet
 
+from clinic_eval import sql
 from clinic_eval.config import RUBRIC_MODE, SpanAnnotation, position_letter, preference_choices
 from clinic_eval.models import (
     Assignment,
+    Case,
     Judgment,
     Response,
     Study,
@@ -105,28 +108,59 @@ class RatingItem:
         return self.mode == RUBRIC_MODE
 
 
-def _queue_place(assignment: Assignment) -> tuple[RaterProgress, int]:
-    """The rater's progress in the study and this item's 1-based place, in one query."""
-    counts = Assignment.objects.filter(
-        study=assignment.study_id, rater=assignment.rater_id
-    ).aggregate(
-        **_PROGRESS, before=Count("id", filter=Q(queue_position__lt=assignment.queue_position))
+@dataclass(frozen=True)
+class _Shown:
+    case: Case
+    texts: dict[int, str]  # response pk -> display text
+    progress: RaterProgress
+    number: int  # 1-based place of the item in the rater's queue
+
+
+def _shown(assignment: Assignment) -> _Shown:
+    """The case and the shown responses' texts, with the rater's progress in the study and the
+    item's place in their queue, in one written query (see ``clinic_eval.sql``)."""
+    shown_order = list(assignment.shown_order)
+    rows = sql.fetch(
+        _shown_sql(len(shown_order)),
+        [
+            assignment.queue_position,
+            Assignment.Status.DONE,
+            assignment.study_id,
+            assignment.rater_id,
+            *shown_order,
+        ],
     )
-    progress = RaterProgress(study=assignment.study, done=counts["done"], total=counts["total"])
-    return progress, counts["before"] + 1
+    case, at = sql.load(Case, rows[0])
+    seats, rated, ahead = rows[0][at + 2 : at + 5]
+    progress = RaterProgress(study=assignment.study, done=int(rated), total=int(seats))
+    return _Shown(case, {row[at]: row[at + 1] for row in rows}, progress, int(ahead) + 1)
+
+
+@cache
+def _shown_sql(responses: int) -> str:
+    seat = sql.table(Assignment)
+    position = sql.column(Assignment, "queue_position", "q")
+    status = sql.column(Assignment, "status", "q")
+    return (
+        f"SELECT {sql.columns(Case, 'c')}, {sql.column(Response, 'id', 'r')}, "
+        f"{sql.column(Response, 'display_text', 'r')}, q.seats, q.rated, q.ahead "
+        f"FROM {sql.table(Response)} r JOIN {sql.table(Case)} c "
+        f"ON {sql.column(Case, 'id', 'c')} = {sql.column(Response, 'case', 'r')} "
+        f"CROSS JOIN (SELECT COUNT(*) AS seats, "
+        f"COALESCE(SUM(CASE WHEN {position} < %s THEN 1 ELSE 0 END), 0) AS ahead, "
+        f"COALESCE(SUM(CASE WHEN {status} = %s THEN 1 ELSE 0 END), 0) AS rated "
+        f"FROM {seat} q WHERE {sql.column(Assignment, 'study', 'q')} = %s "
+        f"AND {sql.column(Assignment, 'rater', 'q')} = %s) q "
+        f"WHERE {sql.column(Response, 'id', 'r')} IN ({sql.placeholders(responses)})"
+    )
 
 
 def rating_item(*, assignment: Assignment) -> RatingItem:
-    """What the rater sees for one seat: the case and the shown responses in one query, the
-    queue place and progress in another, and only for a rated seat its judgment (with its
-    spans when the rubric marks them)."""
-    shown = {
-        response.pk: response
-        for response in Response.objects.filter(pk__in=assignment.shown_order).select_related(
-            "case"
-        )
-    }
-    case = shown[assignment.shown_order[0]].case
+    """What the rater sees for one seat: the case, the shown responses, the queue place and
+    progress in one query, and only for a rated seat its judgment (with its spans when the
+    rubric marks them)."""
+    shown = _shown(assignment)
+    case = shown.case
     study = assignment.study
     rubric_mode = study.is_rubric_mode
     span_config = study.rubric_config.spans
@@ -143,22 +177,21 @@ def rating_item(*, assignment: Assignment) -> RatingItem:
         for g in (judgment.criterion_grades.all() if judgment and rubric_mode else [])
         if g.criterion_id in numbers
     )
-    progress, number = _queue_place(assignment)
     return RatingItem(
         assignment=assignment,
         study=study,
         fields=list(case.fields.items()),
         narrative=case.narrative,
         responses=[
-            ShownResponse(position_letter(i), i, shown[pk].display_text)
+            ShownResponse(position_letter(i), i, shown.texts[pk])
             for i, pk in enumerate(assignment.shown_order)
         ],
         preference_choices=[]
         if rubric_mode
         else preference_choices(study.design, len(assignment.shown_order)),
         judgment=judgment,
-        progress=progress,
-        number=number,
+        progress=shown.progress,
+        number=shown.number,
         mode=study.design_config.mode,
         criteria=[ShownCriterion(n, c.text, c.points) for n, c in enumerate(criteria, 1)],
         grades=grades,

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from clinic_eval import sql
 from clinic_eval.audit.services import audit_record, changed_fields
 from clinic_eval.config import (
     POSITION_LETTERS,
@@ -92,7 +94,7 @@ def _claim_held_or_next(*, rater: User, study: Study, now: datetime) -> Assignme
     locks = connection.features.has_select_for_update_skip_locked
     lock = " FOR UPDATE OF seat SKIP LOCKED" if locks else ""
     adapt = connection.ops.adapt_datetimefield_value
-    sql = f"""
+    statement = f"""
         UPDATE {table} SET leased_until = %s, first_shown_at = COALESCE(first_shown_at, %s)
         WHERE id = (
             SELECT seat.id FROM {table} seat
@@ -102,7 +104,7 @@ def _claim_held_or_next(*, rater: User, study: Study, now: datetime) -> Assignme
                      seat.queue_position, seat.id
             LIMIT 1{lock}
         )
-        RETURNING *
+        RETURNING {sql.columns(Assignment)}
     """  # the table names come from the models; every value is a parameter
     params = [
         adapt(now + _lease(study)),
@@ -114,10 +116,10 @@ def _claim_held_or_next(*, rater: User, study: Study, now: datetime) -> Assignme
         Study.Status.OPEN,
         adapt(now),
     ]
-    claimed = list(Assignment.objects.raw(sql, params))
+    claimed = sql.fetch(statement, params)
     if not claimed:
         return None
-    seat = claimed[0]
+    seat = sql.load(Assignment, claimed[0])[0]
     seat.rater = rater
     if study.status == Study.Status.OPEN:
         # The caller's study agrees with the database (the claim saw it open): reuse it. A
@@ -405,17 +407,19 @@ def _store_ratings(
         return
     if replace:
         ResponseRating.objects.filter(judgment=judgment).delete()
-    ResponseRating.objects.bulk_create(
-        ResponseRating(
-            judgment=judgment,
-            position=r.position,
-            response_id=assignment.shown_order[r.position],
-            scores=r.scores,
-            hallucination=r.hallucination,
-            severity=r.severity,
-            note=r.note,
-        )
-        for r in data.ratings
+    sql.insert(
+        [
+            ResponseRating(
+                judgment=judgment,
+                position=r.position,
+                response_id=assignment.shown_order[r.position],
+                scores=r.scores,
+                hallucination=r.hallucination,
+                severity=r.severity,
+                note=r.note,
+            )
+            for r in data.ratings
+        ]
     )
 
 
@@ -466,6 +470,34 @@ def _judgment_update(
     return judgment, JudgmentOutcome.UPDATED
 
 
+def _seat_done(assignment: Assignment, rater: User, now: datetime) -> bool:
+    """Marks the seat done if it is still this rater's and pending, in one written statement
+    (every submit makes it; see ``clinic_eval.sql``)."""
+    touched = sql.execute(
+        _seat_done_sql(),
+        [
+            Assignment.Status.DONE,
+            connection.ops.adapt_datetimefield_value(now),
+            assignment.pk,
+            rater.pk,
+            Assignment.Status.PENDING,
+        ],
+    )
+    return touched == 1
+
+
+@cache
+def _seat_done_sql() -> str:
+    def name(field: str) -> str:
+        return sql.column(Assignment, field)
+
+    return (
+        f"UPDATE {sql.table(Assignment)} SET {name('status')} = %s, {name('done_at')} = %s, "
+        f"{name('leased_until')} = NULL "
+        f"WHERE {name('id')} = %s AND {name('rater')} = %s AND {name('status')} = %s"
+    )
+
+
 def _judgment_create(
     assignment: Assignment,
     rater: User,
@@ -496,10 +528,7 @@ def _judgment_create(
         spans_store(
             judgment=judgment, shown_order=assignment.shown_order, spans=data.spans, replace=False
         )
-        done = Assignment.objects.filter(
-            pk=assignment.pk, rater=rater, status=Assignment.Status.PENDING
-        ).update(status=Assignment.Status.DONE, done_at=now, leased_until=None)
-        if not done:
+        if not _seat_done(assignment, rater, now):
             raise DomainError(
                 "This item is no longer in your queue (a coordinator moved it); nothing was saved."
             )

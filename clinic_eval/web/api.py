@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.exceptions import (
     RequestDataTooBig,
     TooManyFieldsSent,
@@ -9,8 +11,10 @@ from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import Direction, OpenApiParameter, inline_serializer
 from rest_framework import exceptions, serializers, status
+from rest_framework.exceptions import ErrorDetail
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from clinic_eval.errors import DomainError
@@ -109,6 +113,51 @@ class CoordinatorApi(BaseApi):
 class StratumQuery(serializers.Serializer):
     # A CharField refuses NUL characters, which PostgreSQL cannot store or compare.
     stratum = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class Shape:
+    """A serializer built once and used for every request, on the rater's hot path.
+
+    DRF deep-copies a serializer's declared fields each time one is instantiated: for the
+    rating item (about 80 fields, nested) that cost more than the item's queries. Rendering
+    and validating keep no state on the serializer (``to_representation`` and
+    ``run_validation`` return their result or raise), so one bound instance serves every
+    thread; the fields are still the serializer's, listed explicitly.
+    """
+
+    def __init__(self, serializer: serializers.Serializer) -> None:
+        self.serializer = serializer
+        # Bind every field now, once, rather than racing on the first requests.
+        self._bind(serializer)
+
+    @classmethod
+    def _bind(cls, field: serializers.Field) -> None:
+        child = getattr(field, "child", None)
+        if child is not None:
+            cls._bind(child)
+        if isinstance(field, serializers.Serializer):
+            for nested in field.fields.values():
+                cls._bind(nested)
+
+    def render(self, data: object) -> Any:
+        """``Serializer(data).data``: only the declared fields, in their output form."""
+        return self.serializer.to_representation(data)
+
+    def validated(self, data: object) -> Any:
+        """``Serializer(data=data)``, validated: the validated data, or DRF's
+        ``ValidationError`` with the same field errors ``is_valid(raise_exception=True)``
+        raises (a 400)."""
+        try:
+            return self.serializer.run_validation(data)
+        except exceptions.ValidationError as exc:
+            raise exceptions.ValidationError(_as_field_errors(exc.detail)) from None
+
+
+def _as_field_errors(detail: Any) -> Any:
+    # What ``Serializer.errors`` makes of a null body, which validation reports as a bare list.
+    if isinstance(detail, list) and len(detail) == 1 and getattr(detail[0], "code", None) == "null":
+        return {api_settings.NON_FIELD_ERRORS_KEY: [ErrorDetail("No data provided", code="null")]}
+    return detail
 
 
 def domain_error(exc: DomainError) -> Response:

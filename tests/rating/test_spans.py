@@ -551,10 +551,10 @@ def test_without_spans_the_api_says_so_and_refuses_them(coordinator: User, physi
 # those); a submission that carries spans reads the shown texts once and writes the spans in
 # one insert, and an edit form loads its spans with its ratings.
 SPANS_BOUNDS = {
-    "page: item": 5,
+    "page: item": 4,
     "page: submit with spans": 11,
-    "page: edit form": 8,
-    "api: item": 4,
+    "page: edit form": 7,
+    "api: item": 3,
     "api: submit with spans": 10,
 }
 

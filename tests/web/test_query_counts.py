@@ -30,14 +30,15 @@ pytestmark = pytest.mark.django_db
 # test's transaction each atomic block adds a SAVEPOINT and a RELEASE, counted here (2 in a
 # submit); in production those are BEGIN/COMMIT. Issue 16 set the caps: API next 5, item 4,
 # judgment 8, and the page submit that renders the next item 12. Before it: 13, 12, 21 (29
-# rendering the next item), 15, 7 and 16.
+# rendering the next item), 15, 7 and 16. The item's case, responses, progress and queue place
+# are one query ("shown").
 BOUNDS = {
     "page: next": 4,  # session, user, study, claim
-    "page: item": 5,  # session, user, seat, case with responses, queue place
+    "page: item": 4,  # session, user, seat, shown
     "page: submit": 9,  # session, user, seat, savepoint, judgment, ratings, done, release, claim
-    "page: submit, next item rendered": 11,  # the same + case with responses, queue place
-    "api: next": 5,  # token, study, claim, case with responses, queue place
-    "api: item": 4,  # token, seat, case with responses, queue place
+    "page: submit, next item rendered": 10,  # the same + shown
+    "api: next": 4,  # token, study, claim, shown
+    "api: item": 3,  # token, seat, shown
     "api: submit": 8,  # token, seat, savepoint, judgment, ratings, done, release, claim
 }
 
