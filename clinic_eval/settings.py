@@ -108,6 +108,11 @@ def database_from_url(name: str, url: str) -> dj_database_url.DBConfig:
             raise ImproperlyConfigured(f"{name} names no PostgreSQL database: {url!r}")
         config["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
         config["CONN_HEALTH_CHECKS"] = True
+        if env_bool("DATABASE_PREPARED_STATEMENTS", True):
+            # Parameters bound by the server, and statements a connection runs often prepared
+            # once (psycopg's threshold): planning was half of PostgreSQL's time on the rating
+            # loop. Off behind a pooler in transaction mode, which cannot keep them.
+            config["OPTIONS"] = {"server_side_binding": True, "prepare_threshold": 5}
     else:
         raise ImproperlyConfigured(
             f"{name} must be a postgres:// or sqlite:// URL; got engine {engine or 'none'!r}"

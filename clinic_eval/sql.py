@@ -91,19 +91,29 @@ def _pipeline(field: Field, vendor: str) -> tuple[Any, tuple[Converter, ...]]:
     return expression, tuple(converters)
 
 
-def converted(field: Field, value: Any) -> Any:
-    """A raw database value as the ORM would hand it over for ``field``."""
-    expression, converters = _pipeline(field, connection.vendor)
-    for convert in converters:
-        value = convert(value, expression, connection)
-    return value
+@cache
+def _model_pipeline(
+    model: type[Model], vendor: str
+) -> tuple[list[str], list[tuple[int, Any, tuple[Converter, ...]]]]:
+    """The model's attribute names in column order, and the columns that need converting."""
+    fields = model._meta.concrete_fields
+    converting = []
+    for index, field in enumerate(fields):
+        expression, converters = _pipeline(field, vendor)
+        if converters:
+            converting.append((index, expression, converters))
+    return [f.attname for f in fields], converting
 
 
 def load(model: type[M], row: Sequence[Any], start: int = 0) -> tuple[M, int]:
     """The instance in ``row`` from ``start`` (columns as ``columns`` lists them), and where
     the next model's columns begin."""
-    fields = model._meta.concrete_fields
-    raw = row[start : start + len(fields)]
-    values = [converted(f, v) for f, v in zip(fields, raw, strict=True)]
-    instance = model.from_db(connection.alias, [f.attname for f in fields], values)
-    return instance, start + len(fields)
+    names, converting = _model_pipeline(model, connection.vendor)
+    end = start + len(names)
+    values = list(row[start:end])
+    for index, expression, converters in converting:
+        value = values[index]
+        for convert in converters:
+            value = convert(value, expression, connection)
+        values[index] = value
+    return model.from_db(connection.alias, names, values), end
