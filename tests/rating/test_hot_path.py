@@ -95,10 +95,7 @@ def test_written_inserts_store_what_the_orm_stores(coordinator: User, physician:
     stored = list(judgment.ratings.order_by("position").values())
     ResponseRating.objects.filter(judgment=judgment).delete()
     sql.insert(
-        [
-            ResponseRating(**{k: v for k, v in row.items() if k != "id"})
-            for row in reversed(stored)
-        ]
+        [ResponseRating(**{k: v for k, v in row.items() if k != "id"}) for row in reversed(stored)]
     )
     again = list(judgment.ratings.order_by("position").values())
     assert [{k: v for k, v in row.items() if k != "id"} for row in again] == [
