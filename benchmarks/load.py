@@ -6,8 +6,9 @@ Run from the repository root with PostgreSQL and Redis on 127.0.0.1 (as for the 
 
 It builds its own database (``clinic_eval_load``, dropped and recreated), migrates it, seeds an
 open pairwise study with one physician and API token per user (``manage.py seed_load_study``),
-starts gunicorn on a free local port with production settings (DEBUG off), and runs locust
-headless (benchmarks/locustfile.py) twice with the same number of users and no think time:
+vacuums and analyzes it (as autovacuum soon would, so that it does not in mid-run), starts
+gunicorn on a free local port with production settings (DEBUG off), and runs locust headless
+(benchmarks/locustfile.py) twice with the same number of users and no think time:
 
 1. the trivial view: ``GET /healthz``, a plain Django view running ``SELECT 1``;
 2. the rating loop: ``POST next`` -> ``GET item`` -> ``PUT judgment``, each item once.
@@ -18,11 +19,14 @@ every judgment a client saw accepted is stored exactly once. It exits 1 on any e
 mismatch. Client and server share the machine's cores, so figures are for comparing runs on
 one machine, not capacity planning.
 
-Workers: on this 2-core machine, shared with other work, with 50 users and 30 s runs the
-rating loop made 57 req/s with 3 sync workers (the Dockerfile's setting), 49 with 5 sync, 60
-with gthread 3x4 and 81 with gthread 2x8, all with no errors; the trivial view swung from 340
-to 1,330 req/s between runs, so only large differences mean anything. The default is gthread
-2 workers x 8 threads: the best measured, and threads keep connections alive.
+Workers: on this 2-core machine (shared with locust and PostgreSQL), 50 users, 30 s runs, two
+rounds each after issue 16's changes, the rating loop / trivial view ratio was 0.24 and 0.20
+with gthread 2 workers x 8 threads, 0.30 and 0.31 with 4 x 4, 0.23 and 0.31 with 4 x 8, 0.24
+and 0.29 with 3 x 8, 0.26 and 0.24 with 2 x 16, all without errors. The rating loop waits on
+PostgreSQL for part of each request and a process runs one thread of Python at a time, so
+more processes serve it better; the trivial view, which barely waits, served fewer requests
+with them. The trivial view swings by a quarter between runs (830 to 1,220 req/s above), so
+compare configurations over several runs. The default is the best measured, 4 x 4.
 """
 
 from __future__ import annotations
@@ -54,8 +58,11 @@ BROKER_URL = "redis://127.0.0.1:6379/11"
 ENDPOINTS = ("next", "item", "judgment")
 TRIVIAL = "healthz"
 # Judgments/s the whole server is assumed never to exceed, for sizing the queues: each rater
-# gets this share of the run's items, with a margin, so no queue runs dry mid-run.
+# gets this share of the run's items, with a margin, so no queue runs dry mid-run. Locust does
+# not serve its users evenly: in one 30 s run at 92 judgments/s they rated 30 to 114 items
+# each (mean 55), so the margin is three times the mean share.
 ASSUMED_MAX_JUDGMENTS_PER_S = 150
+UNEVEN_USERS_MARGIN = 3
 MIN_ITEMS_PER_RATER = 30
 WARM_UP_SECONDS = 3
 
@@ -101,6 +108,16 @@ def recreate_database(server_url: str, name: str) -> None:
     with psycopg.connect(server_url, autocommit=True) as connection:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         connection.execute(f'CREATE DATABASE "{name}"')
+
+
+def vacuum_analyze(database_url: str) -> None:
+    """What autovacuum does to a freshly filled study within a minute or so (its insert
+    threshold), done before the runs instead of during one: planner statistics, and the
+    visibility map that lets the queue counts read the index alone."""
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        connection.execute("VACUUM ANALYZE")
 
 
 def drop_database(server_url: str, name: str) -> None:
@@ -376,7 +393,7 @@ def print_table(title: str, rows: list[EndpointStats]) -> None:
 
 def items_per_rater(users: int, duration: int) -> int:
     share = ASSUMED_MAX_JUDGMENTS_PER_S * duration / users
-    return max(MIN_ITEMS_PER_RATER, round(1.5 * share))
+    return max(MIN_ITEMS_PER_RATER, round(UNEVEN_USERS_MARGIN * share))
 
 
 def main() -> int:
@@ -384,9 +401,9 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--duration", type=int, default=60, help="seconds of the rating loop")
     parser.add_argument("--trivial-duration", type=int, default=20, help="seconds of /healthz")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=4)
     parser.add_argument(
-        "--threads", type=int, default=8, help="threads per worker; 1 means sync workers"
+        "--threads", type=int, default=4, help="threads per worker; 1 means sync workers"
     )
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
     parser.add_argument(
@@ -419,6 +436,7 @@ def main() -> int:
             )
         )
         seeded = json.loads(tokens_file.read_text())
+        vacuum_analyze(args.database_url)
         port = free_port()
         host = f"http://127.0.0.1:{port}"
         server = start_gunicorn(env, port, args.workers, args.threads, work / "gunicorn.log")

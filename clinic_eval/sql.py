@@ -61,11 +61,9 @@ def execute(sql: str, params: Sequence[Any]) -> int:
         return cursor.rowcount
 
 
-def insert(instances: Sequence[Model]) -> None:
-    """Inserts unsaved instances of one model in one statement, their values prepared as the
-    ORM's ``bulk_create`` prepares them; the instances do not learn their primary keys."""
-    if not instances:
-        return
+def _insert_statement(instances: Sequence[Model]) -> tuple[str, list[Any]]:
+    """One INSERT of unsaved instances of one model, their values prepared as the ORM
+    prepares them (defaults from the constructor, ``auto_now`` stamps, JSON adapted)."""
     model = type(instances[0])
     fields = [f for f in model._meta.concrete_fields if f is not model._meta.auto_field]
     quote = connection.ops.quote_name
@@ -75,11 +73,36 @@ def insert(instances: Sequence[Model]) -> None:
         for instance in instances
         for f in fields
     ]
-    execute(
+    statement = (
         f"INSERT INTO {table(model)} ({', '.join(quote(f.column) for f in fields)}) "
-        f"VALUES {', '.join([row] * len(instances))}",
-        params,
+        f"VALUES {', '.join([row] * len(instances))}"
     )
+    return statement, params
+
+
+def insert(instances: Sequence[Model]) -> None:
+    """Inserts unsaved instances of one model in one statement, as ``bulk_create`` would;
+    the instances do not learn their primary keys."""
+    if instances:
+        execute(*_insert_statement(instances))
+
+
+def create(instance: M) -> M:
+    """Inserts one unsaved instance, as ``QuerySet.create`` would, and gives it its primary
+    key. A constraint it breaks raises Django's ``IntegrityError``, as there."""
+    statement, params = _insert_statement([instance])
+    meta = type(instance)._meta
+    with connection.cursor() as cursor:
+        if connection.features.can_return_columns_from_insert:
+            cursor.execute(
+                f"{statement} RETURNING {connection.ops.quote_name(meta.pk.column)}", params
+            )
+            instance.pk = cursor.fetchone()[0]
+        else:
+            cursor.execute(statement, params)
+            instance.pk = connection.ops.last_insert_id(cursor, meta.db_table, meta.pk.column)
+    instance._state.adding, instance._state.db = False, connection.alias
+    return instance
 
 
 @cache

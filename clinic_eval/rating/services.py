@@ -513,14 +513,16 @@ def _judgment_create(
         cap = _lease(assignment.study).total_seconds()
         seconds = min((now - assignment.first_shown_at).total_seconds(), cap)
     with transaction.atomic():
-        judgment = Judgment.objects.create(
-            assignment=assignment,
-            study=assignment.study,
-            rater=rater,
-            preference=data.preference,
-            preferred_response_id=_preferred_response(assignment, data.preference),
-            rationale=data.rationale,
-            seconds_on_item=seconds,
+        judgment = sql.create(
+            Judgment(
+                assignment=assignment,
+                study=assignment.study,
+                rater=rater,
+                preference=data.preference,
+                preferred_response_id=_preferred_response(assignment, data.preference),
+                rationale=data.rationale,
+                seconds_on_item=seconds,
+            )
         )
         _store_ratings(judgment, assignment, data, replace=False)
         if data.grades:

@@ -7,13 +7,14 @@ import threading
 from typing import Any
 
 import pytest
+from django.db import IntegrityError, transaction
 from django.db.models import Model
 from rest_framework import exceptions
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from clinic_eval import access, sql
-from clinic_eval.models import Assignment, ResponseRating, Study, User
+from clinic_eval.models import Assignment, Judgment, ResponseRating, Study, User
 from clinic_eval.rating import api as rater_api
 from clinic_eval.rating import selectors
 from tests.support.rating_study import open_rubric_study, open_study, take_and_rate
@@ -102,6 +103,22 @@ def test_written_inserts_store_what_the_orm_stores(coordinator: User, physician:
         {k: v for k, v in row.items() if k != "id"} for row in stored
     ]
     sql.insert([])  # nothing to insert: no statement
+
+
+def test_a_written_create_stores_what_the_orm_creates(coordinator: User, physician: User) -> None:
+    built = open_study(coordinator=coordinator, raters=[physician], raters_per_item=1)
+    judgment = take_and_rate(physician, built.study).judgment
+    stored = Judgment.objects.filter(pk=judgment.pk).values().get()
+    Judgment.objects.filter(pk=judgment.pk).delete()
+    fields = {k: v for k, v in stored.items() if k not in ("id", "created_at", "updated_at")}
+    again = sql.create(Judgment(**fields))
+    assert again.pk is not None and not again._state.adding
+    reloaded = Judgment.objects.filter(pk=again.pk).values().get()
+    assert {k: reloaded[k] for k in fields} == fields
+    assert reloaded["created_at"] is not None and reloaded["updated_at"] is not None
+    # The one-judgment-per-seat constraint refuses a second, as it refuses the ORM's insert.
+    with pytest.raises(IntegrityError), transaction.atomic():
+        sql.create(Judgment(**fields))
 
 
 def _items(coordinator: User, physician: User) -> list[dict[str, Any]]:
