@@ -9,6 +9,8 @@ an unknown token and an inactive user are refused with DRF's messages, and the r
 
 from __future__ import annotations
 
+from functools import cache
+
 from django.utils.translation import gettext_lazy as _
 from rest_framework import authentication, exceptions
 from rest_framework.authtoken.models import Token
@@ -16,6 +18,7 @@ from rest_framework.authtoken.models import Token
 from clinic_eval.models import User
 
 
+@cache
 def _token_user_sql() -> str:
     users, tokens = User._meta.db_table, Token._meta.db_table
     return (

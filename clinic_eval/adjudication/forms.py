@@ -65,6 +65,8 @@ def final_form(item: AdjudicationItem, values: dict[str, str], errors: dict[str,
     return {
         "responses": responses,
         "hallucination_enabled": flag.enabled,
+        # The adjudicator marks no spans, so the flag is asked even where raters' is derived.
+        "hallucination_asked": flag.enabled,
         "note_allowed": flag.note_allowed,
         "preferences": [
             {"value": choice, "label": preference_words(choice, positions)}

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from django.db import IntegrityError, transaction
 from django.db.models import Model
+from django.http import Http404
 from rest_framework import exceptions
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
@@ -57,8 +58,6 @@ def test_a_seat_loaded_by_written_sql_is_the_one_the_orm_loads(
 def test_the_written_reads_still_refuse_what_is_not_the_raters(
     coordinator: User, physician: User, other_physician: User
 ) -> None:
-    from django.http import Http404
-
     built = open_study(coordinator=coordinator, raters=[physician], raters_per_item=1)
     seat = Assignment.objects.filter(rater=physician).first()
     with pytest.raises(Http404):
